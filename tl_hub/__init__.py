@@ -1,0 +1,57 @@
+"""tl_hub: transfer learning for image classification on the Hugging Face Hub.
+
+Load a pretrained vision backbone with a new head for your labels, let tl_hub pick how much of it to
+re-train from the size of your data, train through Accelerate on any hardware, and push a Hub-ready
+checkpoint with a rich model card.
+
+Example:
+    >>> import tl_hub
+    >>> model = tl_hub.load_backbone("bundled:efficientnet_lite0", ["cat", "dog"])
+    >>> policy = tl_hub.choose_policy(num_examples=200, num_labels=2)
+    >>> summary = tl_hub.apply_policy(model, policy)
+
+The public names are imported lazily, so `import tl_hub` (and `tl-hub --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "TlHubError": "tl_hub.errors",
+    "load_backbone": "tl_hub.backbone",
+    "load_image_processor": "tl_hub.backbone",
+    "depth_map": "tl_hub.depth",
+    "FreezePolicy": "tl_hub.policy",
+    "PolicySummary": "tl_hub.policy",
+    "choose_policy": "tl_hub.policy",
+    "apply_policy": "tl_hub.policy",
+    "param_groups": "tl_hub.policy",
+    "load_data": "tl_hub.data",
+    "DataBundle": "tl_hub.data",
+    "RecipeConfig": "tl_hub.config",
+    "finetune": "tl_hub.finetune",
+    "FinetuneResult": "tl_hub.finetune",
+    "push_to_hub": "tl_hub.hub",
+    "load": "tl_hub.hub",
+    "predict": "tl_hub.hub",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tl_hub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
