@@ -50,3 +50,69 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "H
 def session_dir() -> Path:
     """A temporary folder shared by the whole test session."""
     return _SESSION_DIR
+
+
+# ---------------------------------------------------------------------------------------------------
+# The local Hub (tests/hub_server.py): one server per session on HUB_PORT, token HUB_TOKEN -> HUB_USER.
+# A second, read-only account exists for 403 tests: HUB_READ_TOKEN -> HUB_READ_USER.
+HUB_READ_TOKEN = "hf_tlhubREADONLYtoken0123456789abcd"
+HUB_READ_USER = "reader"
+
+
+class LocalHub:
+    """Handle on the session's local Hub server, for tests.
+
+    Attributes: url, token, user, read_token, server (tests.hub_server.HubServer: .faults, .requests,
+    .files(repo_id, repo_type, revision), .history(...), .tree(...), .repo(...)).
+
+    Example:
+        >>> def test_x(hub):
+        ...     repo_id = hub.new_repo_id("demo")      # "tester/demo-<unique>"
+        ...     files = hub.files(repo_id)             # after a push: path -> bytes
+    """
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.url = server.url
+        self.token = HUB_TOKEN
+        self.user = HUB_USER
+        self.read_token = HUB_READ_TOKEN
+        self._counter = 0
+
+    def new_repo_id(self, prefix: str = "repo") -> str:
+        """A repo id in the test user's namespace that no other test uses."""
+        import uuid
+
+        self._counter += 1
+        return f"{self.user}/{prefix}-{self._counter}-{uuid.uuid4().hex[:6]}"
+
+    def files(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> dict[str, bytes]:
+        """Raw content of every file of a repo at a revision."""
+        return self.server.files(repo_id, repo_type, revision)
+
+    def history(self, repo_id: str, repo_type: str = "model", revision: str = "main"):
+        """Commits of a repo (newest first): .sha, .title, .tree, .author."""
+        return self.server.history(repo_id, repo_type, revision)
+
+    def is_private(self, repo_id: str, repo_type: str = "model") -> bool:
+        return self.server.repo(repo_id, repo_type).private
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The session's local Hub-compatible server (see LocalHub); every HF client already points at it."""
+    try:
+        from hub_server import HubServer  # tests/ is on sys.path (pytest rootdir-relative import)
+    except ImportError:
+        from tests.hub_server import HubServer
+
+    server = HubServer(
+        port=HUB_PORT,
+        tokens={HUB_TOKEN: HUB_USER},
+        read_only_tokens={HUB_READ_TOKEN: HUB_READ_USER},
+        root=_SESSION_DIR / "local_hub",
+    ).start()
+    try:
+        yield LocalHub(server)
+    finally:
+        server.stop()
