@@ -1,0 +1,240 @@
+"""Evaluation metrics through the `evaluate` library, with the metric code shipped inside tl_hub.
+
+The `evaluate` wheel ships no metric code: `evaluate.load("accuracy")` downloads a script from the Hub
+and fails offline. tl_hub ships its own `evaluate` modules next to this file (`accuracy.py`,
+`precision_recall_f1.py`, `top_k_accuracy.py`, `confusion_matrix.py`) and loads them by local path, so
+evaluation never touches the network. Any other `evaluate` metric id or path can be added by name
+(`extra_metrics=["matthews_correlation"]`, or `metrics:` in a recipe).
+
+`evaluate` is imported lazily (it costs 5-10 s): importing this package is instant.
+
+Example:
+    >>> import numpy as np
+    >>> from tl_hub.metrics import compute_metrics
+    >>> result = compute_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), ["cat", "dog"])
+    >>> round(result["accuracy"], 3), result["confusion_matrix"]
+    (0.667, [[1, 1], [0, 1]])
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tl_hub.errors import ConfigError, DataError
+
+__all__ = [
+    "BUILTIN_METRIC_KEYS",
+    "SHIPPED_METRICS",
+    "compute_metrics",
+    "load_metric",
+    "metric_path",
+]
+
+_HERE = Path(__file__).resolve().parent
+
+#: The evaluate modules shipped in this folder (name -> script file).
+SHIPPED_METRICS: dict[str, Path] = {
+    name: _HERE / f"{name}.py" for name in ("accuracy", "precision_recall_f1", "top_k_accuracy", "confusion_matrix")
+}
+
+#: Scalar keys that `compute_metrics` always reports (top5_accuracy only with > 5 labels and logits),
+#: plus the eval loss the training loop adds: the valid values of `metric_for_best_model`.
+BUILTIN_METRIC_KEYS: tuple[str, ...] = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "top5_accuracy",
+    "loss",
+)
+
+_LOADED: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def metric_path(name: str) -> str:
+    """Absolute path of a metric script shipped with tl_hub (usable with `evaluate.load`).
+
+    Example:
+        >>> metric_path("accuracy").endswith("accuracy.py")
+        True
+    """
+    path = SHIPPED_METRICS.get(name)
+    if path is None:
+        raise ConfigError(
+            f"metric {name!r} is not shipped with tl_hub; shipped: {', '.join(SHIPPED_METRICS)}"
+            + _closest(name, SHIPPED_METRICS)
+        )
+    return str(path)
+
+
+def load_metric(name_or_path: str) -> Any:
+    """An `evaluate.EvaluationModule` by shipped name, local path, or evaluate/Hub id.
+
+    Shipped names (`accuracy`, `precision_recall_f1`, `top_k_accuracy`, `confusion_matrix`) load from
+    tl_hub's own scripts (offline). A local file or folder loads through `evaluate.load(path)`. Any
+    other name is an `evaluate` id (e.g. `matthews_correlation`, `user/my_metric`) that evaluate fetches
+    from the Hub the first time; if that fails (offline, unknown id) a ConfigError says what to do.
+    Modules are loaded once per process and kept in memory (`keep_in_memory=True`, no cache files,
+    safe with several processes).
+
+    Example:
+        >>> acc = load_metric("accuracy")  # doctest: +SKIP
+        >>> acc.compute(predictions=[1, 0], references=[1, 1])  # doctest: +SKIP
+        {'accuracy': 0.5}
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ConfigError(f"metrics: expected a metric name or path, got {name_or_path!r}")
+    key = name_or_path.strip()
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        import evaluate
+
+        if key in SHIPPED_METRICS:
+            module = evaluate.load(str(SHIPPED_METRICS[key]), keep_in_memory=True)
+        elif os.path.exists(key):
+            try:
+                module = evaluate.load(os.path.abspath(key), keep_in_memory=True)
+            except (OSError, ValueError, ImportError, TypeError) as err:
+                raise ConfigError(
+                    f"metrics: could not load the evaluate module at {key!r}: {err}. A local metric is a "
+                    "script `name.py` (or a folder `name/` holding `name.py`) defining an evaluate.Metric subclass."
+                ) from err
+        else:
+            try:
+                module = evaluate.load(key, keep_in_memory=True)
+            except (OSError, ValueError, ImportError, ConnectionError) as err:
+                raise ConfigError(
+                    f"metrics: could not load evaluate metric {key!r} ({type(err).__name__}: {err}). "
+                    f"tl_hub ships {', '.join(SHIPPED_METRICS)} offline and always reports "
+                    f"{', '.join(k for k in BUILTIN_METRIC_KEYS if k != 'loss')}, per-label scores and the "
+                    "confusion matrix. Other evaluate metrics are downloaded from the Hub on first use: check "
+                    "the id and your network (and that HF_EVALUATE_OFFLINE is not set), or pass the path of a "
+                    "local metric script." + _closest(key, SHIPPED_METRICS)
+                ) from err
+        _LOADED[key] = module
+        return module
+
+
+def compute_metrics(
+    predictions: Any,
+    references: Any,
+    label_names: Sequence[str],
+    logits: Any = None,
+    extra_metrics: Iterable[str] = (),
+) -> dict[str, Any]:
+    """All evaluation metrics of a classifier, as a JSON-serialisable dict.
+
+    Args:
+        predictions: predicted class ids, shape [N] (or None to take the argmax of `logits`).
+        references: true class ids, shape [N].
+        label_names: the class names; index = class id.
+        logits: optional scores [N, num_labels]; needed for `top5_accuracy` (reported when there are
+            more than 5 labels).
+        extra_metrics: more `evaluate` metric ids or paths (see `load_metric`); each is computed with
+            `compute(predictions=..., references=...)` and its scalar results merged in (prefixed with
+            the metric name when a key would clash).
+
+    Returns:
+        {"accuracy", "precision_macro", "recall_macro", "f1_macro", ["top5_accuracy"],
+         "per_label": {name: {"precision", "recall", "f1", "support"}},
+         "confusion_matrix": [[int]] (rows: true label, columns: predicted), **extras}.
+        Macro averages run over the labels present in the references or predictions (scikit-learn's
+        default); zero divisions count as 0.
+
+    Example:
+        >>> r = compute_metrics([0, 2, 1, 2], [0, 1, 1, 2], ["a", "b", "c"])
+        >>> r["accuracy"], r["per_label"]["b"]["recall"]
+        (0.75, 0.5)
+    """
+    names = [str(n) for n in label_names]
+    num_labels = len(names)
+    if num_labels < 2:
+        raise DataError(f"label_names: got {names!r}; a classifier needs at least 2 labels")
+    scores = None
+    if logits is not None:
+        scores = np.asarray(_to_numpy(logits), dtype=np.float32)
+        if scores.ndim != 2 or scores.shape[1] != num_labels:
+            raise DataError(
+                f"logits: expected shape [N, {num_labels}] (one score per label), got {tuple(scores.shape)}"
+            )
+    if predictions is None:
+        if scores is None:
+            raise DataError("predictions: got None and no logits to take the argmax of; pass one of them")
+        predictions = scores.argmax(axis=1)
+    preds = np.asarray(_to_numpy(predictions)).reshape(-1).astype(np.int64)
+    refs = np.asarray(_to_numpy(references)).reshape(-1).astype(np.int64)
+    if preds.shape != refs.shape:
+        raise DataError(f"predictions ({preds.shape[0]}) and references ({refs.shape[0]}) differ in length")
+    if preds.size == 0:
+        raise DataError("references: got 0 examples; there is nothing to evaluate (is the eval split empty?)")
+    if scores is not None and scores.shape[0] != refs.shape[0]:
+        raise DataError(f"logits: {scores.shape[0]} rows for {refs.shape[0]} references")
+    for what, ids in (("predictions", preds), ("references", refs)):
+        if ids.min() < 0 or ids.max() >= num_labels:
+            raise DataError(
+                f"{what}: class ids must be in [0, {num_labels}) for {num_labels} labels, "
+                f"got values {int(ids.min())}..{int(ids.max())}"
+            )
+
+    result: dict[str, Any] = {}
+    result.update(load_metric("accuracy").compute(predictions=preds, references=refs))
+    prf = load_metric("precision_recall_f1")
+    macro = prf.compute(predictions=preds, references=refs)
+    result.update({k: macro[k] for k in ("precision_macro", "recall_macro", "f1_macro")})
+    if scores is not None and num_labels > 5:
+        top = load_metric("top_k_accuracy").compute(predictions=scores, references=refs, k=5)
+        result["top5_accuracy"] = top["top_5_accuracy"]
+    per_label = prf.compute(predictions=preds, references=refs, labels=list(range(num_labels)))["per_label"]
+    result["per_label"] = {names[int(i)]: scores_ for i, scores_ in per_label.items()}
+    result["confusion_matrix"] = load_metric("confusion_matrix").compute(
+        predictions=preds, references=refs, num_labels=num_labels
+    )["confusion_matrix"]
+
+    for extra in extra_metrics:
+        module = load_metric(extra)
+        try:
+            values = module.compute(predictions=preds, references=refs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(
+                f"metrics: evaluate metric {extra!r} failed on {num_labels}-class predictions: {err}. "
+                "Extra metrics are called as compute(predictions=class ids, references=class ids) without "
+                "other arguments; macro precision/recall/F1 are already reported."
+            ) from err
+        prefix = str(getattr(module, "name", extra)).replace("/", "_")
+        for key, value in (values or {}).items():
+            out_key = key if key not in result else f"{prefix}_{key}"
+            result[out_key] = value
+    return _jsonable(result)
+
+
+def _to_numpy(value: Any) -> Any:
+    """Torch tensors (any device/dtype) and lists to something np.asarray takes."""
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _closest(name: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,786 @@
+"""`RecipeConfig`: every knob of a tl_hub run, in one dataclass, loaded from YAML with overrides.
+
+The dataclass below is the only place where defaults live. A recipe YAML sets any subset of its
+fields; command-line overrides (`--key value`, `--key=value` or `key=value`) win over the YAML; values
+are coerced from strings by each field's annotation. Unknown or misspelled keys, wrong types and
+out-of-range values raise `ConfigError` naming the key, the value received and the fix. Access tokens
+are never part of a recipe: tl_hub reads them from `HF_TOKEN` or the login of `hf auth login`.
+
+Example:
+    >>> from tl_hub.config import RecipeConfig
+    >>> cfg = RecipeConfig(dataset="bundled:fashion_mnist", epochs=3)
+    >>> cfg.policy, cfg.epochs
+    ('auto', 3)
+    >>> cfg.apply_overrides(["--epochs", "5", "image_size=112"]).image_size
+    112
+    >>> RecipeConfig.from_dict({"dataset": "beans", "epocs": 3})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tl_hub.errors.ConfigError: unknown key 'epocs' (did you mean 'epochs'?). Valid keys: model, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from tl_hub.errors import ConfigError
+
+__all__ = ["RecipeConfig", "parse_overrides", "POLICIES"]
+
+POLICIES = ("auto", "head", "partial", "full", "scratch", "lp-ft")
+
+# Keys people bring from other tools: a hint in the "unknown key" error (never silently accepted).
+_RENAMED = {
+    "model_name_or_path": "model",
+    "model_name": "model",
+    "model_revision": "revision",
+    "dataset_name": "dataset",
+    "dataset_config_name": "dataset_config",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "lr": "learning_rate",
+    "warmup": "warmup_ratio",
+    "lr_scheduler_type": "lr_scheduler",
+    "report_to": "log_with",
+    "with_tracking": "log_with",
+    "private": "hub_private",
+    "fp16": "mixed_precision",
+    "bf16": "mixed_precision",
+    "max_eval_samples": "max_train_samples",
+    "remove_unused_columns": None,
+}
+_SECRET_KEYS = {"token", "hub_token", "hf_token", "use_auth_token", "auth_token", "access_token", "api_key"}
+_TOKEN_VALUE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
+_NULL_STRINGS = {"none", "null", "~", ""}
+_TRUE_STRINGS = {"true", "yes", "1", "on", "y"}
+_FALSE_STRINGS = {"false", "no", "0", "off", "n"}
+
+
+def _f(default: Any, help: str, group: str) -> Any:
+    """A dataclass field with its one-line help text and a group name (for --help and docs)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "group": group})
+    return field(default=default, metadata={"help": help, "group": group})
+
+
+@dataclass(kw_only=True)
+class RecipeConfig:
+    """Everything a tl_hub fine-tuning run needs; the resolved copy is saved as `recipe.yaml`.
+
+    Build one from Python keywords, from a YAML recipe (`RecipeConfig.from_yaml`), from command-line
+    arguments (`RecipeConfig.from_args`) or from a dict (`RecipeConfig.from_dict`, which reports
+    unknown keys with the closest valid one). Every field is validated on construction and by
+    `replace`. `RecipeConfig.format_help()` lists all fields with their help text.
+
+    Example:
+        >>> cfg = RecipeConfig(model="facebook/convnext-tiny-224", dataset="beans", policy="partial")
+        >>> cfg.replace(learning_rate=3e-4).learning_rate
+        0.0003
+        >>> RecipeConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    # --- backbone ----------------------------------------------------------------------------
+    model: str = _f(
+        "bundled:efficientnet_lite0",
+        "Backbone: a Hub model id (org/name), a local folder, or bundled:efficientnet_lite0 (offline).",
+        "model",
+    )
+    revision: str | None = _f(None, "Branch, tag or commit of the backbone on the Hub (null = main).", "model")
+    trust_remote_code: bool = _f(
+        False, "Allow custom model/dataset code from the Hub to run (only for sources you trust).", "model"
+    )
+
+    # --- data --------------------------------------------------------------------------------
+    dataset: str | None = _f(
+        None,
+        "Required. Images: a Hub dataset id, an image folder (one subfolder per label), a CSV/JSONL file, "
+        "or bundled:fashion_mnist / bundled:digits.",
+        "data",
+    )
+    dataset_config: str | None = _f(None, "Configuration (subset) name of a Hub dataset.", "data")
+    dataset_revision: str | None = _f(None, "Branch, tag or commit of the Hub dataset (null = main).", "data")
+    train_split: str | None = _f(None, "Split to train on (null = 'train').", "data")
+    eval_split: str | None = _f(
+        None, "Split to evaluate on (null = validation/test if present, else eval_fraction of train).", "data"
+    )
+    eval_fraction: float = _f(
+        0.2, "Fraction of train held out (stratified) for evaluation when there is no eval split.", "data"
+    )
+    image_column: str | None = _f(None, "Column holding the images (null = detect it).", "data")
+    label_column: str | None = _f(None, "Column holding the labels (null = detect it).", "data")
+    labels: list[str] | None = _f(
+        None, "Use only these labels, in this order (null = all labels of the dataset).", "data"
+    )
+    max_train_samples: int | None = _f(None, "Keep at most this many training images (stratified; null = all).", "data")
+    examples_per_label: int | None = _f(
+        None, "Keep at most this many training images per label (null = all).", "data"
+    )
+    on_bad_image: Literal["skip", "error"] = _f(
+        "skip", "Unreadable images: skip them (listed in the data report) or stop with an error.", "data"
+    )
+    max_bad_fraction: float = _f(
+        0.01, "Stop if more than this fraction of the images is unreadable, even with on_bad_image: skip.", "data"
+    )
+    image_size: int | None = _f(
+        None, "Training/eval image side in pixels (null = the backbone's processor size).", "data"
+    )
+    augment: bool = _f(True, "Random resized crop + horizontal flip on training images.", "data")
+    num_workers: int | None = _f(None, "DataLoader worker processes (null = chosen from the CPU count).", "data")
+
+    # --- freeze policy -----------------------------------------------------------------------
+    policy: Literal["auto", "head", "partial", "full", "scratch", "lp-ft"] = _f(
+        "auto",
+        "What to train: auto (chosen from the data size, reason logged), head, partial, full, scratch, "
+        "or lp-ft (head first, then everything).",
+        "policy",
+    )
+    train_fraction: float | None = _f(
+        None, "partial: fraction of the backbone's depth (from the top) to train (null = chosen by size).", "policy"
+    )
+    head_epochs_fraction: float | None = _f(
+        None, "lp-ft: fraction of the epochs that train only the head (null = default of the policy).", "policy"
+    )
+    feature_cache: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Head-only training on features computed once: auto (when only the head trains), on, or off.",
+        "policy",
+    )
+    feature_cache_dir: str | None = _f(
+        None, "Keep cached features on disk (float16) in this folder for reuse (null = in memory).", "policy"
+    )
+
+    # --- optimisation ------------------------------------------------------------------------
+    epochs: int = _f(5, "Passes over the training data.", "optimization")
+    batch_size: int = _f(32, "Training images per device per step.", "optimization")
+    eval_batch_size: int | None = _f(None, "Evaluation images per device per step (null = batch_size).", "optimization")
+    gradient_accumulation_steps: int = _f(
+        1, "Steps whose gradients add up before one optimizer update.", "optimization"
+    )
+    learning_rate: float | None = _f(
+        None,
+        "Peak AdamW learning rate (null = by policy: 1e-3 when only the head trains, 1e-4 otherwise).",
+        "optimization",
+    )
+    layer_decay: float = _f(
+        1.0, "Layer-wise LR decay: depth d gets lr * layer_decay**(head_depth - d); 1 = same lr everywhere.",
+        "optimization",
+    )
+    weight_decay: float = _f(0.01, "AdamW weight decay (never applied to norms and biases).", "optimization")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = _f(
+        "cosine", "Learning-rate schedule after warmup.", "optimization"
+    )
+    warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimization")
+    max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null = no clipping).", "optimization")
+    skip_nonfinite_batches: bool = _f(
+        True,
+        "Skip the update of a batch whose loss is NaN/inf (counted in the logs); false = stop with an error.",
+        "optimization",
+    )
+    seed: int = _f(42, "Random seed (data split, head init, augmentation, shuffling).", "optimization")
+
+    # --- precision ---------------------------------------------------------------------------
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = _f(
+        None,
+        "no, bf16 or fp16 (null = the launcher's, e.g. accelerate launch --mixed_precision bf16). "
+        "bf16 works on recent CPUs; fp16 on CPU is ignored by torch.",
+        "precision",
+    )
+
+    # --- evaluation and checkpoints -----------------------------------------------------------
+    metric_for_best_model: str = _f(
+        "accuracy",
+        "Eval metric that picks the best epoch (accuracy, f1_macro, precision_macro, recall_macro, "
+        "top5_accuracy, loss, or a key of an extra metric).",
+        "evaluation",
+    )
+    metrics: list[str] = _f(
+        [], "Extra evaluate metrics (ids or local script paths) computed besides the built-in ones.", "evaluation"
+    )
+    early_stopping_patience: int | None = _f(
+        None, "Stop after this many epochs without improvement of metric_for_best_model (null = never).",
+        "evaluation",
+    )
+    checkpointing_steps: int | Literal["epoch"] | None = _f(
+        "epoch", "Save resumable state every N optimizer steps, or 'epoch', or null (never).", "evaluation"
+    )
+    save_total_limit: int | None = _f(2, "Keep at most this many checkpoints, oldest removed first (null = all).", "evaluation")
+    resume_from_checkpoint: str | None = _f(
+        None, "Resume from a checkpoint folder, or 'latest' (the newest in output_dir/checkpoints).", "evaluation"
+    )
+    log_with: list[str] = _f(
+        [], "Accelerate trackers (tensorboard, wandb, mlflow, ...; all = every installed one).", "evaluation"
+    )
+
+    # --- output and Hub ----------------------------------------------------------------------
+    output_dir: str = _f("tl_hub_output", "Folder for the Hub-ready model, metrics, recipe and checkpoints.", "output")
+    overwrite_output_dir: bool = _f(
+        False, "Allow writing into a non-empty output_dir that holds another run (resuming needs no flag).",
+        "output",
+    )
+    push_to_hub: bool = _f(False, "Push the output folder to the Hub after training (one commit).", "output")
+    hub_model_id: str | None = _f(
+        None, "Hub repo to push to, name or org/name (null = your user / the output_dir name).", "output"
+    )
+    hub_private: bool = _f(True, "Create the Hub repo private (applies only when the repo is new).", "output")
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        hints = _type_hints()
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+        self._validate()
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RecipeConfig:
+        """A config from a mapping; unknown keys raise ConfigError with the closest valid key.
+
+        Keys may use dashes (`batch-size`) or a leading `--`.
+
+        Example:
+            >>> RecipeConfig.from_dict({"dataset": "beans", "batch-size": "16"}).batch_size
+            16
+        """
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a recipe must be a mapping of key: value, got {type(values).__name__}: {values!r}")
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            kwargs[_normalise_key(raw_key)] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
+        """Load a recipe YAML, then apply command-line style overrides (which win).
+
+        Example:
+            >>> cfg = RecipeConfig.from_yaml("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
+        """
+        values = _read_yaml(Path(path))
+        values.update(parse_overrides(overrides))
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> RecipeConfig:
+        """Parse `[--config PATH] [--key value | --key=value | key=value ...]` (default: sys.argv[1:]).
+
+        `-h`/`--help` prints `format_help()` and exits with status 0.
+
+        Example:
+            >>> RecipeConfig.from_args(["--dataset", "beans", "--policy=head", "epochs=2"]).policy
+            'head'
+        """
+        args = list(sys.argv[1:] if argv is None else argv)
+        if "-h" in args or "--help" in args:
+            print(cls.format_help())
+            raise SystemExit(0)
+        config_path: str | None = None
+        rest: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg in ("--config", "-c"):
+                if i + 1 >= len(args):
+                    raise ConfigError("--config: missing the path of a recipe YAML (e.g. --config recipes/configs/quickstart.yaml)")
+                config_path, i = args[i + 1], i + 2
+                continue
+            if arg.startswith("--config="):
+                config_path = arg.split("=", 1)[1]
+            else:
+                rest.append(arg)
+            i += 1
+        if config_path is not None:
+            return cls.from_yaml(config_path, rest)
+        return cls.from_dict(parse_overrides(rest))
+
+    def apply_overrides(self, overrides: Sequence[str]) -> RecipeConfig:
+        """A copy with command-line style overrides applied.
+
+        Example:
+            >>> RecipeConfig(dataset="beans").apply_overrides(["--push_to_hub"]).push_to_hub
+            True
+        """
+        return self.replace(**parse_overrides(overrides))
+
+    def replace(self, **changes: Any) -> RecipeConfig:
+        """A validated copy with some fields changed (unknown keys raise ConfigError).
+
+        Example:
+            >>> RecipeConfig(dataset="beans").replace(epochs=1).epochs
+            1
+        """
+        values = self.to_dict()
+        for key, value in changes.items():
+            values[_normalise_key(key)] = value
+        return type(self).from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (JSON/YAML-safe; lists copied). Holds no secrets: none are fields.
+
+        Example:
+            >>> RecipeConfig(dataset="beans").to_dict()["dataset"]
+            'beans'
+        """
+        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_yaml(self, path: str | Path | None = None, *, header: str | None = None) -> str:
+        """The recipe as YAML (each key under a comment with its help); written to `path` if given.
+
+        `RecipeConfig.from_yaml(path) == self` holds for the written file.
+
+        Example:
+            >>> text = RecipeConfig(dataset="beans", epochs=2).to_yaml()
+            >>> "epochs: 2" in text
+            True
+        """
+        import yaml
+
+        lines = [f"# {line}" if line else "#" for line in (header or "").splitlines()]
+        group = None
+        for f in dataclasses.fields(self):
+            if f.metadata["group"] != group:
+                group = f.metadata["group"]
+                lines.append(f"\n# ---- {group} " + "-" * max(0, 60 - len(group)))
+            lines.append(f"# {f.metadata['help']}")
+            value = getattr(self, f.name)
+            flow = None if isinstance(value, list) else False  # lists inline: [a, b]
+            lines.append(yaml.safe_dump({f.name: value}, default_flow_style=flow, width=10_000).strip())
+        text = "\n".join(lines).lstrip("\n") + "\n"
+        if path is not None:
+            out = Path(path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+        return text
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a larger `metric_for_best_model` is better (False for losses).
+
+        Example:
+            >>> RecipeConfig(dataset="beans", metric_for_best_model="loss").greater_is_better
+            False
+        """
+        return "loss" not in self.metric_for_best_model
+
+    def learning_rate_for(self, policy: str, phase: str | None = None) -> float:
+        """The peak learning rate a run uses: `learning_rate`, or the policy's default when it is null.
+
+        Defaults (AdamW): 1e-3 when only the head trains (policy head, lp-ft's head phase) or when the
+        whole network starts from random (scratch); 1e-4 when pretrained layers train (partial, full,
+        lp-ft's full phase).
+
+        Example:
+            >>> RecipeConfig(dataset="beans").learning_rate_for("head")
+            0.001
+            >>> RecipeConfig(dataset="beans", learning_rate=5e-5).learning_rate_for("head")
+            5e-05
+        """
+        if self.learning_rate is not None:
+            return self.learning_rate
+        if policy not in POLICIES or policy == "auto":
+            raise ConfigError(
+                f"policy: got {policy!r}; learning_rate_for needs a resolved policy "
+                f"({', '.join(p for p in POLICIES if p != 'auto')})"
+            )
+        if policy in ("head", "scratch") or (policy == "lp-ft" and phase == "head"):
+            return 1e-3
+        return 1e-4
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """{field name: one-line help} in declaration order.
+
+        Example:
+            >>> RecipeConfig.field_help()["epochs"]
+            'Passes over the training data.'
+        """
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def format_help(cls) -> str:
+        """Help text of every field, grouped, with its type and default (used by `--help`).
+
+        Example:
+            >>> "--learning_rate" in RecipeConfig.format_help()
+            True
+        """
+        hints = _type_hints()
+        out = [
+            "Recipe options (YAML keys; on the command line --key value, --key=value or key=value):",
+        ]
+        group = None
+        for f in dataclasses.fields(cls):
+            if f.metadata["group"] != group:
+                group = f.metadata["group"]
+                out.append(f"\n{group}:")
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out.append(f"  --{f.name} {_type_name(hints[f.name])}  (default: {_show(default)})")
+            out.append(f"      {f.metadata['help']}")
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError(
+                "dataset: missing. Set `dataset:` in the recipe or pass --dataset: a Hub dataset id "
+                "(e.g. beans), an image folder, a CSV/JSONL file, or bundled:fashion_mnist"
+            )
+        if not self.model:
+            raise ConfigError("model: empty; give a Hub model id, a local folder or bundled:efficientnet_lite0")
+        if not self.output_dir:
+            raise ConfigError("output_dir: empty; give the folder the run writes to (e.g. tl_hub_output/my_run)")
+        _check_range("epochs", self.epochs, low=1)
+        _check_range("batch_size", self.batch_size, low=1)
+        _check_range("eval_batch_size", self.eval_batch_size, low=1)
+        _check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, low=1)
+        _check_range("learning_rate", self.learning_rate, low=0, low_open=True, hint="a typical value is 1e-4")
+        _check_range("layer_decay", self.layer_decay, low=0, high=1, low_open=True, hint="1 disables the decay")
+        _check_range("weight_decay", self.weight_decay, low=0)
+        _check_range("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        _check_range("max_grad_norm", self.max_grad_norm, low=0, low_open=True, hint="use null to disable clipping")
+        _check_range("seed", self.seed, low=0, high=2**32 - 1)
+        _check_range("eval_fraction", self.eval_fraction, low=0, high=1, low_open=True, high_open=True)
+        _check_range("max_train_samples", self.max_train_samples, low=1)
+        _check_range("examples_per_label", self.examples_per_label, low=1)
+        _check_range("max_bad_fraction", self.max_bad_fraction, low=0, high=1)
+        _check_range("image_size", self.image_size, low=16, hint="e.g. 112 for a quick CPU run, 224 for most backbones")
+        _check_range("num_workers", self.num_workers, low=0)
+        _check_range("train_fraction", self.train_fraction, low=0, high=1, low_open=True)
+        _check_range("head_epochs_fraction", self.head_epochs_fraction, low=0, high=1, low_open=True, high_open=True)
+        _check_range("early_stopping_patience", self.early_stopping_patience, low=1)
+        _check_range("save_total_limit", self.save_total_limit, low=1, hint="use null to keep every checkpoint")
+        if isinstance(self.checkpointing_steps, int):
+            _check_range("checkpointing_steps", self.checkpointing_steps, low=1, hint="or 'epoch', or null")
+        if self.train_fraction is not None and self.policy not in ("auto", "partial"):
+            raise ConfigError(
+                f"train_fraction: got {self.train_fraction} with policy {self.policy!r}; it only applies to "
+                "policy partial (or auto). Remove it or set policy: partial"
+            )
+        if self.head_epochs_fraction is not None and self.policy not in ("auto", "lp-ft"):
+            raise ConfigError(
+                f"head_epochs_fraction: got {self.head_epochs_fraction} with policy {self.policy!r}; it only "
+                "applies to policy lp-ft (or auto). Remove it or set policy: lp-ft"
+            )
+        if self.feature_cache == "on" and self.policy in ("partial", "full", "scratch"):
+            raise ConfigError(
+                f"feature_cache: 'on' with policy {self.policy!r}; cached features need a frozen backbone "
+                "(policy head, lp-ft's first phase, or auto). Use feature_cache: auto or off"
+            )
+        if self.hub_model_id is not None and not _REPO_ID.match(self.hub_model_id):
+            raise ConfigError(
+                f"hub_model_id: got {self.hub_model_id!r}; expected 'name' or 'org/name' (letters, digits, "
+                "'-', '_', '.'; at most 96 characters each)"
+            )
+        metric = self.metric_for_best_model
+        if metric.startswith("eval_"):
+            metric = metric[len("eval_"):]
+            object.__setattr__(self, "metric_for_best_model", metric)
+        from tl_hub.metrics import BUILTIN_METRIC_KEYS
+
+        if metric not in BUILTIN_METRIC_KEYS and not self.metrics:
+            raise ConfigError(
+                f"metric_for_best_model: got {self.metric_for_best_model!r}; choose one of "
+                f"{', '.join(BUILTIN_METRIC_KEYS)}, or a key of an extra metric listed in `metrics`"
+                + _closest(metric, BUILTIN_METRIC_KEYS)
+            )
+        for name in ("resume_from_checkpoint", "output_dir", "feature_cache_dir", "hub_model_id", "dataset", "model"):
+            value = getattr(self, name)
+            if isinstance(value, str) and _TOKEN_VALUE.match(value):
+                raise ConfigError(f"{name}: the value looks like an access token; tokens never go in a recipe{_TOKEN_HELP}")
+
+
+_TOKEN_HELP = (
+    " (recipes are saved next to the model and pushed). tl_hub reads the token from the HF_TOKEN "
+    "environment variable or from the login of `hf auth login`."
+)
+
+
+def parse_overrides(argv: Iterable[str]) -> dict[str, str]:
+    """`--key value`, `--key=value`, `key=value` and bare `--flag` (= true) into {key: raw string}.
+
+    Values stay strings; RecipeConfig coerces them by each field's type. A later repeat of a key wins.
+
+    Example:
+        >>> parse_overrides(["--epochs", "3", "--lr_scheduler=linear", "seed=1", "--push_to_hub"])
+        {'epochs': '3', 'lr_scheduler': 'linear', 'seed': '1', 'push_to_hub': 'true'}
+    """
+    args = list(argv)
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = str(args[i])
+        if arg.startswith("--"):
+            body = arg[2:]
+            if "=" in body:
+                key, value = body.split("=", 1)
+                i += 1
+            elif i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
+                key, value = body, str(args[i + 1])
+                i += 2
+            else:
+                key, value = body, "true"
+                i += 1
+        elif "=" in arg and not arg.startswith("-"):
+            key, value = arg.split("=", 1)
+            i += 1
+        else:
+            raise ConfigError(
+                f"unexpected argument {arg!r}: overrides look like --key value, --key=value or key=value "
+                "(e.g. --epochs 3)"
+            )
+        if not key:
+            raise ConfigError(f"argument {arg!r} has an empty key; write --key value")
+        out[_normalise_key(key)] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# keys
+
+
+def _valid_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(RecipeConfig)]
+
+
+def _normalise_key(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"recipe keys must be strings, got {raw!r} ({type(raw).__name__})")
+    key = raw.strip().lstrip("-").replace("-", "_")
+    valid = _valid_keys()
+    if key in valid:
+        return key
+    if key.lower() in _SECRET_KEYS:
+        raise ConfigError(f"{raw!r}: tokens are never part of a recipe{_TOKEN_HELP}")
+    hint = ""
+    if key in _RENAMED:
+        hint = f" (tl_hub calls it {_RENAMED[key]!r})" if _RENAMED[key] else " (tl_hub has no such option)"
+    else:
+        hint = _closest(key, valid)
+    raise ConfigError(f"unknown key {raw!r}{hint}. Valid keys: {', '.join(valid)}")
+
+
+def _closest(key: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# types
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _type_hints() -> dict[str, Any]:
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(RecipeConfig))
+    return _HINTS
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _type_name(tp: Any) -> str:
+    if _is_union(tp):
+        parts = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        optional = type(None) in typing.get_args(tp)
+        return "|".join(parts) + ("|null" if optional else "")
+    if typing.get_origin(tp) is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
+    if typing.get_origin(tp) is list:
+        return "LIST"
+    return {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(tp, str(tp))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert `value` to the field type `tp` (strings parsed by the type), or raise ConfigError."""
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        optional = type(None) in args
+        if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NULL_STRINGS):
+            if optional:
+                return None
+            raise ConfigError(f"{key}: may not be null; expected {_type_name(tp)}")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if value is None:
+        raise ConfigError(f"{key}: may not be null; expected {_type_name(tp)}")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and "no" in choices and value is False:
+            return "no"  # YAML 1.1 reads a bare `no` as false
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text in choices:
+            return text
+        raise ConfigError(
+            f"{key}: got {value!r}; choose one of {', '.join(map(str, choices))}"
+            + (_closest(str(text), [str(c) for c in choices]) if isinstance(text, str) else "")
+        )
+    if origin is list:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import yaml
+
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError as err:
+                    raise ConfigError(f"{key}: could not parse {text!r} as a list: {err}") from err
+            elif text.lower() in _NULL_STRINGS:
+                value = []
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list (YAML [a, b] or a,b on the command line), got {value!r}")
+        items = []
+        for item in value:
+            if isinstance(item, bool) or item is None or isinstance(item, (list, dict)):
+                raise ConfigError(f"{key}: list items must be strings, got {item!r} in {value!r}")
+            items.append(str(item))
+        return items
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE_STRINGS | _FALSE_STRINGS:
+            return value.strip().lower() in _TRUE_STRINGS
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true or false (yes/no, 1/0), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r} (a boolean)")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    as_float = float(value.strip())
+                except ValueError:
+                    as_float = None
+                if as_float is not None and as_float.is_integer():
+                    return int(as_float)
+        raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r} (a boolean)")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number (e.g. 1e-4), got {value!r} ({type(value).__name__})")
+    if tp is str:
+        if isinstance(value, bool) or isinstance(value, (list, dict)):
+            raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - guards new fields
+
+
+def _check_range(
+    key: str,
+    value: float | int | None,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str = "",
+) -> None:
+    if value is None:
+        return
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ConfigError(f"{key}: got {value!r}; must be in {span}" + (f" ({hint})" if hint else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    class _StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{path}: key {key!r} appears twice (line {key_node.start_mark.line + 1}); keep one"
+                )
+            seen[key] = loader.construct_object(value_node, deep=deep)
+        return seen
+
+    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+    if not path.is_file():
+        raise ConfigError(f"config: recipe file {str(path)!r} not found (see recipes/configs/ for examples)")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must be a mapping of key: value, got a {type(data).__name__}")
+    return data
