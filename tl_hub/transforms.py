@@ -1,0 +1,555 @@
+"""Image transforms read from the backbone's image processor, and the fast training dataset.
+
+The eval transform is *the processor's own* resize and centre crop, re-implemented on uint8 tensors so
+that it can be cached: `export_processor` returns the processor to save with the model, and
+`transformers.pipeline("image-classification")` then preprocesses exactly like tl_hub evaluated
+(checked in the tests to 1e-5).
+
+Three resize back ends are reproduced bit-for-bit:
+
+* ``"torchvision"`` - transformers' fast processors (torchvision ``resize`` on uint8 tensors, antialias);
+* ``"pil"`` - transformers' PIL processors (``PIL.Image.resize``);
+* ``"timm"`` - ``TimmWrapperImageProcessor`` (timm eval transform: PIL resize, torchvision centre
+  crop, which rounds its offset).
+
+`ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x 3 x R x R``) and
+then serves epochs from memory: random resized crop + horizontal flip on the uint8 tensor for
+training, the deterministic eval crop otherwise.
+
+Example:
+    >>> from transformers import ViTImageProcessor
+    >>> spec = image_spec(ViTImageProcessor(), image_size=112)
+    >>> spec.size, spec.resize_size, spec.resize_mode
+    (112, 112, 'squash')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tl_hub.errors import ConfigError, DataError
+from tl_hub.images import open_image
+
+logger = logging.getLogger(__name__)
+
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_PIL_RESAMPLE = {name: code for code, name in _RESAMPLE_NAMES.items()}
+_TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How images are sized and normalised for one backbone.
+
+    Attributes:
+        size: side of the square the model sees (the eval crop).
+        resize_size: shortest edge before the centre crop (``resize_mode="shortest_edge"``), or the
+            side of the square the image is squashed to (``resize_mode="squash"``, then equals size).
+        mean, std: per-channel normalisation of values in [0, 1].
+        interpolation: ``"bilinear"``, ``"bicubic"``, ``"nearest"``, ``"lanczos"``, ``"box"``, ``"hamming"``.
+        resize_mode: ``"shortest_edge"`` (keep aspect, centre crop) or ``"squash"`` (resize to size x size).
+        backend: ``"torchvision"``, ``"pil"`` or ``"timm"`` (see module docstring).
+
+    Example:
+        >>> ImageSpec(size=112, resize_size=128, mean=(0.5,) * 3, std=(0.5,) * 3).crop_pct
+        0.875
+    """
+
+    size: int
+    resize_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+    resize_mode: str = "shortest_edge"
+    backend: str = "torchvision"
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.resize_size < self.size:
+            raise ConfigError(
+                f"image size: got size={self.size}, resize_size={self.resize_size}; "
+                "need 1 <= size <= resize_size"
+            )
+        if self.interpolation not in _PIL_RESAMPLE:
+            raise ConfigError(
+                f"interpolation: got {self.interpolation!r}; use one of {sorted(_PIL_RESAMPLE)}"
+            )
+        if self.resize_mode not in ("shortest_edge", "squash"):
+            raise ConfigError(f"resize_mode: got {self.resize_mode!r}; use 'shortest_edge' or 'squash'")
+        if self.backend not in ("torchvision", "pil", "timm"):
+            raise ConfigError(f"backend: got {self.backend!r}; use 'torchvision', 'pil' or 'timm'")
+
+    @property
+    def crop_pct(self) -> float:
+        """``size / resize_size`` (timm's name for the centre-crop fraction)."""
+        return self.size / self.resize_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (for run_info.json).
+
+        Example:
+            >>> ImageSpec(size=8, resize_size=8).to_dict()["size"]
+            8
+        """
+        out = asdict(self)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+    # -- pixel operations ------------------------------------------------------------------------
+    def resize_uint8(self, image: Image.Image, side: int, *, crop: int | None) -> torch.Tensor:
+        """Resize an RGB PIL image like the processor (shortest edge ``side`` or squash to side x side)
+        and centre-crop to ``crop`` (None: no crop); returns uint8 ``[3, H, W]``.
+
+        Example:
+            >>> from PIL import Image
+            >>> spec = ImageSpec(size=4, resize_size=6)
+            >>> spec.resize_uint8(Image.new("RGB", (12, 9)), 6, crop=4).shape
+            torch.Size([3, 4, 4])
+        """
+        width, height = image.size
+        if self.resize_mode == "squash":
+            new_h, new_w = side, side
+        else:
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = side, int(side * long / short)
+            new_h, new_w = (new_long, new_short) if width <= height else (new_short, new_long)
+        if self.backend == "torchvision":
+            from torchvision.transforms import InterpolationMode
+            from torchvision.transforms.v2 import functional as tvF
+
+            tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+            if (new_h, new_w) != (height, width):
+                tensor = tvF.resize(
+                    tensor, [new_h, new_w], interpolation=InterpolationMode(self.interpolation), antialias=True
+                )
+        else:
+            if (new_w, new_h) != (width, height):
+                image = image.resize((new_w, new_h), resample=_PIL_RESAMPLE[self.interpolation])
+            tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        if crop is None:
+            return tensor.contiguous()
+        h, w = tensor.shape[-2:]
+        if self.backend == "timm":
+            top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+        else:
+            top, left = int((h - crop) / 2.0), int((w - crop) / 2.0)
+        return tensor[:, top : top + crop, left : left + crop].contiguous()
+
+    def eval_uint8(self, image: Image.Image) -> torch.Tensor:
+        """The deterministic eval geometry of an RGB image: uint8 ``[3, size, size]``.
+
+        Example:
+            >>> from PIL import Image
+            >>> ImageSpec(size=4, resize_size=5).eval_uint8(Image.new("RGB", (2, 3))).shape
+            torch.Size([3, 4, 4])
+        """
+        return self.resize_uint8(image, self.resize_size if self.resize_mode == "shortest_edge" else self.size, crop=self.size)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., 3, H, W]`` -> float32 ``(x / 255 - mean) / std``.
+
+        Example:
+            >>> import torch
+            >>> ImageSpec(size=1, resize_size=1).normalize(torch.full((3, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
+            [1.0, 1.0, 1.0]
+        """
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return (pixels.to(torch.float32) / 255.0 - mean) / std
+
+    def eval_transform(self, image: Image.Image) -> torch.Tensor:
+        """Full eval transform of any PIL image (converted with `tl_hub.images.to_rgb`): float32 ``[3, S, S]``.
+
+        Example:
+            >>> from PIL import Image
+            >>> ImageSpec(size=4, resize_size=4).eval_transform(Image.new("L", (9, 9))).dtype
+            torch.float32
+        """
+        return self.normalize(self.eval_uint8(open_image(image)))
+
+
+# ---------------------------------------------------------------------------------------------------
+def _is_timm(processor: Any) -> bool:
+    return type(processor).__name__ == "TimmWrapperImageProcessor" or hasattr(processor, "data_config")
+
+
+def _size_value(size: Any, key: str) -> int | None:
+    if size is None:
+        return None
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+def image_spec(processor: Any, image_size: int | None = None) -> ImageSpec:
+    """Read the eval geometry and normalisation from a transformers/timm image processor.
+
+    ``image_size`` overrides the crop size (CPU users train at 96-128 px); the resize size scales
+    with it so the crop fraction stays the processor's.
+
+    Example:
+        >>> from transformers import ViTImageProcessor
+        >>> image_spec(ViTImageProcessor(), image_size=96).size
+        96
+    """
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8):
+        raise ConfigError(f"image_size: got {image_size!r}; use an integer >= 8 (e.g. 112 on CPU), or None")
+    if _is_timm(processor):
+        cfg = dict(processor.data_config)
+        base = int(cfg["input_size"][-1])
+        size = image_size or base
+        crop_pct = float(cfg.get("crop_pct") or 0.875)
+        return ImageSpec(
+            size=size,
+            resize_size=max(size, math.floor(size / crop_pct)),
+            mean=tuple(float(v) for v in cfg["mean"]),
+            std=tuple(float(v) for v in cfg["std"]),
+            interpolation=str(cfg.get("interpolation") or "bicubic"),
+            resize_mode="shortest_edge",  # exported with crop_mode "center" (see export_processor)
+            backend="timm",
+        )
+    backend = "pil" if getattr(processor, "backend", "torchvision") == "pil" else "torchvision"
+    resample = getattr(processor, "resample", 2)
+    interpolation = _RESAMPLE_NAMES.get(int(resample) if resample is not None else 2, "bilinear")
+    mean = tuple(float(v) for v in (processor.image_mean if getattr(processor, "do_normalize", True) else (0, 0, 0)))
+    std = tuple(float(v) for v in (processor.image_std if getattr(processor, "do_normalize", True) else (1, 1, 1)))
+    if len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    size_cfg = getattr(processor, "size", None)
+    crop_cfg = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    height, shortest = _size_value(size_cfg, "height"), _size_value(size_cfg, "shortest_edge")
+    crop = _size_value(crop_cfg, "height")
+    crop_pct = getattr(processor, "crop_pct", None)
+    if shortest and crop:  # resize shortest edge, then centre crop (ResNet, DeiT, BEiT, DINOv2, CLIP...)
+        base, base_resize = crop, shortest
+    elif shortest and crop_pct and shortest < 384:  # ConvNeXt: shortest/crop_pct, then crop
+        base, base_resize = shortest, int(shortest / crop_pct)
+    elif shortest and crop_pct:  # ConvNeXt at >= 384 px squashes
+        size = image_size or shortest
+        return ImageSpec(size, size, mean, std, interpolation, "squash", backend)
+    elif shortest:
+        base, base_resize = shortest, shortest
+    elif height:  # squash to height x width (ViT, Swin, ...)
+        size = image_size or height
+        return ImageSpec(size, size, mean, std, interpolation, "squash", backend)
+    else:
+        raise ConfigError(
+            f"image processor {type(processor).__name__}: cannot read its size ({size_cfg!r}); "
+            "pass image_size=... explicitly"
+        )
+    size = image_size or base
+    resize = max(size, round(size * base_resize / base)) if image_size else base_resize
+    return ImageSpec(size, resize, mean, std, interpolation, "shortest_edge", backend)
+
+
+def _probe_images() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 256, (83, 40, 3), dtype=np.uint8)),
+    ]
+
+
+def _matches(processor: Any, spec: ImageSpec) -> bool:
+    for probe in _probe_images():
+        try:
+            got = processor(probe, return_tensors="pt")["pixel_values"][0]
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            logger.debug("processor check failed: %s", exc)
+            return False
+        want = spec.eval_transform(probe)
+        if got.shape != want.shape or float((got - want).abs().max()) > 1e-4:
+            return False
+    return True
+
+
+def _timm_cfg(spec: ImageSpec) -> dict[str, Any]:
+    crop_pct = round(spec.size / spec.resize_size, 6)
+    if math.floor(spec.size / crop_pct) != spec.resize_size:
+        crop_pct = spec.size / (spec.resize_size + 0.5)
+    return {
+        "input_size": [3, spec.size, spec.size],
+        "interpolation": spec.interpolation,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "crop_pct": crop_pct,
+        "crop_mode": "center",
+    }
+
+
+def export_processor(processor: Any, spec: ImageSpec) -> Any:
+    """The image processor to save with the fine-tuned model: its preprocessing equals `spec`'s eval
+    transform, so ``pipeline("image-classification")`` sees what tl_hub evaluated.
+
+    The processor's own class is kept when it can express the spec (checked on probe images);
+    otherwise a plain ``ViTImageProcessor`` (same back end) with shortest-edge resize + centre crop
+    is returned. For ``TimmWrapperImageProcessor`` (which does not save itself: transformers reads
+    its settings from the model's ``config.json``), the returned processor carries
+    ``.pretrained_cfg``; write it with `save_processor`, after ``model.save_pretrained``.
+
+    Example:
+        >>> from transformers import ViTImageProcessor
+        >>> spec = image_spec(ViTImageProcessor(), image_size=64)
+        >>> export_processor(ViTImageProcessor(), spec).size["height"]
+        64
+    """
+    if _is_timm(processor):
+        from transformers import TimmWrapperImageProcessor
+
+        if spec.backend != "timm" or spec.resize_mode != "shortest_edge":
+            raise ConfigError(f"export_processor: spec {spec} was not made from a timm processor")
+        cfg = _timm_cfg(spec)
+        exported = TimmWrapperImageProcessor(pretrained_cfg=cfg, architecture=getattr(processor, "architecture", None))
+        exported.pretrained_cfg = cfg
+        return exported
+    overrides: dict[str, Any] = {
+        "do_resize": True,
+        "resample": _PIL_RESAMPLE[spec.interpolation],
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(spec.mean),
+        "image_std": list(spec.std),
+    }
+    if spec.resize_mode == "squash":
+        overrides.update(size={"height": spec.size, "width": spec.size}, do_center_crop=False)
+    else:
+        overrides.update(
+            size={"shortest_edge": spec.resize_size},
+            do_center_crop=True,
+            crop_size={"height": spec.size, "width": spec.size},
+        )
+    params = {k: v for k, v in processor.to_dict().items() if k not in ("image_processor_type", "processor_class")}
+    candidates: list[Any] = []
+    try:
+        candidates.append(type(processor)(**{**params, **overrides}))
+    except (TypeError, ValueError) as exc:
+        logger.debug("cannot rebuild %s: %s", type(processor).__name__, exc)
+    if spec.backend == "pil":
+        from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil as Generic
+    else:
+        from transformers import ViTImageProcessor as Generic
+    candidates.append(Generic(**overrides))
+    for candidate in candidates:
+        if _matches(candidate, spec):
+            return candidate
+    raise DataError(
+        f"export_processor: no image processor reproduces {spec} on probe images; "
+        "please report this with the backbone name"
+    )
+
+
+def save_processor(processor: Any, output_dir: str | os.PathLike) -> None:
+    """Save an exported processor into a model folder (call after ``model.save_pretrained``).
+
+    For timm backbones it rewrites ``pretrained_cfg`` in ``config.json`` (where transformers reads
+    a ``TimmWrapperImageProcessor`` from); for all others it calls ``save_pretrained``.
+
+    Example:
+        >>> import tempfile
+        >>> from transformers import ViTImageProcessor
+        >>> save_processor(ViTImageProcessor(), tempfile.mkdtemp())
+    """
+    out = Path(output_dir)
+    cfg = getattr(processor, "pretrained_cfg", None)
+    if _is_timm(processor) and cfg is not None:
+        config_path = out / "config.json"
+        if not config_path.is_file():
+            raise DataError(f"save_processor: {config_path} not found; call model.save_pretrained({out}) first")
+        config = json.loads(config_path.read_text())
+        config["pretrained_cfg"] = {**config.get("pretrained_cfg", {}), **cfg}
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return
+    processor.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+def _random_resized_crop_params(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator | None
+) -> tuple[int, int, int, int]:
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
+        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return top, left, h, w
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+@dataclass
+class _Source:
+    """Raw (undecoded) image rows of an HF dataset, read lazily; picklable for worker processes."""
+
+    dataset: Any
+    column: str = "image"
+    _raw: Any = field(default=None, repr=False)
+
+    def raw(self) -> Any:
+        if self._raw is None:
+            from datasets import Image as ImageFeature
+
+            self._raw = self.dataset.cast_column(self.column, ImageFeature(decode=False))
+        return self._raw
+
+    def row(self, index: int) -> Any:
+        return self.raw()[int(index)][self.column]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "column": self.column, "_raw": None}
+
+
+class ImageClassificationDataset(torch.utils.data.Dataset):
+    """A torch Dataset over a `load_data` split: ``{"pixel_values", "labels", "index"}`` per item.
+
+    With ``cache=True`` every image is decoded and resized **once** (threads; PIL and torchvision
+    release the GIL) into one uint8 tensor, ``N x 3 x R x R`` (R = ``spec.resize_size`` for training,
+    ``spec.size`` for eval), shared copy-on-write with forked DataLoader workers and through shared
+    memory with spawned ones. Later epochs only crop, flip and normalise. If the cache would exceed
+    ``cache_max_bytes`` (default: 40 % of RAM, at most 16 GiB) images are decoded per item instead
+    (do that in DataLoader workers).
+
+    Training items: random resized crop (area ``scale``, aspect 3/4..4/3) of the cached square,
+    resized to ``spec.size``, random horizontal flip. ``augment=False`` (or ``train=False``) gives
+    the deterministic eval transform, identical to the exported processor.
+
+    Example:
+        >>> from datasets import Dataset, Features, Image as Img, ClassLabel
+        >>> from PIL import Image
+        >>> ds = Dataset.from_dict({"image": [Image.new("RGB", (9, 7))], "label": [1]},
+        ...                        features=Features(image=Img(), label=ClassLabel(names=["a", "b"])))
+        >>> item = ImageClassificationDataset(ds, ImageSpec(size=8, resize_size=8), train=False)[0]
+        >>> item["pixel_values"].shape, int(item["labels"])
+        (torch.Size([3, 8, 8]), 1)
+    """
+
+    def __init__(
+        self,
+        hf_dataset: Any,
+        spec: ImageSpec,
+        *,
+        train: bool,
+        augment: bool = True,
+        cache: bool = True,
+        scale: tuple[float, float] = (0.25, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+        image_column: str = "image",
+        label_column: str = "label",
+        num_threads: int | None = None,
+        cache_max_bytes: int | None = None,
+    ) -> None:
+        for column in (image_column, label_column):
+            if column not in hf_dataset.column_names:
+                raise DataError(
+                    f"ImageClassificationDataset: column {column!r} not in {hf_dataset.column_names}; "
+                    "pass image_column=/label_column= or use tl_hub.load_data"
+                )
+        self.spec = spec
+        self.train = bool(train)
+        self.augment = bool(train and augment)
+        self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
+        self.labels = torch.as_tensor(np.asarray(hf_dataset[label_column], dtype=np.int64))
+        self.ids = list(hf_dataset["id"]) if "id" in hf_dataset.column_names else None
+        self._source = _Source(hf_dataset, image_column)
+        self.side = spec.resize_size if self.augment else spec.size
+        self.pixels: torch.Tensor | None = None
+        if cache:
+            need = len(self) * 3 * self.side * self.side
+            budget = cache_max_bytes if cache_max_bytes is not None else _default_cache_budget()
+            if need <= budget:
+                self.pixels = self._decode_all(num_threads)
+            else:
+                logger.warning(
+                    "image cache would need %.1f GiB (> %.1f GiB budget): decoding per item instead; "
+                    "use DataLoader workers (num_workers) or a smaller image_size",
+                    need / 2**30,
+                    budget / 2**30,
+                )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def _name(self, index: int) -> str:
+        return self.ids[index] if self.ids is not None else f"row {index}"
+
+    def _geometry(self, image: Image.Image) -> torch.Tensor:
+        if not self.augment:
+            return self.spec.eval_uint8(image)
+        return self.spec.resize_uint8(image, self.spec.resize_size, crop=self.spec.resize_size)
+
+    def _decode(self, index: int) -> torch.Tensor:
+        return self._geometry(open_image(self._source.row(index), where=self._name(index)))
+
+    def _decode_all(self, num_threads: int | None) -> torch.Tensor:
+        pixels = torch.empty((len(self), 3, self.side, self.side), dtype=torch.uint8)
+        raw = self._source.raw()
+        threads = num_threads or min(4, os.cpu_count() or 1)
+        chunk = 256
+
+        def work(args: tuple[int, Any]) -> None:
+            index, row = args
+            pixels[index] = self._geometry(open_image(row, where=self._name(index)))
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for start in range(0, len(self), chunk):
+                rows = raw[start : start + chunk][self._source.column]
+                list(pool.map(work, enumerate(rows, start=start)))
+        return pixels
+
+    def uint8(self, index: int) -> torch.Tensor:
+        """The cached (or freshly decoded) uint8 image before augmentation.
+
+        Example:
+            >>> # ds[i]["pixel_values"] == spec.normalize(ds.uint8(i)) when train=False
+        """
+        return self.pixels[index] if self.pixels is not None else self._decode(index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        image = self.uint8(index)
+        if self.augment:
+            from torchvision.transforms import InterpolationMode
+            from torchvision.transforms.v2 import functional as tvF
+
+            top, left, h, w = _random_resized_crop_params(image.shape[-2], image.shape[-1], self.scale, self.ratio, None)
+            image = tvF.resize(
+                image[:, top : top + h, left : left + w],
+                [self.spec.size, self.spec.size],
+                interpolation=InterpolationMode.BILINEAR,
+                antialias=True,
+            )
+            if self.flip and bool(torch.rand(()) < 0.5):
+                image = image.flip(-1)
+        return {"pixel_values": self.spec.normalize(image), "labels": self.labels[index], "index": index}
+
+
+def _default_cache_budget() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return int(min(0.4 * total, 16 * 2**30))
+
+
+__all__ = [
+    "ImageSpec",
+    "image_spec",
+    "export_processor",
+    "save_processor",
+    "ImageClassificationDataset",
+]
