@@ -114,8 +114,9 @@ def balanced_subset(labels: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def to_hf_dataset(images: np.ndarray, labels: np.ndarray) -> Any:
-    """A `datasets.Dataset` with columns image (`Image()`, grey PIL) and label (`ClassLabel`, real names).
+def to_hf_dataset(images: np.ndarray, labels: np.ndarray, names: list[str] | None = None) -> Any:
+    """A `datasets.Dataset` with columns image (`Image()`, grey PIL) and label (`ClassLabel` with `names`,
+    default the 10 real names).
 
     Example:
         >>> ds = to_hf_dataset(np.zeros((2, 28, 28), np.uint8), np.array([0, 9]))  # doctest: +SKIP
@@ -125,7 +126,7 @@ def to_hf_dataset(images: np.ndarray, labels: np.ndarray) -> Any:
     import datasets
     from PIL import Image
 
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=LABELS)})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names or LABELS)})
     return datasets.Dataset.from_dict(
         {"image": [Image.fromarray(img) for img in images], "label": labels.tolist()},
         features=features,

@@ -165,16 +165,26 @@ def _epoch_timer() -> Any:
     return EpochTimer()
 
 
-def run_trainer(run: TrainerRun, train_ds: Any, test_ds: Any | None, *, output_dir: str | Path) -> dict[str, Any]:
-    """Train with the Trainer, then (untimed) score `test_ds`. Datasets: columns image + label (ClassLabel).
+def run_trainer(
+    run: TrainerRun, train_ds: Any, test_ds: Any | None, *, output_dir: str | Path
+) -> dict[str, Any]:
+    """Train with the Trainer, then (untimed) score `test_ds`.
 
-    Returns train_wall_s (model load + data setup + train + save), train_runtime_s (Trainer's own),
+    `train_ds`: a `datasets.Dataset` (columns image + label, a ClassLabel) or an image-folder path,
+    which is loaded inside the timed part with `load_dataset("imagefolder", data_dir=...)` as the
+    example script does with `--train_dir`. `test_ds` labels are matched to the training labels by name.
+
+    Returns train_wall_s (data load + model load + train + save), train_runtime_s (Trainer's own),
     per-epoch images/s, trainable_params, test_accuracy (None without test_ds), eval_wall_s.
     """
     import torch
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
 
     t_start = time.perf_counter()
+    if isinstance(train_ds, (str, Path)):
+        from datasets import load_dataset
+
+        train_ds = load_dataset("imagefolder", data_dir=str(train_ds), split="train")
     labels = train_ds.features["label"].names
     model = load_model(run.model_path, labels, pretrained=run.pretrained)
     trainable_params = set_trainable(model, run.trainable)
@@ -229,7 +239,12 @@ def run_trainer(run: TrainerRun, train_ds: Any, test_ds: Any | None, *, output_d
         t_eval = time.perf_counter()
         pred = trainer.predict(test_ds.with_transform(eval_tf))
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        out["test_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == np.asarray(pred.label_ids)))
+        test_names = test_ds.features["label"].names
+        if sorted(test_names) != sorted(labels):
+            raise ValueError(f"test labels {test_names} differ from the training labels {labels}")
+        to_train_id = np.array([labels.index(name) for name in test_names])
+        references = to_train_id[np.asarray(pred.label_ids)]
+        out["test_accuracy"] = float(np.mean(np.argmax(logits, axis=-1) == references))
         out["eval_wall_s"] = time.perf_counter() - t_eval
     if torch.cuda.is_available() and not run.use_cpu:
         out["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -1,0 +1,963 @@
+"""tl_hub vs the transformers Trainer on the real ImageNet EfficientNet-Lite0 and the full Fashion-MNIST.
+
+Usage (from the repository root; see tests/benchmarks/README.md):
+
+    python tests/benchmarks/run.py --quick            # minutes: N = 1,000, few epochs, few steps
+    python tests/benchmarks/run.py                    # full: N = 1,000 / 10,000, all policies, seeds
+    python tests/benchmarks/run.py --sections speed --out bench_results/speed
+
+Sections (each comparison measured in the same run, arms alternating, reported as ratios):
+  speed       head policy: tl_hub (cached features) vs Trainer with the same frozen backbone, batch, LR,
+              epochs; plus the physical floor: one no-grad forward pass over the same images.
+  throughput  partial and full fine-tuning: training images/s of tl_hub's loop vs the Trainer.
+  quality     test accuracy of head / partial / full / scratch / lp-ft / auto on the 10k test set.
+  memory      peak RSS of every arm (each arm is its own process), tl_hub vs Trainer.
+
+Every arm runs in a fresh subprocess (`run.py --arm SPEC.json`) so its peak RSS and its imports are its
+own; the timed part of an arm starts after the imports. Output: results.json + results.md in --out.
+
+Example:
+    >>> import run                                                 # doctest: +SKIP
+    >>> run.main(["--quick", "--out", "bench_results/quick"])      # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+POLICIES = ("head", "partial", "full", "scratch", "lp-ft", "auto")
+DEFAULT_MODEL = "bundled:efficientnet_lite0"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchConfig:
+    """Every knob of one benchmark run (the modes below fill it)."""
+
+    mode: str = "full"
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    image_size: int = 112
+    batch_size: int = 64
+    sections: tuple[str, ...] = ("speed", "throughput", "quality")
+    # speed (head policy)
+    speed_ns: tuple[int, ...] = (1000, 10000)
+    speed_epochs: int = 10
+    speed_repeats: int = 3
+    head_lr: float = 1e-3
+    # throughput (partial / full)
+    tp_policies: tuple[str, ...] = ("partial", "full")
+    tp_steps: int = 20  # optimizer steps per epoch; the last epoch is the one compared
+    tp_epochs: int = 2
+    tp_repeats: int = 3
+    tp_lr: float = 1e-4
+    precision: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
+    num_workers: int = 0
+    malloc_tuning: bool = False
+    # quality
+    quality_ns: tuple[int, ...] = (100, 1000, 10000)
+    quality_policies: tuple[str, ...] = POLICIES
+    quality_epochs: dict[int, int] = field(default_factory=lambda: {100: 30, 1000: 10, 10000: 5, 60000: 3})
+    quality_lr: float | None = None  # None: tl_hub's own default learning rate, per policy
+    seeds_small: int = 2  # seeds for N <= 1000
+    seeds_large: int = 1
+    # evaluation sets
+    n_val: int = 1000  # validation images (disjoint from every training subset) for tl_hub's per-epoch eval
+    n_test: int | None = None  # None = the full 10,000-image test set
+    in_process: bool = False  # run arms inside this process (smoke test only: RSS is then shared)
+    arm_timeout_s: int = 4 * 3600
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if self.device == "cuda" else "fp32"
+
+
+def quick_config(**kw: Any) -> BenchConfig:
+    """A few minutes on 2 CPU cores: N = 1,000, one seed, 3 epochs for quality, 2k test images."""
+    base = dict(
+        mode="quick",
+        speed_ns=(1000,),
+        speed_repeats=2,
+        tp_steps=8,
+        tp_epochs=2,
+        tp_repeats=1,
+        batch_size=32,
+        quality_ns=(1000,),
+        quality_epochs={1000: 3},
+        seeds_small=1,
+        n_val=500,
+        n_test=2000,
+    )
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+def smoke_config(**kw: Any) -> BenchConfig:
+    """Seconds: every code path on tiny data at 32 px (used by tests/test_benchmarks_smoke.py)."""
+    base = dict(
+        mode="smoke",
+        image_size=32,
+        batch_size=8,
+        speed_ns=(40,),
+        speed_epochs=2,
+        speed_repeats=1,
+        tp_policies=("partial",),
+        tp_steps=2,
+        tp_epochs=2,
+        tp_repeats=1,
+        quality_ns=(40,),
+        quality_epochs={40: 1},
+        seeds_small=1,
+        n_val=20,
+        n_test=40,
+    )
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers shared by the arms
+# ----------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident set size of this process and of its (waited-for) children, in MiB."""
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return {"peak_rss_mb": self_kb * scale, "peak_rss_children_mb": child_kb * scale}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+
+
+def folder_label(name: str) -> str:
+    """A label name usable as a folder name ("T-shirt/top" -> "T-shirt-top")."""
+    return name.replace("/", "-")
+
+
+def _datasets(spec: dict[str, Any]) -> dict[str, Any]:
+    """The arm's data (untimed): train and validation written as an image folder, test kept in memory.
+
+    Train: a class-balanced subset of n_train images (seed). Validation: n_val images from a part of
+    the training split that no training subset uses (same for every arm and seed). Test: the full
+    test split or a balanced n_test subset. Both tools read the same folder the way their users do
+    (`load_dataset("imagefolder")` for the Trainer, `dataset: <folder>` for tl_hub), inside the
+    timed part. Returns {"folder": Path, "train_files": [...], "val_files": [...], "test": Dataset}.
+    """
+    import numpy as np
+    from PIL import Image
+
+    import fashion_mnist as fm
+
+    train_x, train_y = fm.load_split("train")
+    test_x, test_y = fm.load_split("test")
+    val_pool = fm.balanced_subset(train_y, 5000, seed=999)
+    val_idx = val_pool[fm.balanced_subset(train_y[val_pool], spec["n_val"], seed=998)] if spec["n_val"] else []
+    rest = np.setdiff1d(np.arange(len(train_y)), val_pool)
+    train_idx = rest[fm.balanced_subset(train_y[rest], spec["n_train"], seed=spec["seed"])]
+    if spec.get("n_test"):
+        test_idx = fm.balanced_subset(test_y, spec["n_test"], seed=12345)
+        test_x, test_y = test_x[test_idx], test_y[test_idx]
+    folder = Path(spec["workdir"]) / "images"
+    files: dict[str, list[str]] = {}
+    for split, idx in (("train", train_idx), ("validation", val_idx)):
+        files[split] = []
+        for i in idx:
+            path = folder / split / folder_label(fm.LABELS[train_y[i]]) / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(train_x[i]).save(path)
+            files[split].append(str(path))
+    return {"folder": folder, "train_files": files["train"], "val_files": files["validation"],
+            "test": fm.to_hf_dataset(test_x, test_y, [folder_label(n) for n in fm.LABELS]),
+            "labels": [folder_label(n) for n in fm.LABELS]}
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except (ImportError, AttributeError):
+        pass
+
+
+def _device_peak(device: str) -> dict[str, float]:
+    if device != "cuda":
+        return {}
+    import torch
+
+    return {"gpu_peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def _model_path(model: str) -> str:
+    """The local folder a plain transformers user would point `from_pretrained` at."""
+    if model.startswith("bundled:"):
+        from tl_hub.bundled import resolve_bundled_backbone
+
+        return resolve_bundled_backbone(model)
+    return model
+
+
+def _trainable_names(model_source: str, labels: list[str], policy: str, n_train: int) -> list[str] | None:
+    """Names of the parameters tl_hub trains under `policy` (the Trainer gets the same set)."""
+    if policy in ("full", "scratch"):
+        return None
+    from tl_hub.backbone import load_backbone
+    from tl_hub.policy import FreezePolicy, apply_policy, choose_policy
+
+    model = load_backbone(model_source, labels)
+    pol = choose_policy(n_train, len(labels)) if policy == "auto" else FreezePolicy(policy)
+    apply_policy(model, pol, phase="head" if pol.name == "lp-ft" else None)
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _evaluate_saved(output_dir: str, test_ds: Any, device: str, batch_size: int = 256) -> dict[str, float]:
+    """Test accuracy of a saved tl_hub output folder, through its own saved image processor (what
+    `pipeline()` users get): a check of the artifact as much as of the training."""
+    import numpy as np
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    t0 = time.perf_counter()
+    model = AutoModelForImageClassification.from_pretrained(output_dir).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    correct = 0
+    test_names = test_ds.features["label"].names
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if sorted(model_names) != sorted(test_names):
+        raise ValueError(f"model labels {model_names} differ from the test labels {test_names}")
+    to_model_id = np.array([model_names.index(name) for name in test_names])
+    labels = to_model_id[np.asarray(test_ds["label"])]
+    images = test_ds["image"]
+    with torch.inference_mode():
+        for start in range(0, len(test_ds), batch_size):
+            batch = [img.convert("RGB") for img in images[start : start + batch_size]]
+            pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+            logits = model(pixel_values=pixel_values).logits
+            correct += int((logits.argmax(-1).cpu().numpy() == labels[start : start + batch_size]).sum())
+    return {"test_accuracy": correct / len(test_ds), "eval_wall_s": time.perf_counter() - t0,
+            "eval_input_size": list(pixel_values.shape[-2:])}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arms (each runs in its own process; `spec` is plain JSON)
+# ----------------------------------------------------------------------------------------------------
+
+
+def arm_floor(spec: dict[str, Any]) -> dict[str, Any]:
+    """The physical floor of the head job: load the backbone, decode + preprocess the images once, one
+    no-grad forward pass over them (train + validation images, the ones tl_hub must embed)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from tl_hub.backbone import load_backbone
+
+    data = _datasets(spec)
+    _quiet_libraries()
+    from PIL import Image
+
+    files = data["train_files"] + data["val_files"]
+    labels = data["labels"]
+    device = spec["device"]
+    t0 = time.perf_counter()
+    model = load_backbone(spec["model"], labels).to(device).eval()
+    cfg = getattr(model.config, "pretrained_cfg", {}) or {}
+    mean = torch.tensor(cfg.get("mean", (0.5, 0.5, 0.5))).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", (0.5, 0.5, 0.5))).view(1, 3, 1, 1)
+    size, bs = spec["image_size"], spec["batch_size"]
+    t_load = time.perf_counter() - t0
+    forward_s = 0.0
+    autocast = spec["precision"] == "bf16"
+    with torch.inference_mode():
+        for start in range(0, len(files), bs):
+            chunk = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))) for f in files[start : start + bs]]
+            x = torch.stack(chunk).permute(0, 3, 1, 2).float().div_(255)
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+            x = ((x - mean) / std).to(device)
+            tf = time.perf_counter()
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+                model(pixel_values=x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            forward_s += time.perf_counter() - tf
+    return {"wall_s": time.perf_counter() - t0, "forward_s": forward_s, "load_s": t_load, "images": len(files)}
+
+
+def arm_tlhub(spec: dict[str, Any]) -> dict[str, Any]:
+    """tl_hub.finetune on the arm's data (timed), then the saved folder scored on the test set (untimed)."""
+    import tl_hub
+    import tl_hub.finetune  # noqa: F401  (import cost outside the timed part, as for the Trainer)
+
+    data = _datasets(spec)
+    _quiet_libraries()
+    out_dir = Path(spec["workdir"]) / "tlhub_out"
+    overrides: dict[str, Any] = dict(
+        model=spec["model"],
+        policy=spec["policy"],
+        epochs=spec["epochs"],
+        batch_size=spec["batch_size"],
+        image_size=spec["image_size"],
+        seed=spec["seed"],
+        output_dir=str(out_dir),
+        mixed_precision="bf16" if spec["precision"] == "bf16" else "no",
+        num_workers=spec.get("num_workers", 0),
+    )
+    if spec.get("learning_rate") is not None:
+        overrides["learning_rate"] = spec["learning_rate"]
+    overrides.update(_tlhub_data_overrides(data, Path(spec["workdir"])))
+    overrides.update(spec.get("tlhub_overrides") or {})
+    t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
+    result = tl_hub.finetune(**overrides)
+    wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    metrics_file = Path(result.output_dir) / "metrics.json"
+    run_info_file = Path(result.output_dir) / "run_info.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    run_info = json.loads(run_info_file.read_text()) if run_info_file.is_file() else {}
+    policy = result.policy.to_dict() if hasattr(result.policy, "to_dict") else result.policy
+    out: dict[str, Any] = {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "policy_used": policy,
+        "val_metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))},
+        "epochs": [
+            {k: e.get(k) for k in ("epoch", "step", "train_loss", "images_per_second", "eval_accuracy")}
+            for e in metrics.get("epochs", [])
+        ],
+        "feature_cache_used": run_info.get("feature_cache_used"),
+        "train_runtime_s": run_info.get("train_runtime_s"),
+        **_device_peak(spec["device"]),
+    }
+    if spec.get("score_test", True):
+        out.update(_evaluate_saved(str(result.output_dir), data["test"], spec["device"]))
+    return out
+
+
+def _tlhub_data_overrides(data: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """How the arm hands its image folder (train/ + validation/) to tl_hub.finetune."""
+    out: dict[str, Any] = {"dataset": str(data["folder"])}
+    if data["val_files"]:
+        out["eval_split"] = "validation"
+    return out
+
+
+def arm_trainer(spec: dict[str, Any]) -> dict[str, Any]:
+    """The transformers Trainer baseline on the same data, model, trainable set, batch, LR, epochs."""
+    import transformers  # noqa: F401
+    from transformers import Trainer  # noqa: F401  (import cost outside the timed part)
+
+    import trainer_baseline as tb
+
+    data = _datasets(spec)
+    _quiet_libraries()
+    trainable = _trainable_names(spec["model"], data["labels"], spec["policy"], spec["n_train"])
+    run = tb.TrainerRun(
+        model_path=_model_path(spec["model"]),
+        trainable=trainable,
+        epochs=spec["epochs"],
+        batch_size=spec["batch_size"],
+        learning_rate=spec["learning_rate"] if spec.get("learning_rate") is not None else 5e-5,
+        image_size=spec["image_size"],
+        seed=spec["seed"],
+        bf16=spec["precision"] == "bf16",
+        num_workers=spec.get("num_workers", 0),
+        use_cpu=spec["device"] == "cpu",
+        pretrained=spec["policy"] != "scratch",
+    )
+    cpu0 = _cpu_seconds()
+    out = tb.run_trainer(run, str(data["folder"] / "train"), data["test"] if spec.get("score_test", True) else None,
+                         output_dir=Path(spec["workdir"]) / "trainer_out")
+    out["cpu_s"] = _cpu_seconds() - cpu0
+    out["wall_s"] = out.pop("train_wall_s")
+    out.update(_device_peak(spec["device"]))
+    return out
+
+
+ARMS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "floor": arm_floor,
+    "tlhub": arm_tlhub,
+    "trainer": arm_trainer,
+}
+
+
+def run_arm_here(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one arm in this process and add the process-level numbers (peak RSS, process wall)."""
+    started = time.perf_counter()
+    if spec["device"] == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    result = ARMS[spec["arm"]](spec)
+    result.update(_peak_rss_mb())
+    result["arm_wall_s"] = time.perf_counter() - started
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Orchestration
+# ----------------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs arms (subprocess each, unless config.in_process) and keeps every record."""
+
+    def __init__(self, config: BenchConfig, out_dir: Path, log: Callable[[str], None]) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.log = log
+        self.records: list[dict[str, Any]] = []
+        self.work_root = Path(tempfile.mkdtemp(prefix="tl_hub_bench_"))
+        self._counter = 0
+
+    def spec(self, arm: str, **kw: Any) -> dict[str, Any]:
+        cfg = self.config
+        self._counter += 1
+        workdir = self.work_root / f"{self._counter:03d}_{arm}"
+        workdir.mkdir(parents=True)
+        base = dict(
+            arm=arm,
+            model=cfg.model,
+            device=cfg.device,
+            image_size=cfg.image_size,
+            batch_size=cfg.batch_size,
+            precision=cfg.resolved_precision(),
+            num_workers=cfg.num_workers,
+            n_val=cfg.n_val,
+            n_test=cfg.n_test,
+            seed=0,
+            workdir=str(workdir),
+        )
+        base.update(kw)
+        return base
+
+    def run(self, spec: dict[str, Any], tag: dict[str, Any]) -> dict[str, Any]:
+        label = " ".join(f"{k}={v}" for k, v in tag.items())
+        self.log(f"  -> {spec['arm']:7s} {label}")
+        t0 = time.perf_counter()
+        if self.config.in_process:
+            try:
+                result = run_arm_here(spec)
+            except Exception as exc:  # noqa: BLE001 - a failed arm is recorded, the benchmark goes on
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            result = self._subprocess(spec)
+        result["process_wall_s"] = time.perf_counter() - t0
+        record = {"arm": spec["arm"], **tag, "spec": {k: v for k, v in spec.items() if k != "workdir"}, "result": result}
+        self.records.append(record)
+        if "error" in result:
+            self.log(f"     FAILED: {result['error'][-600:]}")
+        else:
+            acc = result.get("test_accuracy")
+            self.log(
+                f"     wall {result.get('wall_s', float('nan')):.1f} s"
+                + (f", test acc {acc:.4f}" if acc is not None else "")
+                + f", peak RSS {result.get('peak_rss_mb', 0):.0f} MiB"
+            )
+        return result
+
+    def _subprocess(self, spec: dict[str, Any]) -> dict[str, Any]:
+        workdir = Path(spec["workdir"])
+        spec_file = workdir / "spec.json"
+        result_file = workdir / "result.json"
+        spec_file.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_EVALUATE_OFFLINE", "1")
+        env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if self.config.malloc_tuning:
+            env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**30), MALLOC_TOP_PAD_=str(2**26))
+        log_file = workdir / "arm.log"
+        with open(log_file, "w") as log:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--arm", str(spec_file), "--arm-result", str(result_file)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    timeout=self.config.arm_timeout_s,
+                )
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        if rc == 0 and result_file.is_file():
+            return json.loads(result_file.read_text())
+        tail = log_file.read_text()[-2000:] if log_file.is_file() else ""
+        return {"error": f"arm exited with {rc}; log {log_file}:\n{tail}"}
+
+
+def _order(arms: list[str], repeat: int) -> list[str]:
+    """Alternate the arm order between repeats so drift in machine load hits every arm alike."""
+    return arms if repeat % 2 == 0 else list(reversed(arms))
+
+
+def section_speed(runner: Runner) -> None:
+    cfg = runner.config
+    for n in cfg.speed_ns:
+        for rep in range(cfg.speed_repeats):
+            for arm in _order(["floor", "tlhub", "trainer"], rep):
+                spec = runner.spec(
+                    arm, n_train=n, policy="head", epochs=cfg.speed_epochs, learning_rate=cfg.head_lr
+                )
+                runner.run(spec, {"section": "speed", "n": n, "repeat": rep})
+
+
+def section_throughput(runner: Runner) -> None:
+    cfg = runner.config
+    n = cfg.tp_steps * cfg.batch_size
+    for policy in cfg.tp_policies:
+        for rep in range(cfg.tp_repeats):
+            for arm in _order(["tlhub", "trainer"], rep):
+                spec = runner.spec(
+                    arm,
+                    n_train=n,
+                    n_val=cfg.batch_size,
+                    policy=policy,
+                    epochs=cfg.tp_epochs,
+                    learning_rate=cfg.tp_lr,
+                    score_test=False,
+                    tlhub_overrides={"feature_cache": "off"},
+                )
+                runner.run(spec, {"section": "throughput", "policy": policy, "n": n, "repeat": rep})
+
+
+def section_quality(runner: Runner) -> None:
+    cfg = runner.config
+    for n in cfg.quality_ns:
+        seeds = cfg.seeds_small if n <= 1000 else cfg.seeds_large
+        epochs = cfg.quality_epochs.get(n) or max(cfg.quality_epochs.values())
+        for seed in range(seeds):
+            for policy in cfg.quality_policies:
+                spec = runner.spec(
+                    "tlhub", n_train=n, policy=policy, epochs=epochs, seed=seed, learning_rate=cfg.quality_lr
+                )
+                runner.run(spec, {"section": "quality", "n": n, "policy": policy, "seed": seed})
+
+
+SECTIONS = {"speed": section_speed, "throughput": section_throughput, "quality": section_quality}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Summaries
+# ----------------------------------------------------------------------------------------------------
+
+
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _ok(record: dict[str, Any]) -> bool:
+    return "error" not in record["result"]
+
+
+def _last_epoch_ips(result: dict[str, Any]) -> float | None:
+    epochs = [e for e in result.get("epochs", []) if e.get("images_per_second")]
+    return epochs[-1]["images_per_second"] if epochs else None
+
+
+def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]:
+    """Ratios per comparison (paired by repeat), with median / min / max over repeats, and the targets."""
+    summary: dict[str, Any] = {"speed": [], "throughput": [], "quality": [], "memory": [], "targets": []}
+    targets = summary["targets"]
+
+    # speed: pair the arms of the same (n, repeat)
+    for n in sorted({r["n"] for r in records if r["section"] == "speed"}):
+        reps = sorted({r["repeat"] for r in records if r["section"] == "speed" and r["n"] == n})
+        speedups, floor_ratios, tl_walls, tr_walls, fl_walls, fwd = [], [], [], [], [], []
+        tl_acc, tr_acc, cpu_ratio = [], [], []
+        for rep in reps:
+            arms = {r["arm"]: r["result"] for r in records
+                    if r["section"] == "speed" and r["n"] == n and r["repeat"] == rep and _ok(r)}
+            tl, tr, fl = arms.get("tlhub"), arms.get("trainer"), arms.get("floor")
+            if tl:
+                tl_walls.append(tl["wall_s"])
+                tl_acc.append(tl.get("test_accuracy"))
+            if tr:
+                tr_walls.append(tr["wall_s"])
+                tr_acc.append(tr.get("test_accuracy"))
+            if fl:
+                fl_walls.append(fl["wall_s"])
+                fwd.append(fl["forward_s"])
+            if tl and tr:
+                speedups.append(tr["wall_s"] / tl["wall_s"])
+                if tl.get("cpu_s") and tr.get("cpu_s"):
+                    cpu_ratio.append(tr["cpu_s"] / tl["cpu_s"])
+            if tl and fl:
+                floor_ratios.append(tl["wall_s"] / fl["wall_s"])
+        row = {
+            "n": n,
+            "tlhub_wall_s": _spread(tl_walls),
+            "trainer_wall_s": _spread(tr_walls),
+            "floor_wall_s": _spread(fl_walls),
+            "floor_forward_only_s": _spread(fwd),
+            "speedup": _spread(speedups),
+            "cpu_time_ratio": _spread(cpu_ratio),
+            "tlhub_over_floor": _spread(floor_ratios),
+            "tlhub_test_accuracy": _spread(tl_acc),
+            "trainer_test_accuracy": _spread(tr_acc),
+        }
+        summary["speed"].append(row)
+        if speedups:
+            acc_ok = None
+            if row["tlhub_test_accuracy"]["median"] is not None and row["trainer_test_accuracy"]["median"] is not None:
+                acc_ok = row["tlhub_test_accuracy"]["median"] >= row["trainer_test_accuracy"]["median"] - 0.005
+            targets.append({
+                "target": f"speed N={n}: tl_hub >= 10x faster than Trainer (head), equal or better accuracy",
+                "value": f"{row['speedup']['median']:.1f}x (min {row['speedup']['min']:.1f}, max "
+                         f"{row['speedup']['max']:.1f}); acc {row['tlhub_test_accuracy']['median']} vs "
+                         f"{row['trainer_test_accuracy']['median']}",
+                "met": bool(row["speedup"]["min"] >= 10 and acc_ok),
+            })
+        if floor_ratios:
+            targets.append({
+                "target": f"speed N={n}: tl_hub total <= 1.3x one forward pass over the data",
+                "value": f"{row['tlhub_over_floor']['median']:.2f}x (min {row['tlhub_over_floor']['min']:.2f}, "
+                         f"max {row['tlhub_over_floor']['max']:.2f})",
+                "met": bool(row["tlhub_over_floor"]["median"] <= 1.3),
+            })
+
+    # throughput: images/s of the last epoch, paired by (policy, repeat)
+    for policy in [p for p in POLICIES if any(r["section"] == "throughput" and r.get("policy") == p for r in records)]:
+        recs = [r for r in records if r["section"] == "throughput" and r["policy"] == policy and _ok(r)]
+        ratios, tl_ips, tr_ips, wall_ratios = [], [], [], []
+        for rep in sorted({r["repeat"] for r in recs}):
+            arms = {r["arm"]: r["result"] for r in recs if r["repeat"] == rep}
+            a, b = arms.get("tlhub"), arms.get("trainer")
+            ia, ib = (_last_epoch_ips(a) if a else None), (_last_epoch_ips(b) if b else None)
+            tl_ips.append(ia)
+            tr_ips.append(ib)
+            if ia and ib:
+                ratios.append(ia / ib)
+            if a and b:
+                wall_ratios.append(b["wall_s"] / a["wall_s"])
+        row = {"policy": policy, "precision": cfg.resolved_precision(), "tlhub_images_per_s": _spread(tl_ips),
+               "trainer_images_per_s": _spread(tr_ips), "ratio": _spread(ratios), "wall_ratio": _spread(wall_ratios)}
+        summary["throughput"].append(row)
+        if ratios:
+            targets.append({
+                "target": f"throughput {policy}: tl_hub images/s >= 1.5x Trainer",
+                "value": f"{row['ratio']['median']:.2f}x (min {row['ratio']['min']:.2f}, max {row['ratio']['max']:.2f})",
+                "met": bool(row["ratio"]["median"] >= 1.5),
+            })
+
+    # quality: mean over seeds per (n, policy)
+    for n in sorted({r["n"] for r in records if r["section"] == "quality"}):
+        recs = [r for r in records if r["section"] == "quality" and r["n"] == n and _ok(r)]
+        row: dict[str, Any] = {"n": n, "policies": {}}
+        for policy in POLICIES:
+            accs = [r["result"].get("test_accuracy") for r in recs if r["policy"] == policy]
+            accs = [a for a in accs if a is not None]
+            walls = [r["result"]["wall_s"] for r in recs if r["policy"] == policy]
+            if accs:
+                used = [r["result"].get("policy_used") for r in recs if r["policy"] == policy]
+                row["policies"][policy] = {
+                    "test_accuracy_mean": statistics.fmean(accs),
+                    "test_accuracies": accs,
+                    "wall_s_mean": statistics.fmean(walls),
+                    "resolved": sorted({(u or {}).get("name", "?") if isinstance(u, dict) else str(u) for u in used}),
+                }
+        fixed = {p: v["test_accuracy_mean"] for p, v in row["policies"].items() if p != "auto"}
+        if fixed and "auto" in row["policies"]:
+            best = max(fixed, key=fixed.get)
+            gap = fixed[best] - row["policies"]["auto"]["test_accuracy_mean"]
+            row.update(best_fixed=best, auto_gap_points=100 * gap)
+            targets.append({
+                "target": f"quality N={n}: auto within 1 point of the best fixed policy",
+                "value": f"auto {row['policies']['auto']['test_accuracy_mean']:.4f} "
+                         f"(-> {','.join(row['policies']['auto']['resolved'])}) vs best {best} "
+                         f"{fixed[best]:.4f}: gap {100 * gap:+.2f} pt",
+                "met": bool(gap <= 0.01),
+            })
+        summary["quality"].append(row)
+
+    # memory: peak RSS, tl_hub vs Trainer, per comparable group
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in records:
+        if r["section"] in ("speed", "throughput") and r["arm"] in ("tlhub", "trainer") and _ok(r):
+            key = (r["section"], r.get("policy") or r["spec"].get("policy"), r["n"])
+            groups.setdefault(key, {"tlhub": [], "trainer": []})[r["arm"]].append(r["result"]["peak_rss_mb"])
+    for (section, policy, n), arms in sorted(groups.items(), key=str):
+        row = {"section": section, "policy": policy, "n": n, "tlhub_peak_rss_mb": _spread(arms["tlhub"]),
+               "trainer_peak_rss_mb": _spread(arms["trainer"])}
+        if arms["tlhub"] and arms["trainer"]:
+            row["ratio"] = max(arms["tlhub"]) / max(arms["trainer"])
+            targets.append({
+                "target": f"memory {section} {policy} N={n}: tl_hub peak RSS <= Trainer",
+                "value": f"{max(arms['tlhub']):.0f} vs {max(arms['trainer']):.0f} MiB ({row['ratio']:.2f}x)",
+                "met": bool(row["ratio"] <= 1.0),
+            })
+        summary["memory"].append(row)
+    return summary
+
+
+def _fmt(spread: dict[str, Any], digits: int = 1, suffix: str = "") -> str:
+    if not spread or spread.get("median") is None:
+        return "–"
+    med = f"{spread['median']:.{digits}f}{suffix}"
+    if spread["n"] > 1:
+        return f"{med} ({spread['min']:.{digits}f}–{spread['max']:.{digits}f})"
+    return med
+
+
+def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The results as markdown tables (median, with min–max over repeats in brackets)."""
+    lines = [
+        f"# tl_hub benchmark ({meta['mode']} mode)",
+        "",
+        f"Machine: {meta['machine']}. Device: {meta['device']}. Precision: {meta['precision']}. "
+        f"Model: {meta['model']}, {meta['image_size']} px, batch {meta['batch_size']}.",
+        f"Command: `{meta['command']}`  ",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}. Total {meta['total_s']:.0f} s.",
+        "",
+    ]
+    if summary["speed"]:
+        lines += [
+            "## Small-data speed (head policy: backbone frozen)",
+            "",
+            "| N | tl_hub wall s | Trainer wall s | speed-up | CPU-time ratio | floor s (fwd only) | tl_hub / floor "
+            "| tl_hub test acc | Trainer test acc |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in summary["speed"]:
+            lines.append(
+                f"| {r['n']:,} | {_fmt(r['tlhub_wall_s'])} | {_fmt(r['trainer_wall_s'])} | {_fmt(r['speedup'], 1, '×')} "
+                f"| {_fmt(r['cpu_time_ratio'], 1, '×')} | {_fmt(r['floor_wall_s'])} ({_fmt(r['floor_forward_only_s'])}) "
+                f"| {_fmt(r['tlhub_over_floor'], 2, '×')} | {_fmt(r['tlhub_test_accuracy'], 4)} "
+                f"| {_fmt(r['trainer_test_accuracy'], 4)} |"
+            )
+        lines.append("")
+    if summary["throughput"]:
+        lines += [
+            "## Fine-tuning throughput (training images/s, last epoch)",
+            "",
+            "| policy | precision | tl_hub img/s | Trainer img/s | ratio | wall ratio (Trainer / tl_hub) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in summary["throughput"]:
+            lines.append(
+                f"| {r['policy']} | {r['precision']} | {_fmt(r['tlhub_images_per_s'])} | "
+                f"{_fmt(r['trainer_images_per_s'])} | {_fmt(r['ratio'], 2, '×')} | {_fmt(r['wall_ratio'], 2, '×')} |"
+            )
+        lines.append("")
+    if summary["quality"]:
+        lines += [
+            "## Policy quality (test accuracy, mean over seeds)",
+            "",
+            "| N | " + " | ".join(POLICIES) + " | best fixed | auto gap (pt) |",
+            "|---|" + "---|" * (len(POLICIES) + 2),
+        ]
+        for r in summary["quality"]:
+            cells = []
+            for p in POLICIES:
+                v = r["policies"].get(p)
+                if v is None:
+                    cells.append("–")
+                else:
+                    extra = f" (→{','.join(v['resolved'])})" if p == "auto" else ""
+                    cells.append(f"{v['test_accuracy_mean']:.4f}{extra}")
+            gap = r.get("auto_gap_points")
+            lines.append(
+                f"| {r['n']:,} | " + " | ".join(cells) + f" | {r.get('best_fixed', '–')} | "
+                + (f"{gap:+.2f}" if gap is not None else "–") + " |"
+            )
+        lines += ["", "Wall seconds per run (mean): " + "; ".join(
+            f"N={r['n']}: " + ", ".join(f"{p} {v['wall_s_mean']:.0f}" for p, v in r["policies"].items())
+            for r in summary["quality"]), ""]
+    if summary["memory"]:
+        lines += ["## Memory (peak RSS of the arm's process, MiB)", "",
+                  "| section | policy | N | tl_hub | Trainer | ratio |", "|---|---|---|---|---|---|"]
+        for r in summary["memory"]:
+            ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "–"
+            lines.append(f"| {r['section']} | {r['policy']} | {r['n']:,} | {_fmt(r['tlhub_peak_rss_mb'], 0)} | "
+                         f"{_fmt(r['trainer_peak_rss_mb'], 0)} | {ratio} |")
+        lines.append("")
+    if summary["targets"]:
+        lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for t in summary["targets"]:
+            lines.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("tl-hub", "torch", "transformers", "accelerate", "datasets", "timm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} logical CPUs, torch threads {_torch_threads()})"
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores (N=1,000 only)")
+    mode.add_argument("--smoke", action="store_true", help="seconds, tiny data at 32 px: checks the code paths")
+    p.add_argument("--out", default="bench_results", help="folder for results.json and results.md")
+    p.add_argument("--sections", default=None, help="comma list of speed,throughput,quality (default: all)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="backbone source for both tools")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument("--repeats", type=int, default=None, help="repeats for speed and throughput")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for both tools")
+    p.add_argument("--malloc-tuning", action="store_true",
+                   help="run every arm with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB (both tools alike)")
+    p.add_argument("--with-60k", action="store_true", help="full mode: add N = 60,000 to the quality section")
+    p.add_argument("--in-process", action="store_true", help="run arms in this process (no per-arm RSS)")
+    p.add_argument("--arm", help=argparse.SUPPRESS)
+    p.add_argument("--arm-result", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> BenchConfig:
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kw: dict[str, Any] = dict(model=args.model, device=device, precision=args.precision,
+                              malloc_tuning=args.malloc_tuning, in_process=args.in_process)
+    if args.num_workers is not None:
+        kw["num_workers"] = args.num_workers
+    cfg = quick_config(**kw) if args.quick else smoke_config(**kw) if args.smoke else BenchConfig(**kw)
+    if args.sections:
+        wanted = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+        unknown = sorted(set(wanted) - set(SECTIONS))
+        if unknown:
+            raise SystemExit(f"--sections: unknown {unknown}; choose from {sorted(SECTIONS)}")
+        cfg.sections = wanted
+    if args.repeats is not None:
+        cfg.speed_repeats = cfg.tp_repeats = args.repeats
+    if args.with_60k and cfg.mode == "full":
+        cfg.quality_ns = (*cfg.quality_ns, 60000)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.arm:
+        spec = json.loads(Path(args.arm).read_text())
+        result = run_arm_here(spec)
+        Path(args.arm_result).write_text(json.dumps(result, default=str))
+        return 0
+
+    import fashion_mnist
+
+    try:
+        fashion_mnist.load_split("test")
+    except fashion_mnist.FashionMNISTMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = build_config(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    started = time.perf_counter()
+    runner = Runner(cfg, out_dir, log)
+    log(f"tl_hub benchmark, {cfg.mode} mode, device {cfg.device}, precision {cfg.resolved_precision()}, "
+        f"sections {','.join(cfg.sections)}; arms' work in {runner.work_root}")
+    for name in cfg.sections:
+        log(f"[{name}]")
+        SECTIONS[name](runner)
+    summary = summarize(runner.records, cfg)
+    meta = {
+        "mode": cfg.mode,
+        "command": "python tests/benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": _machine(),
+        "device": _device_name(cfg.device),
+        "precision": cfg.resolved_precision(),
+        "model": cfg.model,
+        "image_size": cfg.image_size,
+        "batch_size": cfg.batch_size,
+        "versions": _versions(),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "total_s": time.perf_counter() - started,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    payload = {"meta": meta, "summary": summary, "records": runner.records}
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    markdown = to_markdown(summary, meta)
+    (out_dir / "results.md").write_text(markdown + "\n")
+    print()
+    print(markdown)
+    print(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    failed = [r for r in runner.records if not _ok(r)]
+    if failed:
+        print(f"{len(failed)} arm(s) failed; see their logs (paths in results.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
