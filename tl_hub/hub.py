@@ -1,0 +1,408 @@
+"""Push a tl_hub output folder to the Hugging Face Hub, pull it back, and predict with it.
+
+- `push_to_hub(output_dir, repo_id)` re-renders the model card for the real repo id, pushes the
+  folder's Hub files in ONE commit, then checks that the remote files equal the local ones (names,
+  sizes, sha256 for LFS files, git blob ids for the others) and fails loudly if not.
+  **Private by default:** a repo that does not exist yet is created private unless `private=False`
+  (`tl-hub push --public`); an existing repo keeps its visibility (the log line says which).
+  Never pushed: `checkpoints/`, caches, or any file not in the list below.
+  A README.md that was edited on the Hub (or not written by tl_hub) is not overwritten unless
+  `force=True` (`tl-hub push --force`).
+  Under a distributed launch only the main process pushes; the others wait for it.
+- `load(repo_or_dir)` → (model, image processor); `predict(repo_or_dir, images)` → top-k labels.
+
+The token comes only from the environment (`HF_TOKEN`) or the stored login (`hf auth login`); tl_hub
+never logs, prints or writes it.
+
+Example:
+    >>> import tl_hub
+    >>> url = tl_hub.push_to_hub("outputs/fashion", "me/fashion-lite0")  # doctest: +SKIP
+    >>> tl_hub.predict("me/fashion-lite0", ["shoe.png"], top_k=2)  # doctest: +SKIP
+    [[{'label': 'Sneaker', 'score': 0.93}, {'label': 'Sandal', 'score': 0.05}]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tl_hub.errors import DataError, HubError, TlHubError
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("run_info.json", "config.json", "model.safetensors")
+PUSHED_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml",
+                "metrics.json", "run_info.json")
+LOGIN_HELP = "run `hf auth login` (or set the HF_TOKEN environment variable to a token with write access)"
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+def check_output_dir(output_dir: str | Path) -> Path:
+    """Return the folder if it is a tl_hub output (run_info.json + config.json + model.safetensors).
+
+    Example:
+        >>> check_output_dir("not/a/run")
+        Traceback (most recent call last):
+        ...
+        tl_hub.errors.HubError: output_dir: 'not/a/run' is not a folder; pass the folder a tl_hub training run wrote (it holds run_info.json, config.json, model.safetensors)
+    """
+    out = Path(output_dir).expanduser()
+    if not out.is_dir():
+        raise HubError(f"output_dir: {str(output_dir)!r} is not a folder; pass the folder a tl_hub training run "
+                       f"wrote (it holds {', '.join(REQUIRED_FILES)})")
+    missing = [name for name in REQUIRED_FILES if not (out / name).is_file()]
+    if missing:
+        raise HubError(f"output_dir: {str(out)!r} is not a tl_hub output folder: missing {', '.join(missing)}. "
+                       "Push the folder that `tl-hub train` / tl_hub.finetune() wrote (its output_dir), "
+                       "or use huggingface_hub.upload_folder for other folders")
+    return out
+
+
+def files_to_push(output_dir: Path) -> dict[str, Path]:
+    """Repo path -> local file: the fixed list of Hub files plus the top-level PNG plots."""
+    files = {name: output_dir / name for name in PUSHED_FILES if (output_dir / name).is_file()}
+    for png in sorted(output_dir.glob("*.png")):
+        if png.is_file():
+            files[png.name] = png
+    return files
+
+
+def _validate_repo_id(repo_id: Any) -> str:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or not repo_id:
+        raise HubError(f"repo_id: got {repo_id!r}; expected 'user/name' (or 'name' for your own namespace)")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"repo_id: {repo_id!r} is not a valid Hub repo id ({err}); use 'user/name' with letters, "
+                       "digits, '-', '_' and '.' only") from err
+    return repo_id
+
+
+def _token() -> str:
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise HubError(f"no Hugging Face token found; {LOGIN_HELP}")
+    return token
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
+    """Turn huggingface_hub HTTP errors into HubError messages that say what to do."""
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        yield
+    except TlHubError:
+        raise
+    except RevisionNotFoundError as err:
+        raise HubError(f"{action} {repo_id!r}: revision not found; check the branch/tag/commit name") from err
+    except RepositoryNotFoundError as err:
+        raise HubError(f"{action} {repo_id!r}: repository not found (or private and your token cannot see it); "
+                       f"check the repo id, or {LOGIN_HELP}") from err
+    except EntryNotFoundError as err:
+        raise HubError(f"{action} {repo_id!r}: a file is missing in the repo ({err})") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status == 401:
+            raise HubError(f"{action} {repo_id!r}: the Hub rejected your token (401 Unauthorized); it is invalid "
+                           f"or expired: {LOGIN_HELP}") from err
+        if status == 403:
+            raise HubError(f"{action} {repo_id!r}: permission denied (403 Forbidden): your token has no write "
+                           "access to this namespace; use a 'write' token, or push to your own namespace") from err
+        if status == 412:
+            raise HubError(f"{action} {repo_id!r}: the repo changed while pushing (412 Precondition Failed); "
+                           "run the push again") from err
+        raise HubError(f"{action} {repo_id!r}: the Hub answered HTTP {status}: {err}") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _check_no_token(files: dict[str, Path], token: str) -> None:
+    """Refuse to push a file that contains the user's token (it would be public forever)."""
+    needle = token.encode()
+    for name, path in files.items():
+        if name.endswith(".safetensors"):
+            continue
+        if needle in path.read_bytes():
+            raise HubError(f"{path} contains your Hugging Face token; remove it from that file before pushing")
+
+
+def verify_remote(api: Any, repo_id: str, revision: str, files: dict[str, Path]) -> None:
+    """Raise HubError unless every local file exists remotely at `revision` with the same size and hash.
+
+    Example:
+        >>> verify_remote(HfApi(), "me/model", commit_sha, files_to_push(out))  # doctest: +SKIP
+    """
+    from huggingface_hub.hf_api import RepoFile
+
+    remote = {e.path: e for e in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+              if isinstance(e, RepoFile)}
+    problems = []
+    for name, path in sorted(files.items()):
+        entry = remote.get(name)
+        if entry is None:
+            problems.append(f"{name}: missing on the Hub")
+            continue
+        size = path.stat().st_size
+        if entry.size != size:
+            problems.append(f"{name}: {entry.size} bytes on the Hub, {size} locally")
+        elif entry.lfs is not None:
+            if entry.lfs.sha256 != _sha256(path):
+                problems.append(f"{name}: sha256 differs (Hub {entry.lfs.sha256[:12]}…)")
+        elif entry.blob_id != _git_blob_sha1(path):
+            problems.append(f"{name}: content differs (git blob {entry.blob_id[:12]}… on the Hub)")
+    if problems:
+        raise HubError(f"push to {repo_id!r} at {revision} is incomplete: " + "; ".join(problems)
+                       + ". Check the repo's .gitattributes/.gitignore and push again")
+
+
+def _distributed_state() -> Any:
+    """accelerate's PartialState when a multi-process run is initialised, else None."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+# ---------------------------------------------------------------------------------------------------
+# push
+def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                commit_message: str | None = None, create_pr: bool = False, force: bool = False) -> str:
+    """Push a tl_hub output folder to the Hub as one commit and verify it; returns the commit URL.
+
+    Args:
+        output_dir: folder written by a tl_hub training run (run_info.json, config.json, model.safetensors).
+        repo_id: "user/name" (or "name": your namespace).
+        private: visibility of a NEW repo; None (default) = private. An existing repo keeps its visibility.
+        revision: branch to push to (created from main if missing); default main.
+        commit_message: default "Upload <name> fine-tuned with tl_hub".
+        create_pr: open a pull request instead of committing to the branch.
+        force: overwrite a README.md that was edited on the Hub.
+
+    Pushed: model.safetensors, config.json, preprocessor_config.json, README.md (re-rendered for
+    repo_id), recipe.yaml, metrics.json, run_info.json and the PNG plots; never checkpoints/.
+
+    Example:
+        >>> push_to_hub("outputs/fashion", "me/fashion-lite0")  # doctest: +SKIP
+        'https://huggingface.co/me/fashion-lite0/commit/1a2b...'
+    """
+    state = _distributed_state()
+    if state is None:
+        return _push(output_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+                     create_pr=create_pr, force=force)
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[Any] = [None]
+    error: BaseException | None = None
+    if state.is_main_process:
+        try:
+            outcome = [("ok", _push(output_dir, repo_id, private=private, revision=revision,
+                                    commit_message=commit_message, create_pr=create_pr, force=force))]
+        except Exception as err:  # every rank must learn the outcome, or the others would hang
+            error = err
+            outcome = [("error", str(err))]
+    broadcast_object_list(outcome, from_process=0)
+    state.wait_for_everyone()
+    if error is not None:
+        raise error
+    status, value = outcome[0]
+    if status != "ok":
+        raise HubError(f"push failed on the main process: {value}")
+    return value
+
+
+def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revision: str | None,
+          commit_message: str | None, create_pr: bool, force: bool) -> str:
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from tl_hub.card import card_was_edited, write_model_card
+
+    out = check_output_dir(output_dir)
+    repo_id = _validate_repo_id(repo_id)
+    token = _token()
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, "push to"):
+        if "/" not in repo_id:
+            repo_id = f"{api.whoami()['name']}/{repo_id}"
+        try:
+            existing = api.model_info(repo_id)
+            is_new, is_private = False, bool(existing.private)
+            if private is not None and private != is_private:
+                logger.warning("repo %s already exists and is %s; its visibility is left unchanged (private=%s "
+                               "only applies to new repos)", repo_id, "private" if is_private else "public", private)
+        except RepositoryNotFoundError:
+            is_new, is_private = True, True if private is None else bool(private)
+            api.create_repo(repo_id, private=is_private, exist_ok=True)
+        branch = revision or "main"
+        if branch != "main":
+            branches = {b.name for b in api.list_repo_refs(repo_id).branches}
+            if branch not in branches:
+                api.create_branch(repo_id, branch=branch)
+        head = api.model_info(repo_id, revision=branch)
+        write_model_card(out, repo_id=repo_id)
+        remote_names = {s.rfilename for s in head.siblings or []}
+        if "README.md" in remote_names and not force:
+            remote_card = Path(api.hf_hub_download(repo_id, "README.md", revision=head.sha)).read_text(encoding="utf-8")
+            local_card = (out / "README.md").read_text(encoding="utf-8")
+            if remote_card != local_card and card_was_edited(remote_card):
+                raise HubError(f"README.md of {repo_id!r} on the Hub was edited there (or was not written by "
+                               "tl_hub); pushing would overwrite it. Pass force=True (`tl-hub push --force`) to "
+                               "overwrite it, or download it and merge your edits into the output folder first")
+        files = files_to_push(out)
+        _check_no_token(files, token)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        message = commit_message or f"Upload {repo_id.split('/')[-1]} fine-tuned with tl_hub"
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch,
+                                 create_pr=create_pr, parent_commit=head.sha)
+        verify_remote(api, repo_id, info.oid, files)
+    where = f"pull request {info.pr_url}" if create_pr and info.pr_url else f"branch {branch}"
+    logger.info("pushed %d files to %s (%s repo, %s) on %s: %s", len(files), repo_id,
+                "private" if is_private else "public", "created" if is_new else "existing, visibility unchanged",
+                where, info.commit_url)
+    return info.commit_url
+
+
+# ---------------------------------------------------------------------------------------------------
+# pull and predict
+def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any]:
+    """Load a fine-tuned classifier and its image processor from a Hub repo id or a local folder.
+
+    Example:
+        >>> model, processor = load("me/fashion-lite0")  # doctest: +SKIP
+        >>> model.config.id2label[0]  # doctest: +SKIP
+        'T-shirt/top'
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    local = Path(str(repo_or_dir)).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise HubError(f"{str(repo_or_dir)!r}: folder has no config.json; pass a tl_hub output folder or a "
+                           "Hub repo id")
+        source = str(local)
+    else:
+        source = _validate_repo_id(str(repo_or_dir))
+    with _hub_errors(source, "load"):
+        try:
+            model = AutoModelForImageClassification.from_pretrained(source, revision=revision)
+            processor = AutoImageProcessor.from_pretrained(source, revision=revision)
+        except OSError as err:
+            raise HubError(f"load {source!r}: {err}") from err
+    return model.eval(), processor
+
+
+def _open_images(images: Any) -> tuple[list[Any], list[str]]:
+    from PIL import Image
+    from transformers.image_utils import load_image  # the same decoding as pipeline()
+
+    items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+    opened, names = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            if not Path(item).is_file():
+                raise DataError(f"images[{i}]: {str(item)!r} is not a file; pass image paths or PIL images")
+            try:
+                opened.append(load_image(str(item)))
+            except (OSError, ValueError) as err:
+                raise DataError(f"images[{i}]: cannot read {str(item)!r} as an image ({err})") from err
+            names.append(str(item))
+        elif isinstance(item, Image.Image):
+            opened.append(load_image(item))
+            names.append(f"<image {i}>")
+        else:
+            raise DataError(f"images[{i}]: got {type(item).__name__}; pass a file path or a PIL.Image")
+    return opened, names
+
+
+def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int = 5,
+            revision: str | None = None) -> list[list[dict[str, Any]]]:
+    """Classify images; per image a list of {"label", "score"}, best first (scores as pipeline() gives).
+
+    Args:
+        repo_or_dir: Hub repo id, local output folder, or a (model, processor) pair from `load`.
+        images: a path / PIL image, or a list of them.
+        top_k: how many labels per image (capped at the number of labels).
+
+    Example:
+        >>> predict("me/fashion-lite0", ["shoe.png"], top_k=1)  # doctest: +SKIP
+        [[{'label': 'Sneaker', 'score': 0.93}]]
+    """
+    import torch
+
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise DataError(f"top_k: got {top_k!r}; expected a positive integer")
+    model, processor = repo_or_dir if isinstance(repo_or_dir, tuple) else load(repo_or_dir, revision=revision)
+    opened, _ = _open_images(images)
+    id2label = model.config.id2label
+    k = min(top_k, len(id2label))
+    multi = getattr(model.config, "problem_type", None) == "multi_label_classification" or model.config.num_labels == 1
+    results: list[list[dict[str, Any]]] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(opened), 16):
+        batch = processor(images=opened[start:start + 16], return_tensors="pt")
+        pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
+        with torch.no_grad():
+            logits = model(pixel_values=pixel_values).logits.float()
+        scores = logits.sigmoid() if multi else logits.softmax(-1)
+        values, indices = scores.topk(k, dim=-1)
+        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
+            results.append([{"label": id2label[i], "score": v} for v, i in zip(row_v, row_i, strict=True)])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI handlers (tl_hub/cli.py)
+def push_command(args: Any) -> int:
+    """`tl-hub push OUTPUT_DIR REPO_ID [--private|--public] [--revision] [--commit-message] [--create-pr] [--force]`."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    url = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                      commit_message=args.commit_message, create_pr=args.create_pr,
+                      force=getattr(args, "force", False))
+    print(url)
+    return 0
+
+
+def predict_command(args: Any) -> int:
+    """`tl-hub predict REPO_OR_DIR IMAGE... [--top-k K] [--revision R] [--json]`."""
+    results = predict(args.model, list(args.images), top_k=args.top_k, revision=args.revision)
+    if args.json:
+        print(json.dumps([{"image": img, "predictions": preds} for img, preds in zip(args.images, results, strict=True)],
+                         indent=2))
+        return 0
+    for image, preds in zip(args.images, results, strict=True):
+        print(image)
+        width = max(len(p["label"]) for p in preds)
+        for p in preds:
+            print(f"  {p['label']:<{width}}  {p['score']:.4f}")
+    sys.stdout.flush()
+    return 0
+
