@@ -1,0 +1,297 @@
+"""Depth of every parameter of an image classifier: 0 = stem, then the blocks in execution order, then the
+neck (final norm/pooler/conv), and the maximum depth = the classification head.
+
+Architecture-agnostic (no per-model tables):
+1. A parameter's *unit* is its module path cut after the 2nd "block boundary", where a boundary is a
+   numbered child of a `ModuleList`/`Sequential` that itself has submodules (`stages.2.layers.1`,
+   `layers.7`, `blocks.3`). Parameters with no boundary take the base-model prefix + first component
+   (`vit.embeddings`, `timm_model.conv_stem`). Models with fewer than 2 such blocks (VGG's flat
+   `features` Sequential) also count numbered leaf layers that hold parameters as boundaries.
+2. Units are ordered by *execution*: forward-pre-hooks on every module during one dummy forward at the
+   model's native input size (registration order is wrong for some models, e.g. PoolFormer). A unit is
+   "seen" when a module inside it that contains no other unit starts running. Units that never run
+   (e.g. a `cls_token` held directly by the model) take the place of the next unit in parameter order.
+3. The head is the unit holding the head's parameters (`tl_hub.backbone.head_parameter_names`).
+4. Units before the first block -> depth 0 (stem); each block -> its own depth in execution order;
+   non-block units between blocks join the next block; everything after the last block -> one "neck"
+   depth; the head -> the maximum depth.
+
+Example:
+    >>> from tl_hub import load_backbone, depth_map
+    >>> model = load_backbone("bundled:efficientnet_lite0", ["cat", "dog"])  # doctest: +SKIP
+    >>> depths = depth_map(model)  # doctest: +SKIP
+    >>> depths["timm_model.conv_stem.weight"], depths["timm_model.classifier.weight"]  # doctest: +SKIP
+    (0, 18)
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+STEM, BLOCK, NECK, HEAD = "stem", "block", "neck", "head"
+
+
+@dataclass
+class DepthInfo:
+    """The depth map plus what each depth holds.
+
+    Attributes:
+        depth_of: parameter name -> depth.
+        kinds: kind of each depth ("stem", "block", "neck", "head"), index = depth.
+        units: unit names (module paths) at each depth, in execution order.
+        unit_of: parameter name -> unit name.
+    """
+
+    depth_of: dict[str, int]
+    kinds: list[str]
+    units: list[list[str]]
+    unit_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def max_depth(self) -> int:
+        return len(self.kinds) - 1
+
+    def depth_of_module(self, path: str) -> int | None:
+        """Depth of the unit that contains module `path` (None when the path spans several units)."""
+        unit_depth = {u: d for d, us in enumerate(self.units) for u in us}
+        probe = path
+        while True:
+            if probe in unit_depth:
+                return unit_depth[probe]
+            if not probe:
+                return None
+            probe = probe.rpartition(".")[0]
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], DepthInfo]] = weakref.WeakKeyDictionary()
+
+
+def depth_map(model: Any) -> dict[str, int]:
+    """Map every named parameter of `model` to its depth (0 = stem ... max = head).
+
+    Example:
+        >>> depth_map(model)["classifier.weight"] == max(depth_map(model).values())  # doctest: +SKIP
+        True
+    """
+    return dict(depth_info(model).depth_of)
+
+
+def depth_info(model: Any) -> DepthInfo:
+    """`DepthInfo` of `model`, computed once per model instance (recomputed if its parameters change).
+
+    Example:
+        >>> info = depth_info(model)  # doctest: +SKIP
+        >>> info.kinds[0], info.kinds[-1]  # doctest: +SKIP
+        ('stem', 'head')
+    """
+    from tl_hub.backbone import head_parameter_names
+
+    head = head_parameter_names(model)
+    signature = (tuple(n for n, _ in model.named_parameters()), tuple(head))
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    info = _compute(model, head)
+    _CACHE[model] = (signature, info)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------
+# Units
+# ---------------------------------------------------------------------------------------------------
+
+
+def _unit_of(model: Any, name: str, base_prefix: str, leaf_boundaries: bool) -> tuple[str, int]:
+    """(unit, number of boundaries crossed) of parameter `name`."""
+    import torch.nn as nn
+
+    parts = name.split(".")[:-1]
+    module = model
+    boundaries = 0
+    cut = 0
+    for i, comp in enumerate(parts):
+        child = module._modules.get(comp)
+        if child is None:
+            break
+        if comp.isdigit() and isinstance(module, (nn.ModuleList, nn.Sequential)):
+            has_sub = len(child._modules) > 0
+            has_params = any(True for _ in child.parameters(recurse=False))
+            if has_sub or (leaf_boundaries and has_params):
+                boundaries += 1
+                cut = i + 1
+                if boundaries == 2:
+                    break
+        module = child
+    if boundaries:
+        return ".".join(parts[:cut]), boundaries
+    full = name.split(".")
+    if len(full) == 1:
+        return name, 0
+    if base_prefix and full[0] == base_prefix:
+        return ".".join(full[:2]), 0
+    return full[0], 0
+
+
+def _units(model: Any) -> tuple[dict[str, str], set[str]]:
+    """parameter -> unit, and the set of block units (>= 1 boundary)."""
+    names = [n for n, _ in model.named_parameters()]
+    base_prefix = getattr(model, "base_model_prefix", "") or ""
+    for leaf_boundaries in (False, True):
+        unit_of: dict[str, str] = {}
+        blocks: set[str] = set()
+        for n in names:
+            unit, b = _unit_of(model, n, base_prefix, leaf_boundaries)
+            unit_of[n] = unit
+            if b:
+                blocks.add(unit)
+        if len(blocks) >= 2:
+            break
+    return unit_of, blocks
+
+
+# ---------------------------------------------------------------------------------------------------
+# Execution order
+# ---------------------------------------------------------------------------------------------------
+
+
+def native_input_size(model: Any) -> tuple[int, int, int]:
+    """(channels, height, width) the model expects: timm pretrained_cfg, else config.image_size, else 224.
+
+    Example:
+        >>> native_input_size(model)  # doctest: +SKIP
+        (3, 224, 224)
+    """
+    config = getattr(model, "config", None)
+    for holder in (getattr(config, "pretrained_cfg", None), getattr(getattr(model, "timm_model", None), "pretrained_cfg", None)):
+        if isinstance(holder, dict) and holder.get("input_size"):
+            c, h, w = holder["input_size"]
+            return int(c), int(h), int(w)
+    channels = int(getattr(config, "num_channels", 3) or 3)
+    size = getattr(config, "image_size", None) or 224
+    if isinstance(size, (list, tuple)):
+        h, w = (int(size[0]), int(size[-1]))
+    elif isinstance(size, dict):
+        h, w = int(size.get("height", 224)), int(size.get("width", 224))
+    else:
+        h = w = int(size)
+    return channels, h, w
+
+
+def example_input(model: Any, batch_size: int = 1) -> Any:
+    """A random `pixel_values` batch at the model's native size, dtype and device.
+
+    Example:
+        >>> example_input(model).shape  # doctest: +SKIP
+        torch.Size([1, 3, 224, 224])
+    """
+    import torch
+
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((batch_size, *native_input_size(model)), generator=generator)
+    return x.to(device=device, dtype=dtype)
+
+
+def _execution_order(model: Any, units: set[str]) -> dict[str, int]:
+    """unit -> index of first execution, from forward-pre-hooks during one dummy forward."""
+    import torch
+
+    def containing_unit(path: str) -> str | None:
+        probe = path
+        while probe:
+            if probe in units:
+                return probe
+            probe = probe.rpartition(".")[0]
+        return None
+
+    order: dict[str, int] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if not path:
+            continue
+        unit = containing_unit(path)
+        if unit is None or any(u.startswith(path + ".") for u in units if u != unit):
+            continue
+
+        def hook(mod: Any, args: Any, unit: str = unit) -> None:
+            if unit not in order:
+                order[unit] = len(order)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input(model))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return order
+
+
+# ---------------------------------------------------------------------------------------------------
+# Depths
+# ---------------------------------------------------------------------------------------------------
+
+
+def _compute(model: Any, head_names: list[str]) -> DepthInfo:
+    names = [n for n, _ in model.named_parameters()]
+    unit_of, blocks = _units(model)
+    head_set = set(head_names)
+    head_units = {unit_of[n] for n in names if n in head_set}
+
+    # units in parameter-registration order
+    reg_units: list[str] = []
+    for n in names:
+        if unit_of[n] not in reg_units:
+            reg_units.append(unit_of[n])
+    executed = _execution_order(model, set(reg_units))
+
+    # units that never ran take the place of the next executed unit in registration order
+    keys: dict[str, tuple[float, int]] = {}
+    for i, unit in enumerate(reg_units):
+        if unit in executed:
+            keys[unit] = (executed[unit], 0)
+            continue
+        nxt = next((executed[u] for u in reg_units[i + 1:] if u in executed), None)
+        if nxt is not None:
+            keys[unit] = (nxt - 0.5, i)
+        else:
+            prev = max((executed[u] for u in reg_units[:i] if u in executed), default=-1)
+            keys[unit] = (prev + 0.5, i)
+    ordered = sorted((u for u in reg_units if u not in head_units), key=lambda u: keys[u])
+
+    block_positions = [i for i, u in enumerate(ordered) if u in blocks]
+    levels: list[tuple[str, list[str]]] = []
+    if not block_positions:
+        if ordered:
+            levels.append((STEM, list(ordered)))
+    else:
+        first, last = block_positions[0], block_positions[-1]
+        if first > 0:
+            levels.append((STEM, ordered[:first]))
+        pending: list[str] = []
+        for u in ordered[first:last + 1]:
+            pending.append(u)
+            if u in blocks:
+                levels.append((BLOCK, pending))
+                pending = []
+        if ordered[last + 1:]:
+            levels.append((NECK, ordered[last + 1:]))
+    head_order = sorted(head_units, key=lambda u: keys[u])
+    levels.append((HEAD, head_order))
+
+    unit_depth = {u: d for d, (_, us) in enumerate(levels) for u in us}
+    depth_of = {n: unit_depth[unit_of[n]] for n in names}
+    return DepthInfo(
+        depth_of=depth_of,
+        kinds=[kind for kind, _ in levels],
+        units=[us for _, us in levels],
+        unit_of=unit_of,
+    )
