@@ -7,7 +7,7 @@ Example:
     >>> import evaluate
     >>> from tl_hub.metrics import metric_path
     >>> topk = evaluate.load(metric_path("top_k_accuracy"), keep_in_memory=True)  # doctest: +SKIP
-    >>> topk.compute(predictions=[[0.1, 0.5, 0.4], [0.8, 0.1, 0.1]], references=[2, 1], k=2)  # doctest: +SKIP
+    >>> topk.compute(predictions=[[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]], references=[2, 2], k=2)  # doctest: +SKIP
     {'top_2_accuracy': 0.5}
 """
 
