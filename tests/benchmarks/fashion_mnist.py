@@ -64,10 +64,13 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     return data.reshape(dims)
 
 
-def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8, [n, 28, 28]) and labels (int64, [n]) of the full "train" or "test" split.
+def load_split(split: str, source: str = "full") -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8, [n, 28, 28]) and labels (int64, [n]) of the "train" or "test" split.
 
-    Raises FashionMNISTMissing (with the install command) when the files are absent.
+    source "full": the complete dataset from the Debian package's IDX files (60,000 / 10,000);
+    raises FashionMNISTMissing (with the install command) when the files are absent.
+    source "bundled": the class-balanced subset that ships inside tl_hub (3,000 / 2,000), for smoke
+    tests and machines without the package; never use it for the published numbers.
 
     Example:
         >>> images, labels = load_split("test")  # doctest: +SKIP
@@ -76,6 +79,10 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """
     if split not in _FILES:
         raise ValueError(f"split: got {split!r}; expected one of {sorted(_FILES)}")
+    if source == "bundled":
+        return _load_bundled(split)
+    if source != "full":
+        raise ValueError(f"source: got {source!r}; expected 'full' or 'bundled'")
     image_name, label_name, expected = _FILES[split]
     folder = data_dir()
     missing = [name for name in (image_name, label_name) if not (folder / name).is_file()]
@@ -91,6 +98,17 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     if len(images) != expected or len(labels) != expected:
         raise ValueError(f"Fashion-MNIST {split}: {len(images)} images / {len(labels)} labels, expected {expected}")
     return images, labels
+
+
+def _load_bundled(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from importlib.resources import files
+
+    with files("tl_hub").joinpath("bundled_data/fashion_mnist.npz").open("rb") as handle:
+        data = np.load(handle)
+        names = [str(n) for n in data["label_names"]]
+        if names != LABELS:
+            raise ValueError(f"bundled Fashion-MNIST label names {names} differ from {LABELS}")
+        return data[f"{split}_images"].copy(), data[f"{split}_labels"].astype(np.int64)
 
 
 def balanced_subset(labels: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
@@ -133,7 +151,7 @@ def to_hf_dataset(images: np.ndarray, labels: np.ndarray, names: list[str] | Non
     )
 
 
-def load_subsets(n_train: int, *, seed: int = 0, n_test: int | None = None) -> dict[str, Any]:
+def load_subsets(n_train: int, *, seed: int = 0, n_test: int | None = None, source: str = "full") -> dict[str, Any]:
     """{"train": (images, labels) of a balanced n_train subset, "test": the full (or first n_test) test set}.
 
     Example:
@@ -141,8 +159,8 @@ def load_subsets(n_train: int, *, seed: int = 0, n_test: int | None = None) -> d
         >>> len(parts["train"][0]), len(parts["test"][0])  # doctest: +SKIP
         (1000, 10000)
     """
-    train_x, train_y = load_split("train")
-    test_x, test_y = load_split("test")
+    train_x, train_y = load_split("train", source)
+    test_x, test_y = load_split("test", source)
     idx = balanced_subset(train_y, n_train, seed=seed)
     if n_test is not None and n_test < len(test_y):
         test_idx = balanced_subset(test_y, n_test, seed=12345)

@@ -85,6 +85,8 @@ class BenchConfig:
     # evaluation sets
     n_val: int = 1000  # validation images (disjoint from every training subset) for tl_hub's per-epoch eval
     n_test: int | None = None  # None = the full 10,000-image test set
+    keep_work: bool = False  # keep every arm's images and outputs (else only its log and result)
+    data: str = "full"  # "full": the Debian package's 70k images; "bundled": tl_hub's 5k subset (smoke only)
     in_process: bool = False  # run arms inside this process (smoke test only: RSS is then shared)
     arm_timeout_s: int = 4 * 3600
 
@@ -128,6 +130,7 @@ def smoke_config(**kw: Any) -> BenchConfig:
         tp_epochs=2,
         tp_repeats=1,
         quality_ns=(40,),
+        quality_policies=("head", "full", "auto"),
         quality_epochs={40: 1},
         seeds_small=1,
         n_val=20,
@@ -164,8 +167,8 @@ def folder_label(name: str) -> str:
 def _datasets(spec: dict[str, Any]) -> dict[str, Any]:
     """The arm's data (untimed): train and validation written as an image folder, test kept in memory.
 
-    Train: a class-balanced subset of n_train images (seed). Validation: n_val images from a part of
-    the training split that no training subset uses (same for every arm and seed). Test: the full
+    Train: a class-balanced subset of n_train images (seed). Validation: n_val images of the training
+    split that no training subset uses (the same for every arm and seed). Test: the full
     test split or a balanced n_test subset. Both tools read the same folder the way their users do
     (`load_dataset("imagefolder")` for the Trainer, `dataset: <folder>` for tl_hub), inside the
     timed part. Returns {"folder": Path, "train_files": [...], "val_files": [...], "test": Dataset}.
@@ -175,11 +178,13 @@ def _datasets(spec: dict[str, Any]) -> dict[str, Any]:
 
     import fashion_mnist as fm
 
-    train_x, train_y = fm.load_split("train")
-    test_x, test_y = fm.load_split("test")
-    val_pool = fm.balanced_subset(train_y, 5000, seed=999)
-    val_idx = val_pool[fm.balanced_subset(train_y[val_pool], spec["n_val"], seed=998)] if spec["n_val"] else []
-    rest = np.setdiff1d(np.arange(len(train_y)), val_pool)
+    source = spec.get("data", "full")
+    train_x, train_y = fm.load_split("train", source)
+    test_x, test_y = fm.load_split("test", source)
+    val_idx = fm.balanced_subset(train_y, spec["n_val"], seed=999) if spec["n_val"] else np.array([], dtype=int)
+    rest = np.setdiff1d(np.arange(len(train_y)), val_idx)
+    if spec["n_train"] > len(rest):
+        raise ValueError(f"n_train {spec['n_train']} > {len(rest)} images left after the validation set ({source} data)")
     train_idx = rest[fm.balanced_subset(train_y[rest], spec["n_train"], seed=spec["seed"])]
     if spec.get("n_test"):
         test_idx = fm.balanced_subset(test_y, spec["n_test"], seed=12345)
@@ -456,6 +461,7 @@ class Runner:
             n_val=cfg.n_val,
             n_test=cfg.n_test,
             seed=0,
+            data=cfg.data,
             workdir=str(workdir),
         )
         base.update(kw)
@@ -473,6 +479,12 @@ class Runner:
         else:
             result = self._subprocess(spec)
         result["process_wall_s"] = time.perf_counter() - t0
+        if not self.config.keep_work:
+            import shutil
+
+            for child in Path(spec["workdir"]).iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
         record = {"arm": spec["arm"], **tag, "spec": {k: v for k, v in spec.items() if k != "workdir"}, "result": result}
         self.records.append(record)
         if "error" in result:
@@ -496,6 +508,7 @@ class Runner:
         env.setdefault("HF_EVALUATE_OFFLINE", "1")
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env["HF_DATASETS_CACHE"] = str(workdir / "hf_datasets_cache")  # fresh per arm: no tool reuses another's
         if self.config.malloc_tuning:
             env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**30), MALLOC_TOP_PAD_=str(2**26))
         log_file = workdir / "arm.log"
@@ -739,7 +752,8 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"# tl_hub benchmark ({meta['mode']} mode)",
         "",
         f"Machine: {meta['machine']}. Device: {meta['device']}. Precision: {meta['precision']}. "
-        f"Model: {meta['model']}, {meta['image_size']} px, batch {meta['batch_size']}.",
+        f"Model: {meta['model']}, {meta['image_size']} px, batch {meta['batch_size']}. "
+        f"Data: Fashion-MNIST ({meta['data']}).",
         f"Command: `{meta['command']}`  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}. Total {meta['total_s']:.0f} s.",
         "",
@@ -872,6 +886,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run every arm with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB (both tools alike)")
     p.add_argument("--with-60k", action="store_true", help="full mode: add N = 60,000 to the quality section")
     p.add_argument("--in-process", action="store_true", help="run arms in this process (no per-arm RSS)")
+    p.add_argument("--data", choices=("full", "bundled"), default="full",
+                   help="full: Fashion-MNIST from the Debian package (the published numbers); bundled: the "
+                        "3k/2k subset inside tl_hub (smoke runs, machines without the package)")
+    p.add_argument("--keep-work", action="store_true", help="keep each arm's images, outputs and logs")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--arm-result", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -884,7 +902,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     kw: dict[str, Any] = dict(model=args.model, device=device, precision=args.precision,
-                              malloc_tuning=args.malloc_tuning, in_process=args.in_process)
+                              malloc_tuning=args.malloc_tuning, in_process=args.in_process, data=args.data,
+                              keep_work=args.keep_work)
     if args.num_workers is not None:
         kw["num_workers"] = args.num_workers
     cfg = quick_config(**kw) if args.quick else smoke_config(**kw) if args.smoke else BenchConfig(**kw)
@@ -912,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     import fashion_mnist
 
     try:
-        fashion_mnist.load_split("test")
+        fashion_mnist.load_split("test", args.data)
     except fashion_mnist.FashionMNISTMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -938,6 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": _device_name(cfg.device),
         "precision": cfg.resolved_precision(),
         "model": cfg.model,
+        "data": cfg.data,
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,
         "versions": _versions(),
