@@ -165,10 +165,14 @@ class RecipeConfig:
 
     # --- optimisation ------------------------------------------------------------------------
     epochs: int = _f(5, "Passes over the training data.", "optimization")
-    batch_size: int = _f(32, "Training images per device per step.", "optimization")
-    eval_batch_size: int | None = _f(None, "Evaluation images per device per step (null = batch_size).", "optimization")
+    batch_size: int = _f(
+        32, "Training images per step in all (split across processes: results do not depend on the GPU count).",
+        "optimization",
+    )
+    eval_batch_size: int | None = _f(None, "Evaluation images per step in all (null = batch_size).", "optimization")
     gradient_accumulation_steps: int = _f(
-        1, "Steps whose gradients add up before one optimizer update.", "optimization"
+        1, "Batches whose gradients add up before one optimizer update (update size = batch_size x this).",
+        "optimization",
     )
     learning_rate: float | None = _f(
         None,
@@ -186,8 +190,8 @@ class RecipeConfig:
     warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimization")
     max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null = no clipping).", "optimization")
     skip_nonfinite_batches: bool = _f(
-        True,
-        "Skip the update of a batch whose loss is NaN/inf (counted in the logs); false = stop with an error.",
+        False,
+        "Skip (and count) batches whose loss is NaN/inf; false = stop with an error naming the batch's images.",
         "optimization",
     )
     seed: int = _f(42, "Random seed (data split, head init, augmentation, shuffling).", "optimization")
