@@ -88,6 +88,11 @@ class ImageSpec:
             raise ConfigError(f"resize_mode: got {self.resize_mode!r}; use 'shortest_edge' or 'squash'")
         if self.backend not in ("torchvision", "pil", "timm"):
             raise ConfigError(f"backend: got {self.backend!r}; use 'torchvision', 'pil' or 'timm'")
+        mean = torch.tensor(self.mean, dtype=torch.float64).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64).view(3, 1, 1)
+        # (x / 255 - mean) / std  ==  x * scale + shift, precomputed once
+        affine = ((1.0 / (255.0 * std)).float(), (-mean / std).float())
+        object.__setattr__(self, "_affine", affine)
 
     @property
     def crop_pct(self) -> float:
@@ -163,9 +168,8 @@ class ImageSpec:
             >>> ImageSpec(size=1, resize_size=1).normalize(torch.full((3, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
             [1.0, 1.0, 1.0]
         """
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        return (pixels.to(torch.float32) / 255.0 - mean) / std
+        scale, shift = self._affine
+        return pixels.to(torch.float32).mul_(scale).add_(shift)
 
     def eval_transform(self, image: Image.Image) -> torch.Tensor:
         """Full eval transform of any PIL image (converted with `tl_hub.images.to_rgb`): float32 ``[3, S, S]``.
@@ -528,7 +532,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
             top, left, h, w = _random_resized_crop_params(image.shape[-2], image.shape[-1], self.scale, self.ratio, None)
             image = tvF.resize(
-                image[:, top : top + h, left : left + w],
+                image[:, top : top + h, left : left + w].contiguous(),
                 [self.spec.size, self.spec.size],
                 interpolation=InterpolationMode.BILINEAR,
                 antialias=True,
