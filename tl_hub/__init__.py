@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "push_to_hub": "tl_hub.hub",
     "load": "tl_hub.hub",
     "predict": "tl_hub.hub",
+    "write_model_card": "tl_hub.card",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -433,11 +433,12 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
     tags = ["tl-hub", "transfer-learning", "image-classification"]
     if policy.get("name"):
         tags.append(f"policy-{policy['name']}")
+    hub_license = _hub_license(run_info, recipe)
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag="image-classification", base_model=base_meta,
         datasets=[dataset_id] if dataset_id else None,
         metrics=sorted({_METRIC_IDS[k] for k in final if k in _METRIC_IDS}) or None,
-        license=_hub_license(run_info, recipe), tags=tags, model_name=model_name,
+        license=hub_license, tags=tags, model_name=model_name,
         eval_results=eval_results or None,
     )
     if plots is None:
@@ -485,6 +486,9 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "tl_hub_version": run_info.get("tl_hub_version"),
         "limitations": _limitations(run_info, metrics, labels, eval_size),
         "example_label": labels[0] if labels else "a label",
+        "license": hub_license,
+        "license_note": "the license of the bundled EfficientNet-Lite0 weights" if hub_license == "apache-2.0"
+        and run_info.get("base_model") == "bundled:efficientnet_lite0" else "",
     }
     return _with_hash(ModelCard(_render_template(card_data, ctx)))
 

@@ -285,9 +285,13 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
                                  create_pr=create_pr, parent_commit=head.sha)
         verify_remote(api, repo_id, info.oid, files)
     where = f"pull request {info.pr_url}" if create_pr and info.pr_url else f"branch {branch}"
-    logger.info("pushed %d files to %s (%s repo, %s) on %s: %s", len(files), repo_id,
-                "private" if is_private else "public", "created" if is_new else "existing, visibility unchanged",
-                where, info.commit_url)
+    visibility = ("private" if is_private else "public", "created" if is_new else "existing, visibility unchanged")
+    if info.oid == head.sha:
+        logger.info("%s (%s repo, %s) on %s already has these %d files: nothing to commit (%s)", repo_id,
+                    *visibility, where, len(files), info.commit_url)
+    else:
+        logger.info("pushed %d files to %s (%s repo, %s) on %s: %s", len(files), repo_id, *visibility, where,
+                    info.commit_url)
     return info.commit_url
 
 
@@ -316,8 +320,23 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
             model = AutoModelForImageClassification.from_pretrained(source, revision=revision)
             processor = AutoImageProcessor.from_pretrained(source, revision=revision)
         except OSError as err:
+            cause = _hub_cause(err)
+            if cause is not None:
+                raise cause from err  # mapped to a HubError by _hub_errors
             raise HubError(f"load {source!r}: {err}") from err
     return model.eval(), processor
+
+
+def _hub_cause(err: BaseException) -> BaseException | None:
+    """The huggingface_hub HTTP error behind an OSError that transformers raised, if any."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen = err.__cause__ or err.__context__
+    while seen is not None:
+        if isinstance(seen, HfHubHTTPError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _open_images(images: Any) -> tuple[list[Any], list[str]]:

@@ -1,0 +1,130 @@
+"""Model card: golden rendering for a fixed run, graceful degradation, metadata rules, plots, validation,
+and the template shipping inside the wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tl_hub.card import (CARD_HASH_KEY, card_was_edited, render_model_card, template_path, write_model_card,
+                         write_plots)
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_RUN = GOLDEN / "card_run"  # fixed run_info.json / metrics.json / recipe.yaml / config.json
+GOLDEN_CARD = GOLDEN / "model_card.md"
+
+
+def _copy_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(GOLDEN_RUN, out)
+    return out
+
+
+def test_golden_card(tmp_path):
+    """The rendered card of a fixed run equals the reviewed golden file (TL_HUB_UPDATE_GOLDEN=1 rewrites)."""
+    out = _copy_run(tmp_path)
+    text = str(render_model_card(out, repo_id="tester/colours-vit", plots=["confusion_matrix.png",
+                                                                          "training_curves.png"]))
+    if os.environ.get("TL_HUB_UPDATE_GOLDEN") == "1":
+        GOLDEN_CARD.write_text(text, encoding="utf-8")
+    assert text == GOLDEN_CARD.read_text(encoding="utf-8")
+
+
+def test_card_metadata_and_sections(tmp_path):
+    out = _copy_run(tmp_path)
+    card = render_model_card(out, repo_id="tester/colours-vit")
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-classification"
+    assert data["base_model"] == "google/vit-base-patch16-224-in21k"
+    assert data["tags"] == ["tl-hub", "transfer-learning", "image-classification", "policy-full"]
+    assert "datasets" not in data  # a local folder is not a Hub dataset
+    metrics = json.loads((out / "metrics.json").read_text())
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == pytest.approx(metrics["final"]["accuracy"], abs=1e-6)
+    text = card.text
+    for heading in ("## Base model and what changed", "## Freeze policy", "## Training data",
+                    "## Training hyperparameters", "## Results", "## How to use", "## How to reproduce",
+                    "## Framework versions", "## Limitations"):
+        assert heading in text
+    assert 'pipeline("image-classification", model="tester/colours-vit")' in text
+    assert "tl-hub predict tester/colours-vit" in text
+    assert "(best)" in text and run_command(out) in text
+    assert "UnidentifiedImageError" in text  # skipped images and why
+    assert not card_was_edited(str(card)) and card_was_edited(str(card).replace("## Limitations", "## Caveats"))
+
+
+def run_command(out: Path) -> str:
+    return json.loads((out / "run_info.json").read_text())["command"]
+
+
+def test_minimal_run_info_degrades_gracefully(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_info.json").write_text(json.dumps({"labels": ["a", "b"], "base_model": "bundled:efficientnet_lite0"}))
+    path = write_model_card(out, repo_id="tester/minimal")
+    card_text = path.read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(card_text)
+    assert card.data.base_model is None  # bundled weights: not claimed as a Hub id
+    assert "timm/tf_efficientnet_lite0.in1k" in card.text and "not recorded" in card.text
+    assert card.data.eval_results is None and card.data.license == "apache-2.0"
+    assert not (out / "confusion_matrix.png").exists()
+    assert getattr(card.data, CARD_HASH_KEY)
+
+
+def test_parent_model_and_hub_dataset_in_metadata(tmp_path):
+    out = _copy_run(tmp_path)
+    run_info = json.loads((out / "run_info.json").read_text())
+    run_info.update(parent_model="tester/colours-v1", data={**run_info["data"], "source": "tester/colour-images",
+                                                            "kind": "hub"})
+    (out / "run_info.json").write_text(json.dumps(run_info))
+    card = render_model_card(out, repo_id="tester/colours-v2")
+    assert card.data.base_model == "tester/colours-v1" and card.data.datasets == ["tester/colour-images"]
+    assert "continues training from the tl_hub model [`tester/colours-v1`]" in card.text
+    assert "google/vit-base-patch16-224-in21k" in card.text
+
+
+def test_plots_are_pngs(tmp_path):
+    out = _copy_run(tmp_path)
+    written = write_plots(out)
+    assert written == ["confusion_matrix.png", "training_curves.png"]
+    for name in written:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_card_validates_and_round_trips_through_hub(hub, tmp_path):
+    from huggingface_hub import HfApi, ModelCard
+
+    out = _copy_run(tmp_path)
+    repo_id = hub.new_repo_id("card")
+    card = render_model_card(out, repo_id=repo_id)
+    card.validate()  # POST /api/validate-yaml on the local Hub
+    HfApi().create_repo(repo_id)
+    card.push_to_hub(repo_id)
+    assert ModelCard.load(repo_id).data == card.data
+    assert hub.files(repo_id)["README.md"].decode() == str(card)
+
+
+def test_template_ships_in_wheel(tmp_path):
+    pytest.importorskip("hatchling", reason="building the wheel offline needs hatchling in the environment")
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("tl_hub-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert "tl_hub/model_cards/image_classification.md" in zf.namelist()
+        zf.extractall(tmp_path / "site")
+    code = "import tl_hub.card as c; print(c.template_path())"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    found = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert Path(found) == tmp_path / "site" / "tl_hub" / "model_cards" / "image_classification.md"
+    assert template_path().read_text() == Path(found).read_text()

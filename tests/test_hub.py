@@ -1,0 +1,231 @@
+"""tl_hub.hub against the local Hub: one verified commit, visibility, the edited-card guard, bad input,
+token hygiene, pull + predict (also from a fresh process that never imports tl_hub), and the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tl_hub
+from tl_hub.cli import main as cli_main
+from tl_hub.errors import HubError
+from tl_hub.hub import verify_remote
+
+EXPECTED_FILES = {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json", "README.md",
+                  "recipe.yaml", "metrics.json", "run_info.json", "confusion_matrix.png", "training_curves.png"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from tl_outputs import make_output_dir
+
+    return make_output_dir(tmp_path_factory.mktemp("hub") / "run")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(3):
+        arr = rng.integers(0, 90, (24, 24, 3)).astype(np.uint8)
+        arr[..., i] += 150
+        path = folder / f"img{i}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pushed(hub, run_dir):
+    """A repo pushed once by tl_hub (shared by the read-only tests below)."""
+    repo_id = hub.new_repo_id("colours")
+    url = tl_hub.push_to_hub(run_dir, repo_id)
+    return repo_id, url
+
+
+def test_push_is_one_verified_private_commit(hub, run_dir, pushed):
+    from huggingface_hub import ModelCard
+
+    from tl_hub.card import write_model_card
+
+    repo_id, url = pushed
+    write_model_card(run_dir, repo_id=repo_id)  # other tests may have re-rendered it for their repos
+    history = hub.history(repo_id)
+    assert len(history) == 2 and url.endswith(f"/commit/{history[0].sha}")  # create_repo + ONE push commit
+    files = hub.files(repo_id)
+    assert set(files) == EXPECTED_FILES  # never checkpoints/ or anything else
+    for name in EXPECTED_FILES - {".gitattributes"}:
+        assert files[name] == (run_dir / name).read_bytes(), name
+    assert hub.is_private(repo_id)  # private by default
+    assert hub.server.tree(repo_id)["model.safetensors"].lfs
+    card = ModelCard.load(repo_id)
+    assert card.data == ModelCard((run_dir / "README.md").read_text()).data
+    assert f'model="{repo_id}"' in card.text
+    assert "confusion_matrix.png" in card.text and "training_curves.png" in card.text
+
+
+def test_existing_repo_keeps_visibility(hub, run_dir, caplog):
+    repo_id = hub.new_repo_id("public")
+    with caplog.at_level(logging.INFO, logger="tl_hub.hub"):
+        tl_hub.push_to_hub(run_dir, repo_id, private=False)
+    assert not hub.is_private(repo_id) and "public repo, created" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tl_hub.hub"):
+        tl_hub.push_to_hub(run_dir, repo_id, private=True, commit_message="again")
+    assert not hub.is_private(repo_id)
+    assert "public repo, existing, visibility unchanged" in caplog.text and "left unchanged" in caplog.text
+    assert "nothing to commit" in caplog.text and len(hub.history(repo_id)) == 2  # unchanged: no empty commit
+
+
+def test_edited_card_is_not_overwritten(hub, run_dir):
+    from huggingface_hub import HfApi
+
+    repo_id = hub.new_repo_id("edited")
+    tl_hub.push_to_hub(run_dir, repo_id)
+    tl_hub.push_to_hub(run_dir, repo_id)  # an unedited tl_hub card may be replaced
+    edited = hub.files(repo_id)["README.md"].decode().replace("## Limitations", "## Limitations\n\nMy notes.")
+    HfApi().upload_file(path_or_fileobj=edited.encode(), path_in_repo="README.md", repo_id=repo_id)
+    with pytest.raises(HubError, match="force=True"):
+        tl_hub.push_to_hub(run_dir, repo_id)
+    assert hub.files(repo_id)["README.md"].decode() == edited
+    tl_hub.push_to_hub(run_dir, repo_id, force=True)
+    assert "My notes." not in hub.files(repo_id)["README.md"].decode()
+
+
+def test_pr_and_branch(hub, run_dir, pushed, tmp_path):
+    import shutil
+
+    repo_id, _ = pushed
+    main_sha = hub.history(repo_id)[0].sha
+    changed = shutil.copytree(run_dir, tmp_path / "run")
+    (changed / "recipe.yaml").write_text((changed / "recipe.yaml").read_text() + "# changed\n")
+    url = tl_hub.push_to_hub(changed, repo_id, create_pr=True)
+    assert hub.history(repo_id)[0].sha == main_sha  # main untouched
+    pr_files = hub.files(repo_id, revision="refs/pr/1")
+    assert set(pr_files) == EXPECTED_FILES and pr_files["recipe.yaml"].endswith(b"# changed\n")
+    assert url.endswith(hub.server.repo(repo_id).prs[1])
+    tl_hub.push_to_hub(changed, repo_id, revision="dev")
+    assert hub.files(repo_id, revision="dev")["recipe.yaml"].endswith(b"# changed\n")
+    assert hub.history(repo_id)[0].sha == main_sha
+
+
+def test_verify_remote_reports_missing_and_different(hub, run_dir, pushed, tmp_path):
+    from huggingface_hub import HfApi
+
+    from tl_hub.hub import files_to_push
+
+    from tl_hub.card import write_model_card
+
+    repo_id, _ = pushed
+    write_model_card(run_dir, repo_id=repo_id)  # other tests may have re-rendered it for their repos
+    files = files_to_push(run_dir)
+    verify_remote(HfApi(), repo_id, "main", files)
+    changed = tmp_path / "metrics.json"
+    changed.write_text((run_dir / "metrics.json").read_text().replace("1", "2"))
+    extra = tmp_path / "extra.png"
+    extra.write_bytes(b"\x89PNG")
+    with pytest.raises(HubError, match=r"extra.png: missing on the Hub; metrics.json: content differs"):
+        verify_remote(HfApi(), repo_id, "main", {**files, "metrics.json": changed, "extra.png": extra})
+
+
+def test_bad_input_errors(hub, run_dir, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    with pytest.raises(HubError, match="not a tl_hub output folder: missing run_info.json, model.safetensors"):
+        tl_hub.push_to_hub(empty, hub.new_repo_id("x"))
+    with pytest.raises(HubError, match="is not a folder"):
+        tl_hub.push_to_hub(tmp_path / "nope", hub.new_repo_id("x"))
+    with pytest.raises(HubError, match="not a valid Hub repo id"):
+        tl_hub.push_to_hub(run_dir, "bad id with spaces!")
+    with pytest.raises(HubError, match="changed while pushing"):  # a 412 from the server is explained
+        hub.server.faults.add("POST", r"/commit/", status=412)
+        tl_hub.push_to_hub(run_dir, hub.new_repo_id("stale"))
+    monkeypatch.setenv("HF_TOKEN", "hf_wrongTOKEN000000000000000000000")
+    with pytest.raises(HubError, match="401"):
+        tl_hub.push_to_hub(run_dir, hub.new_repo_id("x"))
+    monkeypatch.setenv("HF_TOKEN", hub.read_token)
+    with pytest.raises(HubError, match="403"):
+        tl_hub.push_to_hub(run_dir, hub.new_repo_id("x"))
+    with pytest.raises(HubError, match="403"):
+        tl_hub.push_to_hub(run_dir, f"someone-else/{hub.new_repo_id('x').split('/')[1]}")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match="hf auth login"):
+        tl_hub.push_to_hub(run_dir, hub.new_repo_id("x"))
+
+
+def test_token_never_leaks(hub, run_dir, caplog, capsys):
+    repo_id = hub.new_repo_id("leak")
+    with caplog.at_level(logging.DEBUG):
+        assert cli_main(["push", str(run_dir), repo_id, "--public"]) == 0
+    captured = capsys.readouterr()
+    assert repo_id in captured.out
+    token = hub.token
+    assert token not in caplog.text and token not in captured.out + captured.err
+    for name, content in hub.files(repo_id).items():
+        assert token.encode() not in content, name
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    # the server never saw the token on the LFS upload URL (which carries no Authorization)
+    assert all(not r.has_auth for r in hub.server.requests if r.path.startswith("/lfs-upload/"))
+
+
+def test_load_and_predict_local_and_hub_agree(hub, run_dir, pushed, images, capsys):
+    repo_id, _ = pushed
+    model, processor = tl_hub.load(run_dir)
+    assert model.config.id2label == {0: "red", 1: "green", 2: "blue"} and not model.training
+    local = tl_hub.predict(run_dir, images, top_k=2)
+    remote = tl_hub.predict(repo_id, images, top_k=2)
+    assert len(local) == 3 and all(len(p) == 2 for p in local)
+    for a, b in zip(local, remote, strict=True):
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+        assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-6)
+    assert tl_hub.predict(run_dir, images[0], top_k=10)[0][0]["score"] >= 1 / 3  # capped at 3 labels
+    with pytest.raises(HubError, match="not found"):
+        tl_hub.load(f"{hub.user}/does-not-exist")
+    assert cli_main(["predict", str(run_dir), *images, "--top-k", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [p["predictions"][0]["label"] for p in printed] == [p[0]["label"] for p in local]
+    assert cli_main(["predict", str(run_dir), "missing.png"]) == 2
+
+
+FRESH_PROCESS = r"""
+import json, sys
+from transformers import pipeline
+classifier = pipeline("image-classification", model=sys.argv[1])
+out = [classifier(path, top_k=int(sys.argv[2])) for path in sys.argv[3:]]
+assert not any(m == "tl_hub" or m.startswith("tl_hub.") for m in sys.modules), "tl_hub was imported"
+print("RESULT" + json.dumps(out))
+"""
+
+
+def fresh_pipeline(hub, repo_id: str, images: list[str], top_k: int, tmp_path: Path) -> list[list[dict]]:
+    """Run transformers.pipeline in a new process with an empty HF cache that never imports tl_hub."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TL_HUB", "HUGGINGFACE"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "fresh_hf_home"),
+               HF_TOKEN=hub.token, OMP_NUM_THREADS="1", PYTHONPATH="")
+    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, repo_id, str(top_k), *images], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def test_plain_transformers_pipeline_in_fresh_process(hub, run_dir, pushed, images, tmp_path):
+    """The pushed repo works with plain transformers: same labels and scores as tl_hub.predict on the folder."""
+    repo_id, _ = pushed
+    expected = tl_hub.predict(run_dir, images, top_k=3)
+    got = fresh_pipeline(hub, repo_id, images, 3, tmp_path)
+    for want, have in zip(expected, got, strict=True):
+        assert [w["label"] for w in want] == [h["label"] for h in have]
+        assert np.allclose([w["score"] for w in want], [h["score"] for h in have], atol=1e-5)
