@@ -221,7 +221,9 @@ def image_spec(processor: Any, image_size: int | None = None) -> ImageSpec:
             resize_mode="shortest_edge",  # exported with crop_mode "center" (see export_processor)
             backend="timm",
         )
-    backend = "pil" if getattr(processor, "backend", "torchvision") == "pil" else "torchvision"
+    # pipeline() reloads the saved processor with AutoImageProcessor, which picks the fast (torchvision)
+    # back end whatever back end the processor was saved from: reproduce that one.
+    backend = "torchvision"
     resample = getattr(processor, "resample", 2)
     interpolation = _RESAMPLE_NAMES.get(int(resample) if resample is not None else 2, "bilinear")
     mean = tuple(float(v) for v in (processor.image_mean if getattr(processor, "do_normalize", True) else (0, 0, 0)))
