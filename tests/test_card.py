@@ -83,8 +83,8 @@ def test_minimal_run_info_degrades_gracefully(tmp_path):
 def test_parent_model_and_hub_dataset_in_metadata(tmp_path):
     out = _copy_run(tmp_path)
     run_info = json.loads((out / "run_info.json").read_text())
-    run_info.update(parent_model="tester/colours-v1", data={**run_info["data"], "source": "tester/colour-images",
-                                                            "kind": "hub"})
+    run_info.update(parent_model="tester/colours-v1", data={**run_info["data"], "source": "hub:tester/colour-images",
+                                                            "source_type": "hub"})
     (out / "run_info.json").write_text(json.dumps(run_info))
     card = render_model_card(out, repo_id="tester/colours-v2")
     assert card.data.base_model == "tester/colours-v1" and card.data.datasets == ["tester/colour-images"]

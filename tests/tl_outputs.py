@@ -86,21 +86,28 @@ def make_output_dir(dest: Path, labels: list[str] | tuple[str, ...] = ("red", "g
                          if k in best},
                "per_label": best["per_label"], "confusion_matrix": best["confusion_matrix"], "labels": labels}
     n_params = {name: p.numel() for name, p in model.named_parameters()}
-    groups = [(0, ["vit.embeddings"]), (1, ["vit.layers.0"]), (2, ["vit.layernorm"]), (3, ["classifier"])]
-    rows = [{"depth": d, "modules": mods, "params": sum(v for k, v in n_params.items() if k.startswith(mods[0])),
-             "trainable": True} for d, mods in groups]
+    groups = [(0, "stem", ["vit.embeddings"]), (1, "block", ["vit.layers.0"]), (2, "neck", ["vit.layernorm"]),
+              (3, "head", ["classifier"])]
+    rows = [{"depth": d, "kind": kind, "modules": mods,
+             "params": sum(v for k, v in n_params.items() if k.startswith(mods[0])), "trainable": True}
+            for d, kind, mods in groups]
     run_info = {
         "tl_hub_version": "0.1.0", "base_model": base_model, "base_model_revision": None,
         "parent_model": parent_model, "labels": labels,
         "policy": {"name": "full", "train_fraction": 1.0, "head_epochs_fraction": None,
                    "reason": f"{len(train_x)} training images: too few to matter for a tiny test model",
-                   "summary": {"trainable_params": sum(n_params.values()), "frozen_params": 0, "rows": rows}},
-        "data": {"source": "/home/user/data/colours", "kind": "imagefolder",
-                 "split_sizes": {"train": len(train_x), "eval": len(eval_x)},
-                 "eval_from": "held-out split (20 %, stratified, seed 0)",
-                 "examples_per_label": {"train": {n: 8 for n in labels}, "eval": {n: 4 for n in labels}},
-                 "skipped": [{"id": "data/colours/red/broken.jpg",
-                              "reason": "UnidentifiedImageError: cannot identify image file"}]},
+                   "summary": {"policy": "full", "phase": None, "trainable_params": sum(n_params.values()),
+                               "frozen_params": 0, "frozen_stat_layers": 0, "rows": rows}},
+        "data": {"source": "/home/user/data/colours", "source_type": "imagefolder", "labels": labels,
+                 "image_column": None, "label_column": None, "train_split": "train", "eval_split": None,
+                 "eval_from": "stratified 20 % of train (seed 0)",
+                 "sizes": {"train": len(train_x), "eval": len(eval_x)},
+                 "per_label": {"train": {n: 8 for n in labels}, "eval": {n: 4 for n in labels}},
+                 "skipped": [{"id": "/home/user/data/colours/red/broken.jpg",
+                              "reason": "cannot decode image (UnidentifiedImageError)", "kind": "bad_image"},
+                             {"id": "/home/user/data/colours/notes.txt",
+                              "reason": "not an image file (extension '.txt')", "kind": "ignored"}],
+                 "notes": []},
         "hyperparameters": {"epochs": epochs, "learning_rate": 3e-3, "batch_size": 8, "optimizer": "adamw",
                             "image_size": 16, "seed": seed},
         "command": "tl-hub train recipes/configs/colours.yaml",

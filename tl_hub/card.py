@@ -226,6 +226,18 @@ def _base_model_section(run_info: dict) -> tuple[str | None, str]:
     return meta, text
 
 
+def _hub_dataset_id(data: dict) -> str | None:
+    """The Hub dataset id of a DataReport (source "hub:org/name (config)@rev"), or None."""
+    source = str(data.get("source") or "")
+    kind = str(data.get("source_type") or data.get("kind") or "")
+    if source.startswith("hub:"):
+        source = source[4:]
+    elif kind != "hub":
+        return None
+    source = source.split(" (")[0].split("@")[0].strip()
+    return source if is_hub_repo_id(source) else None
+
+
 def _dataset_info(data: dict) -> tuple[str | None, str, str]:
     """(Hub dataset id or None, dataset_type for model-index, human description)."""
     source = data.get("source")
@@ -234,53 +246,49 @@ def _dataset_info(data: dict) -> tuple[str | None, str, str]:
     if source in _BUNDLED_DATASETS:
         hub_id, text = _BUNDLED_DATASETS[source]
         return hub_id, hub_id or "imagefolder", f"`{source}`: {text}"
-    kind = str(data.get("kind") or data.get("source_type") or "")
-    if ("hub" in kind.lower() or not kind) and is_hub_repo_id(source):
-        return source, source, f"[`{source}`](https://huggingface.co/datasets/{source})"
-    return None, "imagefolder", f"`{Path(str(source)).name}` (local data{': ' + kind if kind else ''})"
+    hub_id = _hub_dataset_id(data)
+    if hub_id:
+        return hub_id, hub_id, f"[`{hub_id}`](https://huggingface.co/datasets/{hub_id}) (`{source}`)"
+    kind = str(data.get("source_type") or data.get("kind") or "")
+    name = source if kind == "in-memory" else Path(str(source)).name
+    return None, "imagefolder", f"`{name}` (local data{': ' + kind if kind else ''})"
 
 
 def _split_sizes(data: dict) -> list[list[Any]]:
-    sizes = data.get("split_sizes") or data.get("splits") or {}
-    rows = []
+    sizes = data.get("sizes") or data.get("split_sizes") or {}
+    rows: list[list[Any]] = []
     if isinstance(sizes, dict):
         for name, value in sizes.items():
             rows.append([name, value if not isinstance(value, dict) else value.get("num_examples", "–")])
-    for key in ("num_train", "num_eval"):
-        if key in data and not rows:
-            rows.append([key[4:], data[key]])
     return rows
 
 
 def _examples_per_label(data: dict, labels: list[str]) -> tuple[list[str], list[list[Any]]]:
-    per = data.get("examples_per_label") or {}
+    per = data.get("per_label") or data.get("examples_per_label") or {}
     if not isinstance(per, dict) or not per:
         return [], []
     if all(isinstance(v, dict) for v in per.values()):  # {split: {label: n}}
         splits = list(per)
         names = labels or sorted({k for v in per.values() for k in v})
-        return ["label", *splits], [[n, *[per[s].get(n, 0) for s in splits]] for n in names]
+        return ["label", *splits], [[f"`{n}`", *[per[s].get(n, 0) for s in splits]] for n in names]
     names = labels or list(per)
-    return ["label", "examples"], [[n, per.get(n, 0)] for n in names]
+    return ["label", "examples"], [[f"`{n}`", per.get(n, 0)] for n in names]
 
 
 def _skipped(data: dict) -> tuple[int, list[list[Any]], dict[str, int]]:
-    skipped = data.get("skipped") or data.get("skipped_files") or []
+    skipped = data.get("skipped") or []
     rows: list[list[Any]] = []
     reasons: dict[str, int] = {}
-    if isinstance(skipped, dict):
-        skipped = [{"id": k, "reason": v} for k, v in skipped.items()]
     for item in skipped if isinstance(skipped, list) else []:
         if isinstance(item, dict):
-            where = item.get("id") or item.get("path") or item.get("file") or "?"
-            reason = item.get("reason") or item.get("error") or "?"
+            where = item.get("id") or item.get("path") or "?"
+            reason = str(item.get("reason") or "?")
         else:
             where, reason = str(item), "?"
         rows.append([f"`{Path(str(where)).name}`", reason])
-        key = str(reason).split(":")[0]
+        key = reason.split(" (")[0].split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
-    total = data.get("num_skipped", len(rows))
-    return total if isinstance(total, int) else len(rows), rows[:20], reasons
+    return len(rows), rows[:20], reasons
 
 
 def _policy_section(policy: dict) -> dict:
@@ -300,15 +308,17 @@ def _policy_section(policy: dict) -> dict:
             state = "trained" if trainable == params else ("frozen" if trainable == 0 else f"partly ({trainable:,})")
         else:
             state = _fmt(trainable)
-        rows.append([row.get("depth", "–"), modules, params if params is not None else "–", state])
-    details = {k: v for k, v in policy.items() if k not in ("name", "reason", "summary") and v is not None}
+        rows.append([row.get("depth", "–"), row.get("kind") or "", modules, params if params is not None else "–",
+                     state])
+    details = {k: v for k, v in policy.items() if k not in ("name", "reason", "summary") and v not in (None, "")}
     trainable, frozen = summary.get("trainable_params"), summary.get("frozen_params")
     total = trainable + frozen if isinstance(trainable, int) and isinstance(frozen, int) else None
     return {
         "name": policy.get("name"),
         "reason": policy.get("reason") or "",
         "details": ", ".join(f"{k} = {_fmt(v)}" for k, v in details.items()),
-        "table": _md_table(["depth", "modules", "parameters", "state"], rows) if rows else "",
+        "table": _md_table(["depth", "kind", "modules", "parameters", "state"], rows) if rows else "",
+        "frozen_stat_layers": summary.get("frozen_stat_layers"),
         "trainable": _fmt(trainable) if trainable is not None else None,
         "frozen": _fmt(frozen) if frozen is not None else None,
         "share": f"{100 * trainable / total:.1f} %" if total else None,
@@ -461,7 +471,8 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "parent": run_info.get("parent_model"),
         "policy": _policy_section(policy) if policy else None,
         "dataset_text": dataset_text,
-        "eval_from": data.get("eval_from") or data.get("eval_source") or data.get("how_eval") or None,
+        "eval_from": data.get("eval_from") or None,
+        "data_notes": [str(n) for n in data.get("notes") or []],
         "splits_table": _md_table(["split", "images"], splits) if splits else "",
         "labels_table": _md_table(header, label_rows) if label_rows else "",
         "n_skipped": n_skipped,
