@@ -91,11 +91,11 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
-def _check_local(path: str, original: str) -> None:
+def _check_local(path: str, original: str, any_of: tuple[str, ...] = ("config.json",)) -> None:
     """A source that exists locally must be a folder with config.json; a path-like one must exist."""
     p = Path(path).expanduser()
     if p.is_dir():
-        if not (p / "config.json").is_file():
+        if not any((p / name).is_file() for name in any_of):
             raise CheckpointError(
                 f"source: folder {original!r} has no config.json; point at a folder written by "
                 "save_pretrained (config.json + model.safetensors) or use a Hub repo id"
@@ -189,12 +189,14 @@ def _translate_hub_error(err: Exception, source: str, revision: str | None, what
                 "('org/name'); check the path or the id"
             )
     message = str(err)
-    if "safetensors" in message and ("does not appear to have" in message or "use_safetensors" in message):
+    if "safetensors" in message and any(s in message for s in ("does not appear to have", "no file named", "use_safetensors")):
         return CheckpointError(
             f"source: {source!r} (revision {rev!r}) has no model.safetensors; tl_hub loads safetensors weights only "
             "(pickled .bin files can run code). Use a revision that has safetensors weights, or convert the "
             "checkpoint (load it yourself and save_pretrained(..., safe_serialization=True))"
         )
+    if "Can't load image processor" in message:
+        return CheckpointError(f"source: {source!r} (revision {rev!r}) has no {what}")
     if "does not appear to have a file named" in message:
         return CheckpointError(f"source: {source!r} (revision {rev!r}) is incomplete: {message.splitlines()[0]}")
     return None
@@ -261,6 +263,12 @@ def _checkpoint_labels(config: Any) -> list[str]:
 def _set_labels(config: Any, labels: list[str]) -> None:
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
+    # TimmWrapperConfig keeps the checkpoint's `label_names`/`num_classes` as extra attributes and its
+    # to_dict() prefers them over id2label: without this the saved config would carry the old labels.
+    if hasattr(config, "label_names"):
+        config.label_names = list(labels)
+    if hasattr(config, "num_classes"):
+        config.num_classes = len(labels)
     if config.num_labels != len(labels):  # pragma: no cover - depends on the config class
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
@@ -480,7 +488,7 @@ def load_image_processor(source: str, *, revision: str | None = None) -> Any:
     original = os.fspath(source) if isinstance(source, os.PathLike) else source
     path = resolve_source(source)
     if not is_bundled(original):
-        _check_local(path, original)
+        _check_local(path, original, ("preprocessor_config.json", "config.json"))
     from transformers import AutoConfig, AutoImageProcessor
 
     with quiet_loading():
