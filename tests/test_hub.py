@@ -229,3 +229,105 @@ def test_plain_transformers_pipeline_in_fresh_process(hub, run_dir, pushed, imag
     for want, have in zip(expected, got, strict=True):
         assert [w["label"] for w in want] == [h["label"] for h in have]
         assert np.allclose([w["score"] for w in want], [h["score"] for h in have], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end with tl_hub.finetune: backbone + dataset from the (local) Hub → train → push → plain
+# transformers in a fresh process; then continue training from the pushed model.
+COLOURS = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def hub_sources(hub, tmp_path_factory):
+    """A tiny ViT backbone (with its image processor) and a small parquet image dataset on the local Hub."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from huggingface_hub import HfApi
+    from tiny_models import tiny_checkpoint
+    from transformers import ViTImageProcessor
+
+    from tl_outputs import synthetic_images
+
+    folder = tiny_checkpoint("vit", tmp_path_factory.mktemp("backbone") / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    backbone = hub.new_repo_id("tiny-vit-backbone")
+    api = HfApi()
+    api.create_repo(backbone, private=False)
+    api.upload_folder(repo_id=backbone, folder_path=str(folder))
+    images, labels = synthetic_images(COLOURS, 16, seed=3)
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=COLOURS)})
+    dataset = hub.new_repo_id("colour-images")
+    Dataset.from_dict({"image": images, "label": labels}, features=features).push_to_hub(dataset, private=True)
+    return backbone, dataset
+
+
+@pytest.fixture(scope="module")
+def finetuned(hub, hub_sources, tmp_path_factory):
+    """A recipe naming the backbone and dataset by repo id, trained with push_to_hub: true."""
+    finetune_module = pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available")
+    import yaml
+
+    backbone, dataset = hub_sources
+    repo_id = hub.new_repo_id("colours-finetuned")
+    work = tmp_path_factory.mktemp("e2e")
+    recipe = work / "colours.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": backbone, "dataset": dataset, "epochs": 2, "batch_size": 8, "image_size": 32, "seed": 0,
+        "policy": "full", "output_dir": str(work / "out"), "num_workers": 0,
+        "push_to_hub": True, "hub_model_id": repo_id,
+    }))
+    result = finetune_module.finetune(str(recipe))
+    return Path(result.output_dir), repo_id
+
+
+def test_e2e_recipe_from_hub_push_and_plain_pipeline(hub, hub_sources, finetuned, images, tmp_path):
+    """The decisive test: train → push → plain transformers in a fresh process with an empty cache."""
+    from huggingface_hub import ModelCard
+
+    backbone, dataset = hub_sources
+    out, repo_id = finetuned
+    run_info = json.loads((out / "run_info.json").read_text())
+    assert run_info["base_model"] == backbone and run_info["labels"] == COLOURS
+    assert set(hub.files(repo_id)) >= EXPECTED_FILES - {"confusion_matrix.png", "training_curves.png"}
+    assert not any(p.startswith("checkpoints/") for p in hub.files(repo_id))
+    card = ModelCard.load(repo_id)
+    assert card.data.base_model == backbone and card.data.datasets == [dataset]
+    assert f'model="{repo_id}"' in card.text
+    expected = tl_hub.predict(out, images, top_k=3)
+    got = fresh_pipeline(hub, repo_id, images, 3, tmp_path)
+    for want, have in zip(expected, got, strict=True):
+        assert [h["label"] for h in have] == [w["label"] for w in want] and set(w["label"] for w in want) == set(COLOURS)
+        assert np.allclose([w["score"] for w in want], [h["score"] for h in have], atol=1e-5)
+
+
+def test_e2e_continue_from_pushed_model(hub, hub_sources, finetuned, tmp_path):
+    """Fine-tune the pushed model further: same labels keep its head, new labels rebuild it; cards name the parent."""
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+
+    from tl_hub.finetune import finetune
+
+    _, dataset = hub_sources
+    _, parent = finetuned
+    from huggingface_hub import hf_hub_download
+
+    parent_weights = load_file(hf_hub_download(parent, "model.safetensors"))
+    parent_head = {k: v for k, v in parent_weights.items() if k.startswith("classifier")}
+    assert parent_head
+    same = finetune(model=parent, dataset=dataset, epochs=1, batch_size=8, image_size=32, seed=1, policy="head",
+                    output_dir=str(tmp_path / "same"), num_workers=0, learning_rate=1e-9)
+    same_dir = Path(same.output_dir)
+    assert json.loads((same_dir / "run_info.json").read_text())["parent_model"] == parent
+    child = load_file(str(same_dir / "model.safetensors"))
+    for key, value in parent_head.items():  # same labels: training continued from the parent's head
+        assert np.allclose(child[key].numpy(), value.numpy(), atol=1e-5), key
+    new = finetune(model=parent, dataset="bundled:digits", examples_per_label=4, epochs=1, batch_size=8,
+                   image_size=32, seed=1, policy="head", output_dir=str(tmp_path / "new"), num_workers=0)
+    new_dir = Path(new.output_dir)
+    config = json.loads((new_dir / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(10)] == [str(i) for i in range(10)]  # head rebuilt
+    assert json.loads((new_dir / "run_info.json").read_text())["parent_model"] == parent
+    child_repo = hub.new_repo_id("digits-from-colours")
+    tl_hub.push_to_hub(new_dir, child_repo)
+    card = ModelCard.load(child_repo)
+    assert card.data.base_model == parent and f"[`{parent}`]" in card.text
