@@ -399,3 +399,13 @@ def test_importing_config_does_not_import_heavy_libraries():
     code = "import sys, tl_hub.config, tl_hub.metrics; print(sorted({'torch', 'evaluate', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cli_train_help_lists_every_recipe_key(capsys):
+    from tl_hub.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"--{name} " in out for name in RecipeConfig.field_help())

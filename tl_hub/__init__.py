@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "load_data": "tl_hub.data",
     "DataBundle": "tl_hub.data",
     "RecipeConfig": "tl_hub.config",
+    "compute_metrics": "tl_hub.metrics",
     "finetune": "tl_hub.finetune",
     "FinetuneResult": "tl_hub.finetune",
     "push_to_hub": "tl_hub.hub",

@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tl-hub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="fine-tune a backbone from a recipe YAML; --key value overrides any field")
+    from tl_hub.config import RecipeConfig  # light: no torch/evaluate import
+
+    p = sub.add_parser("train", help="fine-tune a backbone from a recipe YAML; --key value overrides any field",
+                       epilog=RecipeConfig.format_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="recipe YAML (see recipes/configs/)")
 
     p = sub.add_parser("quickstart", help="offline demo: bundled ImageNet EfficientNet-Lite0 on bundled Fashion-MNIST")
