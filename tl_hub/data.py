@@ -379,8 +379,8 @@ def _pick_eval_split(pools: dict[str, Pool], train_split: str, eval_split: str |
         if eval_split == train_split:
             raise ConfigError(f"eval_split: got {eval_split!r}, the same as the training split; pick another split")
         return eval_split
-    for name in EVAL_SPLIT_ORDER:
-        if name in pools and name != train_split and len(pools[name].targets):
+    for name in EVAL_SPLIT_ORDER:  # the first labelled validation/test split (Hub test splits are often -1)
+        if name in pools and name != train_split and any(not _is_missing(t) for t in pools[name].targets):
             return name
     return None
 
@@ -475,8 +475,10 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
 
     train_codes = codes[split]
     for pool_name, pool_codes in codes.items():
-        for row in np.flatnonzero(pool_codes < 0):
-            report.skipped.append({"id": _row_id(used[pool_name], int(row)), "reason": "no label", "kind": "no_label"})
+        unlabelled = np.flatnonzero(pool_codes < 0)
+        if len(unlabelled):
+            ids = used[pool_name].dataset.select_columns(["id"]).select(unlabelled.tolist())["id"]
+            report.skipped.extend({"id": str(i), "reason": "no label", "kind": "no_label"} for i in ids)
     labelled = np.flatnonzero(train_codes >= 0)
     if eval_name:
         train_rows = labelled
@@ -538,10 +540,6 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
     report.sizes = {"train": len(train), "eval": len(evaluation)}
     report.used_train, report.used_eval = len(train), len(evaluation)
     return DataBundle(train=train, eval=evaluation, labels=names, report=report)
-
-
-def _row_id(pool: Pool, row: int) -> str:
-    return str(pool.dataset.select_columns(["id"])[row]["id"])
 
 
 def _bad_image_policy(report: DataReport, on_bad_image: str, max_bad_fraction: float) -> None:

@@ -1,0 +1,391 @@
+"""tl_hub.data.load_data: every source, labels and splits, bad images and a report that accounts for
+every input file. All sources are real files/datasets built in tmp folders (the Hub one on the local
+test Hub server)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tl_hub.data import DataBundle, load_data
+from tl_hub.errors import ConfigError, DataError
+
+
+def _img(path: Path, value: int = 100, size: tuple[int, int] = (12, 10), mode: str = "RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode != "RGB" else (value, value // 2, 255 - value)).save(path)
+    return path
+
+
+def _folder(root: Path, counts: dict[str, int], start: int = 0) -> Path:
+    for label, n in counts.items():
+        for i in range(n):
+            _img(root / label / f"{label}_{start + i}.png", value=(start + i * 7) % 250)
+    return root
+
+
+def _check_columns(bundle: DataBundle) -> None:
+    from datasets import ClassLabel
+    from datasets import Image as ImageFeature
+
+    for split in (bundle.train, bundle.eval):
+        assert split.column_names == ["image", "label", "id"]
+        assert isinstance(split.features["image"], ImageFeature)
+        assert isinstance(split.features["label"], ClassLabel)
+        assert split.features["label"].names == bundle.labels
+    assert bundle.report.accounted, bundle.report.to_dict()
+    json.dumps(bundle.report.to_dict())
+
+
+# -- image folders -------------------------------------------------------------------------------------
+def test_image_folder_labels_split_and_hidden_files(tmp_path):
+    root = _folder(tmp_path / "pets", {"dog": 10, "cat": 10, "bird": 5})
+    (root / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / "cat" / ".DS_Store").write_bytes(b"\x00")
+    (root / "cat" / "._cat_0.png").write_bytes(b"resource fork")
+    _img(root / ".ipynb_checkpoints" / "cat_0-checkpoint.png")
+    _img(root / "__MACOSX" / "cat" / "._x.png")
+    _img(root / "dog" / ".hidden_dir" / "d.png")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    _img(root / "loose.png")
+    bundle = load_data(str(root), eval_fraction=0.2, seed=0)
+    _check_columns(bundle)
+    assert bundle.labels == ["bird", "cat", "dog"]  # sorted; no hidden folder became a class
+    assert (len(bundle.train), len(bundle.eval)) == (20, 5)
+    assert bundle.report.per_label["eval"] == {"bird": 1, "cat": 2, "dog": 2}  # stratified
+    ids = set(bundle.train["id"]) | set(bundle.eval["id"])
+    assert len(ids) == 25 and all(Path(i).is_file() and ".ipynb" not in i and "__MACOSX" not in i for i in ids)
+    assert not any(Path(i).name.startswith(".") for i in ids)
+    skipped = {Path(s["id"]).name: s["reason"] for s in bundle.report.skipped}
+    assert skipped[".DS_Store"] == "hidden file"
+    assert skipped["._cat_0.png"] == "hidden file"
+    assert "hidden folder" in skipped["cat_0-checkpoint.png"] and "hidden folder" in skipped["._x.png"]
+    assert "hidden folder" in skipped["d.png"]
+    assert "not an image file" in skipped["notes.txt"]
+    assert "not inside a class folder" in skipped["loose.png"]
+    report = bundle.report
+    assert report.entries_found == 25 + len(report.skipped) == 25 + 8
+    assert report.bad_images == 0 and report.eval_from.startswith("stratified")
+    for name in ("train", "eval"):
+        for row in getattr(bundle, name).select(range(3)):
+            assert Path(row["id"]).parent.name == bundle.labels[row["label"]]  # label matches its folder
+    assert "33" in report.summary() and "skipped" in report.summary()
+
+
+def test_split_is_seeded_and_stable(tmp_path):
+    root = _folder(tmp_path / "d", {"a": 10, "b": 10})
+    first = load_data(str(root), seed=1)
+    again = load_data(str(root), seed=1)
+    other = load_data(str(root), seed=2)
+    assert list(first.eval["id"]) == list(again.eval["id"])
+    assert list(first.eval["id"]) != list(other.eval["id"])
+    assert set(first.train["id"]).isdisjoint(first.eval["id"])
+
+
+def test_split_folders_are_used(tmp_path):
+    root = tmp_path / "ds"
+    _folder(root / "train", {"a": 4, "b": 4})
+    _folder(root / "validation", {"a": 2, "b": 1}, start=100)
+    _folder(root / "test", {"a": 3, "b": 3}, start=200)
+    bundle = load_data(str(root))
+    _check_columns(bundle)
+    assert (len(bundle.train), len(bundle.eval)) == (8, 3)
+    assert bundle.report.eval_split == "validation" and "own" in bundle.report.eval_from
+    assert bundle.report.unused_splits == {"test": 6}
+    assert all("/validation/" in i for i in bundle.eval["id"])
+    test_bundle = load_data(str(root), eval_split="test")
+    assert len(test_bundle.eval) == 6
+    with pytest.raises(DataError, match="splits"):
+        load_data(str(root), eval_split="holdout")
+
+
+def test_eval_labels_missing_from_train_are_named(tmp_path):
+    root = tmp_path / "ds"
+    _folder(root / "train", {"a": 3, "b": 3})
+    _folder(root / "val", {"a": 1, "b": 1, "zebra": 2}, start=50)
+    with pytest.raises(DataError, match=r"zebra"):
+        load_data(str(root))
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    root = _folder(tmp_path / "ds", {"a": 3, "b": 3})
+    (root / "empty_class").mkdir()
+    (root / "empty_class" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"empty_class.*no training images"):
+        load_data(str(root))
+
+
+def test_singleton_classes_do_not_crash_the_split(tmp_path):
+    root = _folder(tmp_path / "ds", {"many": 10, "few": 3, "one": 1})
+    bundle = load_data(str(root), eval_fraction=0.3)
+    assert bundle.report.singleton_labels == ["one"]
+    assert bundle.report.per_label["train"]["one"] == 1 and bundle.report.per_label["eval"]["one"] == 0
+    assert bundle.report.per_label["eval"]["few"] == 1 and bundle.report.per_label["eval"]["many"] == 3
+    assert any("single example" in n for n in bundle.report.notes)
+
+
+# -- bad images ----------------------------------------------------------------------------------------
+def _with_bad_files(root: Path) -> Path:
+    _folder(root, {"a": 20, "b": 20})
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    (root / "b" / "text.png").write_text("hello, not an image")
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    (root / "b" / "truncated.png").write_bytes(buffer.getvalue()[:300])
+    return root
+
+
+def test_bad_images_are_skipped_and_reported_by_path(tmp_path):
+    root = _with_bad_files(tmp_path / "ds")
+    bundle = load_data(str(root), max_bad_fraction=0.2)
+    report = bundle.report
+    bad = {Path(s["id"]).name: s["reason"] for s in report.skipped if s["kind"] == "bad_image"}
+    assert bad.keys() == {"zero.jpg", "text.png", "truncated.png"}
+    assert bad["zero.jpg"] == "zero-byte file" and "truncated" in bad["truncated.png"]
+    assert report.bad_images == 3 and report.images_checked == 43
+    assert len(bundle.train) + len(bundle.eval) == 40 and report.accounted
+    assert not any(Path(i).name in bad for i in list(bundle.train["id"]) + list(bundle.eval["id"]))
+    for split in (bundle.train, bundle.eval):
+        for row in split:  # every image that made it decodes
+            row["image"].load()
+
+
+def test_too_many_bad_images_or_on_bad_image_error_raise(tmp_path):
+    root = _with_bad_files(tmp_path / "ds")
+    with pytest.raises(DataError, match=r"3 of 43 images are bad .*max_bad_fraction") as info:
+        load_data(str(root))  # default 1 %
+    assert "truncated.png" in str(info.value)
+    with pytest.raises(DataError, match="on_bad_image='error'"):
+        load_data(str(root), on_bad_image="error", max_bad_fraction=1.0)
+    with pytest.raises(ConfigError, match="on_bad_image"):
+        load_data(str(root), on_bad_image="ignore")
+
+
+# -- CSV / JSONL ------------------------------------------------------------------------------------------
+def test_csv_with_relative_paths_missing_files_and_custom_columns(tmp_path):
+    images = tmp_path / "imgs"
+    rows = []
+    for i in range(12):
+        name = f"sub/{i}.png"
+        _img(images / name, value=i * 10)
+        rows.append({"file": f"imgs/{name}", "kind": ["ant", "bee", "cow"][i % 3]})
+    rows.append({"file": "imgs/sub/missing.png", "kind": "ant"})
+    rows.append({"file": "imgs/sub/0.png", "kind": ""})
+    table = tmp_path / "meta.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "kind"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(DataError, match="label"):
+        load_data(str(table))  # neither column has a standard name
+    bundle = load_data(str(table), image_column="file", label_column="kind", eval_fraction=0.25, max_bad_fraction=0.2)
+    _check_columns(bundle)
+    assert bundle.labels == ["ant", "bee", "cow"] and len(bundle.train) + len(bundle.eval) == 12
+    reasons = {s["id"]: s["reason"] for s in bundle.report.skipped}
+    assert any(k.endswith("missing.png") and "not found" in v for k, v in reasons.items())
+    assert any(k.endswith("meta.csv:15") and "no label" in v for k, v in reasons.items())
+    assert bundle.report.bad_images == 1
+    assert all(Path(i).is_absolute() and Path(i).is_file() for i in bundle.train["id"])
+    with pytest.raises(DataError, match="missing.png"):
+        load_data(str(table), image_column="file", label_column="kind")  # 1 of 13 > 1 %
+
+
+def test_csv_integer_labels_keep_their_meaning(tmp_path):
+    table = tmp_path / "data.csv"
+    lines = ["image,label"]
+    for i in range(9):
+        _img(tmp_path / f"{i}.png", value=i)
+        lines.append(f"{i}.png,{[2, 0, 1][i % 3]}")
+    table.write_text("\n".join(lines) + "\n")
+    bundle = load_data(str(table), labels=["zero", "one", "two"], eval_fraction=0.34)
+    assert bundle.labels == ["zero", "one", "two"]
+    rows = {Path(r["id"]).name: r["label"] for r in list(bundle.train) + list(bundle.eval)}
+    assert rows["0.png"] == 2 and rows["1.png"] == 0 and rows["2.png"] == 1
+    plain = load_data(str(table))
+    assert plain.labels == ["0", "1", "2"]
+
+
+def test_jsonl_source(tmp_path):
+    with (tmp_path / "data.jsonl").open("w") as handle:
+        for i in range(10):
+            _img(tmp_path / "pics" / f"{i}.jpg", value=20 * i)
+            handle.write(json.dumps({"image": f"pics/{i}.jpg", "label": "odd" if i % 2 else "even"}) + "\n")
+    bundle = load_data(str(tmp_path / "data.jsonl"))
+    _check_columns(bundle)
+    assert bundle.labels == ["even", "odd"] and bundle.report.source_type == "jsonl"
+    assert (len(bundle.train), len(bundle.eval)) == (8, 2)
+
+
+# -- in-memory -----------------------------------------------------------------------------------------
+def test_in_memory_pil_arrays_and_paths(tmp_path):
+    pil = [Image.new("RGBA", (9, 9), (255, 0, 0, 0)) for _ in range(4)]
+    arrays = [np.full((9, 9), 32768, np.uint16) for _ in range(4)]
+    paths = [str(_img(tmp_path / f"p{i}.png", value=50)) for i in range(4)]
+    labels = ["pil"] * 4 + ["array"] * 4 + ["path"] * 4
+    bundle = load_data((pil + arrays + paths, labels), eval_fraction=0.25)
+    _check_columns(bundle)
+    assert bundle.labels == ["array", "path", "pil"]
+    rows = list(bundle.train) + list(bundle.eval)
+    by_label = {bundle.labels[r["label"]]: r for r in rows}
+    assert by_label["pil"]["image"].convert("RGB").getpixel((0, 0)) == (255, 255, 255)  # alpha composited
+    assert by_label["array"]["image"].convert("RGB").getpixel((0, 0)) == (128, 128, 128)  # 16-bit scaled
+    assert by_label["path"]["id"] in paths
+    assert all(r["id"].startswith("train[") for r in rows if bundle.labels[r["label"]] != "path")
+    as_dict = load_data({"image": arrays + arrays, "label": [0, 1] * 4})
+    assert as_dict.labels == ["0", "1"]
+    with pytest.raises(DataError, match="8 images but 3 labels"):
+        load_data((arrays + arrays, [0, 1, 0]))
+
+
+def test_integer_labels_without_names_and_unknown_names(tmp_path):
+    arrays = [np.zeros((4, 4), np.uint8)] * 6
+    with pytest.raises(DataError, match=r"\['1'\] have no training images"):
+        load_data((arrays, [0, 2, 0, 2, 0, 2]))  # integers keep their meaning: class 1 is empty
+    with pytest.raises(DataError, match=r"'c'"):
+        load_data((arrays, ["a", "b", "c", "a", "b", "c"]), labels=["a", "b"])
+    bundle = load_data((arrays, ["a", "b"] * 3), labels=["b", "a"])
+    assert bundle.labels == ["b", "a"]
+    with pytest.raises(DataError, match="at least 2"):
+        load_data((arrays, ["a"] * 6))
+
+
+def test_subsampling_is_balanced_and_seeded():
+    arrays = [np.full((4, 4), i % 255, np.uint8) for i in range(300)]
+    labels = ["a"] * 200 + ["b"] * 80 + ["c"] * 20
+    balanced = load_data((arrays, labels), examples_per_label=10, seed=3)
+    assert balanced.report.per_label["train"] == {"a": 10, "b": 10, "c": 10}
+    assert balanced.report.per_label["eval"] == {"a": 40, "b": 16, "c": 4}  # eval untouched
+    assert list(load_data((arrays, labels), examples_per_label=10, seed=3).train["id"]) == list(balanced.train["id"])
+    capped = load_data((arrays, labels), max_train_samples=24)
+    assert len(capped.train) == 24 and min(capped.report.per_label["train"].values()) >= 1
+    counts = capped.report.per_label["train"]
+    assert counts["a"] > counts["b"] > counts["c"]  # stratified
+    assert capped.report.not_selected == 240 - 24 and capped.report.accounted
+    with pytest.raises(ConfigError, match="max_train_samples"):
+        load_data((arrays, labels), max_train_samples=2)
+    with pytest.raises(ConfigError, match="examples_per_label"):
+        load_data((arrays, labels), examples_per_label=0)
+
+
+# -- Hugging Face datasets -----------------------------------------------------------------------------
+def _hf_dataset_dict():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    features = Features({"img": ImageFeature(), "labels": ClassLabel(names=["zebra", "apple"])})
+    make = lambda n, offset: {  # noqa: E731
+        "img": [Image.new("RGB", (8, 8), (i * 9 % 255, 0, 0)) for i in range(offset, offset + n)],
+        "labels": [i % 2 for i in range(n)],
+    }
+    return DatasetDict({
+        "train": Dataset.from_dict(make(10, 0), features=features),
+        "validation": Dataset.from_dict(make(4, 50), features=features),
+    })
+
+
+def test_dataset_objects_saved_dirs_and_parquet(tmp_path):
+    dd = _hf_dataset_dict()
+    bundle = load_data(dd)
+    _check_columns(bundle)
+    assert bundle.labels == ["zebra", "apple"]  # ClassLabel order, not sorted
+    assert bundle.report.image_column == "img" and bundle.report.label_column == "labels"
+    assert bundle.eval["id"][:2] == ["validation[0]", "validation[1]"] and len(bundle.eval) == 4
+    dd.save_to_disk(str(tmp_path / "saved"))
+    saved = load_data(str(tmp_path / "saved"))
+    assert saved.labels == ["zebra", "apple"] and len(saved.eval) == 4
+    dd["train"].to_parquet(str(tmp_path / "train.parquet"))
+    parquet = load_data(str(tmp_path / "train.parquet"))
+    assert len(parquet.train) + len(parquet.eval) == 10
+
+
+def test_hub_dataset_id(hub, tmp_path):
+    """A dataset repo on the local Hub server, loaded by id through datasets.load_dataset."""
+    from huggingface_hub import HfApi
+
+    repo_id = hub.new_repo_id("pets-data")
+    dd = _hf_dataset_dict()
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(repo_id, repo_type="dataset")
+    staging = tmp_path / "upload"
+    (staging / "data").mkdir(parents=True)
+    for split, ds in dd.items():
+        ds.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
+    api.upload_folder(folder_path=str(staging), repo_id=repo_id, repo_type="dataset")
+    bundle = load_data(repo_id)
+    _check_columns(bundle)
+    assert bundle.report.source_type == "hub" and bundle.report.eval_split == "validation"
+    assert len(bundle.train) == 10 and len(bundle.eval) == 4
+    assert bundle.train["id"][0] == "train[0]"
+    with pytest.raises(DataError, match="cannot load"):
+        load_data(hub.new_repo_id("does-not-exist"))
+
+
+def test_unknown_sources_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_data(str(tmp_path / "nope" / "data.csv"))
+    with pytest.raises(DataError, match="bundled"):
+        load_data("bundled:imagenet")
+    with pytest.raises(DataError, match="source"):
+        load_data(42)
+    with pytest.raises(ConfigError, match="eval_fraction"):
+        load_data("bundled:fashion_mnist", eval_fraction=1.5)
+
+
+# -- bundled -------------------------------------------------------------------------------------------
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_bundled_fashion_mnist_offline_with_real_names():
+    bundle = load_data("bundled:fashion_mnist")
+    _check_columns(bundle)
+    assert bundle.labels == FASHION_NAMES
+    assert (len(bundle.train), len(bundle.eval)) == (3000, 2000)
+    assert set(bundle.report.per_label["train"].values()) == {300}
+    assert set(bundle.report.per_label["eval"].values()) == {200}
+    assert bundle.report.eval_split == "test"
+    row = bundle.train[0]
+    assert row["image"].size == (28, 28) and row["id"].startswith("train[")
+    source = Path("/usr/share/datasets/fashion-mnist")
+    if (source / "train-images-idx3-ubyte.gz").is_file():  # pixels and labels equal the original rows
+        raw = gzip.open(source / "train-images-idx3-ubyte.gz").read()
+        labels = gzip.open(source / "train-labels-idx1-ubyte.gz").read()
+        for i in (0, 1234, 2999):
+            item = bundle.train[i]
+            original = int(item["id"][len("train["):-1])
+            pixels = np.frombuffer(raw, np.uint8, 784, 16 + 784 * original).reshape(28, 28)
+            assert np.array_equal(np.asarray(item["image"]), pixels)
+            assert labels[8 + original] == item["label"]
+
+
+def test_bundled_digits():
+    bundle = load_data("bundled:digits", seed=0)
+    assert bundle.labels == [str(i) for i in range(10)]
+    assert len(bundle.train) + len(bundle.eval) == 1797
+    assert Counter(bundle.eval["label"]).most_common()[-1][1] >= 30
+    image = np.asarray(bundle.train[0]["image"])
+    assert image.shape == (8, 8) and image.max() > 200
+
+
+def test_unlabelled_rows_and_unlabelled_test_split():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
+    images = [Image.new("L", (5, 5), i) for i in range(12)]
+    dd = DatasetDict({
+        "train": Dataset.from_dict({"image": images, "label": [0, 1] * 5 + [-1, -1]}, features=features),
+        "test": Dataset.from_dict({"image": images[:4], "label": [-1] * 4}, features=features),  # Hub-style
+    })
+    bundle = load_data(dd)
+    assert bundle.report.eval_split is None and bundle.report.unused_splits == {"test": 4}
+    assert len(bundle.train) + len(bundle.eval) == 10
+    no_label = [s["id"] for s in bundle.report.skipped if s["kind"] == "no_label"]
+    assert no_label == ["train[10]", "train[11]"] and bundle.report.accounted
