@@ -331,3 +331,42 @@ def test_e2e_continue_from_pushed_model(hub, hub_sources, finetuned, tmp_path):
     tl_hub.push_to_hub(new_dir, child_repo)
     card = ModelCard.load(child_repo)
     assert card.data.base_model == parent and f"[`{parent}`]" in card.text
+
+
+DISTRIBUTED_PUSH = r"""
+import os, sys
+from accelerate import PartialState
+import tl_hub
+state = PartialState(cpu=True)
+url = tl_hub.push_to_hub(sys.argv[1], sys.argv[2])
+print(f"RANK{state.process_index} {url} {state.num_processes}", flush=True)
+"""
+
+
+@pytest.mark.multiprocess
+def test_only_main_process_pushes(hub, run_dir, tmp_path):
+    """Under a 2-process launch, rank 0 pushes once; rank 1 waits and gets the same commit URL."""
+    repo_id = hub.new_repo_id("ddp")
+    script = tmp_path / "push.py"
+    script.write_text(DISTRIBUTED_PUSH)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), str(script), str(run_dir), repo_id],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK")]
+    urls = {rank: url for rank, url, _ in lines}
+    assert set(urls) == {"RANK0", "RANK1"} and urls["RANK0"] == urls["RANK1"]
+    assert {world for _, _, world in lines} == {"2"}  # a real 2-process group
+    mine = [r for r in hub.server.requests if f"/{repo_id}" in r.path]
+    assert sum(r.method == "POST" and "/preupload/" in r.path for r in mine) == 1
+    assert sum(r.method == "GET" and r.path == f"/api/models/{repo_id}" for r in mine) == 1  # only rank 0 asked
+    assert len(hub.history(repo_id)) == 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
