@@ -178,3 +178,14 @@ def test_script_runs_under_accelerate_launch():
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0
     assert "finetune.py: error: epochs: got 0; must be in [1, inf]" in out.stderr
+
+
+def test_recipes_readme_is_in_sync():
+    text = (RECIPES / "README.md").read_text()
+    assert text.rstrip().endswith(RecipeConfig.format_markdown())  # the generated key table is current
+    for path in CONFIGS:
+        assert f"`configs/{path.name}`" in text, path.name
+    for path in sorted(ACCEL.glob("*.yaml")):
+        assert f"| `{path.name}` |" in text, path.name
+    for ref in re.findall(r"recipes/[\w/]+\.(?:yaml|py)", text):
+        assert (ROOT / ref).is_file(), ref

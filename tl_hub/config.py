@@ -437,6 +437,22 @@ class RecipeConfig:
             out.append(f"      {f.metadata['help']}")
         return "\n".join(out)
 
+    @classmethod
+    def format_markdown(cls) -> str:
+        """Every field as a markdown table (key, type, default, help), for the docs.
+
+        Example:
+            >>> RecipeConfig.format_markdown().splitlines()[0]
+            '| key | type | default | what it does |'
+        """
+        hints = _type_hints()
+        rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            kind = _type_name(hints[f.name]).replace("|", " or ")
+            rows.append(f"| `{f.name}` | {kind} | `{_show(default)}` | {f.metadata['help'].replace('|', '/')} |")
+        return "\n".join(rows)
+
     # ------------------------------------------------------------------------------------------
     def _validate(self) -> None:
         if not self.dataset:
