@@ -189,3 +189,17 @@ def test_recipes_readme_is_in_sync():
         assert f"| `{path.name}` |" in text, path.name
     for ref in re.findall(r"recipes/[\w/]+\.(?:yaml|py)", text):
         assert (ROOT / ref).is_file(), ref
+
+
+def test_quickstart_config_is_the_recipe_file_and_ships_in_the_wheel():
+    import tomllib
+
+    from tl_hub.config import quickstart_config, quickstart_path
+
+    assert quickstart_path().resolve() == (RECIPES / "configs" / "quickstart.yaml").resolve()
+    assert quickstart_config() == RecipeConfig.from_yaml(RECIPES / "configs" / "quickstart.yaml")
+    c = quickstart_config(["--epochs", "2"], output_dir="elsewhere")
+    assert (c.epochs, c.output_dir) == (2, "elsewhere")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert include["recipes/configs/quickstart.yaml"] == "tl_hub/recipes/quickstart.yaml"

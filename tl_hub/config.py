@@ -34,7 +34,7 @@ from typing import Any, Literal, Union
 
 from tl_hub.errors import ConfigError
 
-__all__ = ["RecipeConfig", "parse_overrides", "POLICIES"]
+__all__ = ["POLICIES", "RecipeConfig", "parse_overrides", "quickstart_config", "quickstart_path"]
 
 POLICIES = ("auto", "head", "partial", "full", "scratch", "lp-ft")
 
@@ -522,6 +522,41 @@ class RecipeConfig:
             value = getattr(self, name)
             if isinstance(value, str) and _TOKEN_VALUE.match(value):
                 raise ConfigError(f"{name}: the value looks like an access token; tokens never go in a recipe{_TOKEN_HELP}")
+
+
+def quickstart_path() -> Path:
+    """The quickstart recipe: inside the installed wheel, else recipes/configs/ of the source tree.
+
+    Example:
+        >>> quickstart_path().name
+        'quickstart.yaml'
+    """
+    from importlib import resources
+
+    packaged = resources.files("tl_hub") / "recipes" / "quickstart.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    source_tree = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "quickstart.yaml"
+    if source_tree.is_file():
+        return source_tree
+    raise ConfigError(
+        f"quickstart: recipe not found at {packaged} nor {source_tree}; reinstall tl_hub "
+        "(the wheel ships recipes/configs/quickstart.yaml as tl_hub/recipes/quickstart.yaml)"
+    )
+
+
+def quickstart_config(overrides: Sequence[str] = (), *, output_dir: str | None = None) -> RecipeConfig:
+    """The offline quickstart recipe (`recipes/configs/quickstart.yaml`) with overrides applied.
+
+    The YAML is the single source of the quickstart's settings: `tl-hub quickstart` and
+    `python recipes/finetune.py --config recipes/configs/quickstart.yaml` run the same recipe.
+
+    Example:
+        >>> quickstart_config(["--epochs", "3"], output_dir="qs").epochs
+        3
+    """
+    config = RecipeConfig.from_yaml(quickstart_path(), overrides)
+    return config if output_dir is None else config.replace(output_dir=str(output_dir))
 
 
 _TOKEN_HELP = (
