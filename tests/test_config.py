@@ -95,6 +95,14 @@ def test_token_like_values_are_refused():
 def test_dashes_and_leading_dashes_in_keys():
     c = RecipeConfig.from_dict({"dataset": "beans", "batch-size": 8, "--epochs": 2})
     assert (c.batch_size, c.epochs) == (8, 2)
+    with pytest.raises(ConfigError, match="batch_size: given twice"):
+        RecipeConfig.from_dict({"dataset": "beans", "batch-size": 8, "batch_size": 16})
+
+
+def test_command_line_wins_over_any_yaml_spelling(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("dataset: beans\nbatch-size: 8\n")
+    assert RecipeConfig.from_yaml(path, ["--batch_size", "4"]).batch_size == 4
 
 
 # --- overrides ---------------------------------------------------------------------------------------

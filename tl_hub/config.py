@@ -262,10 +262,7 @@ class RecipeConfig:
         """
         if not isinstance(values, Mapping):
             raise ConfigError(f"a recipe must be a mapping of key: value, got {type(values).__name__}: {values!r}")
-        kwargs: dict[str, Any] = {}
-        for raw_key, value in values.items():
-            kwargs[_normalise_key(raw_key)] = value
-        return cls(**kwargs)
+        return cls(**_normalise_keys(values))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -274,7 +271,7 @@ class RecipeConfig:
         Example:
             >>> cfg = RecipeConfig.from_yaml("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
         """
-        values = _read_yaml(Path(path))
+        values = _normalise_keys(_read_yaml(Path(path)))
         values.update(parse_overrides(overrides))
         return cls.from_dict(values)
 
@@ -627,6 +624,16 @@ def _normalise_key(raw: Any) -> str:
     else:
         hint = _closest(key, valid)
     raise ConfigError(f"unknown key {raw!r}{hint}. Valid keys: {', '.join(valid)}")
+
+
+def _normalise_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = _normalise_key(raw_key)
+        if key in out:
+            raise ConfigError(f"{key}: given twice (as {raw_key!r} and another spelling); keep one")
+        out[key] = value
+    return out
 
 
 def _closest(key: str, choices: Iterable[str]) -> str:
