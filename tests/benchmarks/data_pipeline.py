@@ -1,0 +1,194 @@
+"""Input-pipeline speed next to the model's speed, on this machine: is the data ever what training waits on?
+
+Measures (images/s, median of --repeats):
+  * load_data: discovery + one validating decode of every image (bundled Fashion-MNIST, a JPEG folder);
+  * decode-once cache: decode + resize into the uint8 cache (ImageClassificationDataset construction);
+  * epoch: one pass of a DataLoader over the cached training set (random resized crop + flip + normalise),
+    with 0 and 2 workers;
+  * model: EfficientNet-Lite0 at the same size, forward only (eval, no_grad) and a full training step
+    (forward + backward + SGD), batch 64, fp32 channels_last.
+
+Usage:
+    python tests/benchmarks/data_pipeline.py [--image-size 112] [--photos 400] [--repeats 3] [--json out.json]
+
+Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def _rate(fn: Callable[[], int], repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = fn()
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def _photo_folder(root: Path, count: int) -> Path:
+    """`count` real-photo JPEGs (random 320-480 px crops of scikit-learn's two sample photos), 2 classes."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = i % 2
+        photo = photos[label]
+        h, w = int(rng.integers(300, 420)), int(rng.integers(320, 600))
+        top, left = int(rng.integers(0, photo.shape[0] - h + 1)), int(rng.integers(0, photo.shape[1] - w + 1))
+        path = root / f"class{label}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo[top : top + h, left : left + w]).save(path, quality=90)
+    return root
+
+
+def _processor() -> Any:
+    try:
+        from tl_hub.backbone import load_image_processor
+
+        return load_image_processor("bundled:efficientnet_lite0")
+    except Exception:  # noqa: BLE001 - benchmark fallback when the bundled backbone is unavailable
+        from transformers import TimmWrapperImageProcessor
+
+        return TimmWrapperImageProcessor(
+            pretrained_cfg=dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875,
+                                crop_mode="center", mean=(0.5,) * 3, std=(0.5,) * 3),
+            architecture="tf_efficientnet_lite0",
+        )
+
+
+def _model(num_labels: int) -> torch.nn.Module:
+    try:
+        from tl_hub.backbone import load_backbone
+
+        return load_backbone("bundled:efficientnet_lite0", [str(i) for i in range(num_labels)])
+    except Exception:  # noqa: BLE001 - same architecture, random weights: speed is what is measured
+        import timm
+
+        return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_labels)
+
+
+def _logits(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    out = model(pixel_values=pixels) if hasattr(model, "config") else model(pixels)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def model_rates(size: int, batch: int, steps: int, repeats: int) -> dict[str, float]:
+    model = _model(10).to(memory_format=torch.channels_last)
+    pixels = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,))
+    model.eval()
+    with torch.no_grad():
+        _logits(model, pixels)
+
+        def forward() -> int:
+            for _ in range(steps):
+                _logits(model, pixels)
+            return steps * batch
+
+        fwd = _rate(forward, repeats)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def train_step() -> int:
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(_logits(model, pixels), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return steps * batch
+
+    train_step()
+    return {"model_forward": fwd, "model_train_step": _rate(train_step, repeats)}
+
+
+def pipeline_rates(source: Any, spec: Any, batch: int, repeats: int, **load_kwargs: Any) -> dict[str, float]:
+    from tl_hub.data import load_data
+    from tl_hub.transforms import ImageClassificationDataset
+
+    holder: dict[str, Any] = {}
+
+    def load() -> int:
+        holder["bundle"] = load_data(source, **load_kwargs)
+        return len(holder["bundle"].train) + len(holder["bundle"].eval)
+
+    out = {"load_data": _rate(load, repeats)}
+    train = holder["bundle"].train
+
+    def build() -> int:
+        holder["dataset"] = ImageClassificationDataset(train, spec, train=True)
+        return len(train)
+
+    out["decode_once_cache"] = _rate(build, repeats)
+    dataset = holder["dataset"]
+    dataset[0]  # import torchvision's functional ops outside the timing
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                             persistent_workers=workers > 0, drop_last=False)
+        list(loader) if workers else None  # warm the worker processes
+
+        def epoch() -> int:
+            return sum(int(b["labels"].shape[0]) for b in loader)
+
+        out[f"epoch_workers{workers}"] = _rate(epoch, repeats)
+    out["images"] = len(train)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--photos", type=int, default=400, help="JPEG photos in the folder benchmark (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-steps", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    from tl_hub.transforms import image_spec
+
+    spec = image_spec(_processor(), image_size=args.image_size)
+    results: dict[str, Any] = {"image_size": args.image_size, "batch_size": args.batch_size,
+                               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    results["fashion_mnist"] = pipeline_rates("bundled:fashion_mnist", spec, args.batch_size, args.repeats)
+    if args.photos:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = _photo_folder(Path(tmp) / "photos", args.photos)
+            results["jpeg_folder"] = pipeline_rates(str(folder), spec, args.batch_size, args.repeats)
+    results.update(model_rates(args.image_size, args.batch_size, args.model_steps, args.repeats))
+
+    print(f"\nimages/s at {args.image_size} px, batch {args.batch_size}, {results['threads']} torch threads, "
+          f"{results['cpus']} CPUs")
+    print(f"{'':28s}{'load_data':>11s}{'cache':>9s}{'epoch w0':>10s}{'epoch w2':>10s}")
+    for name in ("fashion_mnist", "jpeg_folder"):
+        if name in results:
+            r = results[name]
+            print(f"{name + ' (' + str(r['images']) + ' train)':28s}{r['load_data']:11.0f}{r['decode_once_cache']:9.0f}"
+                  f"{r['epoch_workers0']:10.0f}{r['epoch_workers2']:10.0f}")
+    print(f"{'Lite0 forward (no_grad)':28s}{results['model_forward']:11.0f}")
+    print(f"{'Lite0 train step (full)':28s}{results['model_train_step']:11.0f}")
+    slowest_epoch = min(results["fashion_mnist"]["epoch_workers0"], results.get("jpeg_folder", {}).get("epoch_workers0", 1e9))
+    results["epoch_over_train_step"] = slowest_epoch / results["model_train_step"]
+    results["epoch_over_forward"] = slowest_epoch / results["model_forward"]
+    print(f"pipeline epoch (0 workers) / model: {results['epoch_over_train_step']:.1f}x the train step, "
+          f"{results['epoch_over_forward']:.1f}x the forward pass")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
