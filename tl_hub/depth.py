@@ -119,6 +119,11 @@ def _unit_of(model: Any, name: str, base_prefix: str, leaf_boundaries: bool) -> 
             has_sub = len(child._modules) > 0
             has_params = any(True for _ in child.parameters(recurse=False))
             if has_sub or (leaf_boundaries and has_params):
+                if not has_sub and _is_norm(child):
+                    # a flat conv, bn, relu, conv, bn ... list: the norm belongs to the layer before it
+                    owner = _previous_weighted_sibling(module, comp)
+                    if owner is not None:
+                        return ".".join(parts[:i] + [owner]), boundaries + 1
                 boundaries += 1
                 cut = i + 1
                 if boundaries == 2:
@@ -132,6 +137,22 @@ def _unit_of(model: Any, name: str, base_prefix: str, leaf_boundaries: bool) -> 
     if base_prefix and full[0] == base_prefix:
         return ".".join(full[:2]), 0
     return full[0], 0
+
+
+def _is_norm(module: Any) -> bool:
+    import torch.nn as nn
+
+    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
+
+
+def _previous_weighted_sibling(parent: Any, key: str) -> str | None:
+    """Key of the nearest earlier sibling of `parent[key]` that holds parameters and is not a norm."""
+    keys = list(parent._modules)
+    for k in reversed(keys[: keys.index(key)]):
+        sibling = parent._modules[k]
+        if sibling is not None and not _is_norm(sibling) and any(True for _ in sibling.parameters()):
+            return k
+    return None
 
 
 def _units(model: Any) -> tuple[dict[str, str], set[str]]:

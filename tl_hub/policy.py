@@ -296,9 +296,11 @@ class PolicySummary:
     def table(self) -> str:
         """Markdown table: depth, kind, modules (abbreviated), parameters, trains/frozen."""
         lines = ["| depth | kind | modules | params | status |", "|---:|---|---|---:|---|"]
+        short = _short_names(self.rows)
         for r in self.rows:
             status = "trains" if r["trainable"] else "frozen"
-            lines.append(f"| {r['depth']} | {r['kind']} | {_abbreviate(r['modules'])} | {r['params']:,} | {status} |")
+            modules = _abbreviate([short[u] for u in r["modules"]])
+            lines.append(f"| {r['depth']} | {r['kind']} | {modules} | {r['params']:,} | {status} |")
         total = self.trainable_params + self.frozen_params
         share = self.trainable_params / total if total else 0.0
         lines.append(
@@ -308,25 +310,34 @@ class PolicySummary:
         return "\n".join(lines)
 
 
-def _abbreviate(units: list[str], width: int = 56) -> str:
-    """Short display of module paths: common prefix dropped, at most `width` characters."""
-    if not units:
-        return ""
-    parts = [u.split(".") for u in units]
-    common = 0
-    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
-        common += 1
-    common = min(common, 1) if len(units) > 1 else min(common, max(0, len(parts[0]) - 2))
-    shown = [".".join(p[common:]) for p in parts]
-    text = ", ".join(shown)
+def _short_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Display names of unit paths: the wrapper component shared by most units (`resnet.`, `timm_model.`,
+    `vit.`) and a following `encoder.` are dropped, so `resnet.encoder.stages.0.layers.1` -> `stages.0.layers.1`."""
+    units = [u for r in rows for u in r["modules"]]
+    firsts = [u.split(".")[0] for u in units if "." in u]
+    common = max(set(firsts), key=firsts.count) if firsts else None
+    short: dict[str, str] = {}
+    for u in units:
+        parts = u.split(".")
+        if common is not None and len(parts) >= 2 and parts[0] == common and firsts.count(common) * 2 >= len(units):
+            parts = parts[1:]
+        if len(parts) > 2 and parts[0] == "encoder":
+            parts = parts[1:]
+        short[u] = ".".join(parts)
+    return short
+
+
+def _abbreviate(names: list[str], width: int = 56) -> str:
+    """Join display names, at most about `width` characters, with a count of the ones left out."""
+    text = ", ".join(names)
     if len(text) <= width:
         return text
     out: list[str] = []
-    for s in shown:
-        if len(", ".join(out + [s])) > width - 12:
+    for name in names:
+        if out and len(", ".join(out + [name])) > width - 10:
             break
-        out.append(s)
-    return ", ".join(out) + f", … (+{len(shown) - len(out)})"
+        out.append(name)
+    return ", ".join(out) + f", … (+{len(names) - len(out)})"
 
 
 def trained_depths(info: Any, policy: FreezePolicy, phase: str | None = None) -> set[int]:
