@@ -122,6 +122,8 @@ class Fault:
     drop: bool = False
     times: int = 1
     hits: int = 0
+    delay: float = 0.0  # seconds to sleep before answering (timeouts); with status=None the real answer follows
+    truncate: bool = False  # send the real answer's headers but only half its body, then close
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method in ("*", method) and re.search(self.path_regex, path) is not None
@@ -139,10 +141,15 @@ class FaultQueue:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
 
-    def add(self, method: str, path_regex: str, *, status: int = 503, retry_after: float | None = None,
-            drop: bool = False, times: int = 1) -> Fault:
-        """Make the next `times` requests matching method (or "*") and path regex fail."""
-        fault = Fault(method.upper() if method != "*" else "*", path_regex, status, retry_after, drop, times)
+    def add(self, method: str, path_regex: str, *, status: int | None = 503, retry_after: float | None = None,
+            drop: bool = False, times: int = 1, delay: float = 0.0, truncate: bool = False) -> Fault:
+        """Make the next `times` requests matching method (or "*") and path regex misbehave.
+
+        status: answer this HTTP status (with Retry-After if given); None = answer normally (after
+        `delay`, or truncated with `truncate=True`). drop: close the connection without an answer.
+        """
+        fault = Fault(method.upper() if method != "*" else "*", path_regex, status, retry_after, drop, times,
+                      delay=delay, truncate=truncate)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -172,6 +179,7 @@ class RequestRecord:
     user: str | None
     has_auth: bool
     status: int = 0
+    range: str | None = None
 
 
 class HubState:
@@ -432,7 +440,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head and self.command != "HEAD" and body:
-            self.wfile.write(body)
+            if getattr(self, "_truncate", False):
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+            else:
+                self.wfile.write(body)
         self._record.status = status
 
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
@@ -453,11 +467,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         split = urllib.parse.urlsplit(self.path)
-        self._record = RequestRecord(method, split.path, None, bool(self.headers.get("Authorization")))
+        self._record = RequestRecord(method, split.path, None, bool(self.headers.get("Authorization")),
+                                     range=self.headers.get("Range"))
         self.hub.requests.append(self._record)
-        self._body_read = False
         fault = self.hub.faults.take(method, split.path)
-        if fault is not None:
+        self._truncate = False
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.truncate:
+            self._truncate = True
+        elif fault is not None and (fault.drop or fault.status is not None):
             if method in ("POST", "PUT"):
                 self._read_body()
             if fault.drop:

@@ -339,7 +339,8 @@ from accelerate import PartialState
 import tl_hub
 state = PartialState(cpu=True)
 url = tl_hub.push_to_hub(sys.argv[1], sys.argv[2])
-print(f"RANK{state.process_index} {url} {state.num_processes}", flush=True)
+with open(f"rank{state.process_index}.txt", "w") as handle:  # one file per rank: no interleaved output
+    handle.write(f"RANK{state.process_index} {url} {state.num_processes}")
 """
 
 
@@ -354,7 +355,7 @@ def test_only_main_process_pushes(hub, run_dir, tmp_path):
                            "--master_port", str(_free_port()), str(script), str(run_dir), repo_id],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("RANK")]
+    lines = [(tmp_path / f"rank{i}.txt").read_text().split() for i in range(2)]
     urls = {rank: url for rank, url, _ in lines}
     assert set(urls) == {"RANK0", "RANK1"} and urls["RANK0"] == urls["RANK1"]
     assert {world for _, _, world in lines} == {"2"}  # a real 2-process group
@@ -370,3 +371,18 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_cli_push_errors_and_token_in_file_refused(hub, run_dir, tmp_path, capsys):
+    import shutil
+
+    assert cli_main(["push", str(tmp_path), hub.new_repo_id("cli")]) == 2
+    err = capsys.readouterr().err
+    assert "tl-hub push: error:" in err and "not a tl_hub output folder" in err and "Traceback" not in err
+    leaky = shutil.copytree(run_dir, tmp_path / "leaky")
+    (leaky / "recipe.yaml").write_text((leaky / "recipe.yaml").read_text() + f"# token: {hub.token}\n")
+    repo_id = hub.new_repo_id("leaky")
+    assert cli_main(["push", str(leaky), repo_id]) == 2
+    err = capsys.readouterr().err
+    assert "contains your Hugging Face token" in err and hub.token not in err
+    assert not hub.server.has_repo(repo_id)  # refused before anything was created

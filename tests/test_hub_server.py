@@ -173,3 +173,25 @@ def test_range_and_fault_injection(hub, api):
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(url)
     assert urllib.request.urlopen(url).read() == b"0123456789"
+
+
+def test_truncated_download_resumes_and_delay(hub, api, tmp_path):
+    """A download cut in the middle is fetched again by the client; a delay only delays."""
+    import time
+
+    from huggingface_hub import hf_hub_download
+
+    repo_id = hub.new_repo_id("resume")
+    api.create_repo(repo_id)
+    payload = bytes(range(256)) * 4096  # 1 MiB, LFS
+    api.upload_file(path_or_fileobj=payload, path_in_repo="blob.bin", repo_id=repo_id)
+    fault = hub.server.faults.add("GET", rf"/{repo_id}/resolve/.*/blob\.bin$", status=None, truncate=True)
+    path = hf_hub_download(repo_id, "blob.bin", cache_dir=tmp_path / "cache")
+    assert fault.hits == 1 and open(path, "rb").read() == payload
+    gets = [r for r in hub.server.requests if r.method == "GET" and r.path.endswith(f"{repo_id}/resolve/main/blob.bin")]
+    assert len(gets) == 2  # cut once, fetched again (the client restarts or resumes with Range)
+    hub.server.faults.add("GET", r"/api/whoami-v2$", status=None, delay=0.3)
+    start = time.perf_counter()
+    request = urllib.request.Request(f"{hub.url}/api/whoami-v2", headers={"Authorization": f"Bearer {hub.token}"})
+    assert json.loads(urllib.request.urlopen(request).read())["name"] == hub.user
+    assert time.perf_counter() - start >= 0.3

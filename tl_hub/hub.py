@@ -253,6 +253,9 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     with _hub_errors(repo_id, "push to"):
         if "/" not in repo_id:
             repo_id = f"{api.whoami()['name']}/{repo_id}"
+        write_model_card(out, repo_id=repo_id)
+        files = files_to_push(out)
+        _check_no_token(files, token)  # before anything is created on the Hub
         try:
             existing = api.model_info(repo_id)
             is_new, is_private = False, bool(existing.private)
@@ -268,7 +271,6 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
             if branch not in branches:
                 api.create_branch(repo_id, branch=branch)
         head = api.model_info(repo_id, revision=branch)
-        write_model_card(out, repo_id=repo_id)
         remote_names = {s.rfilename for s in head.siblings or []}
         if "README.md" in remote_names and not force:
             remote_card = Path(api.hf_hub_download(repo_id, "README.md", revision=head.sha)).read_text(encoding="utf-8")
@@ -277,8 +279,6 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
                 raise HubError(f"README.md of {repo_id!r} on the Hub was edited there (or was not written by "
                                "tl_hub); pushing would overwrite it. Pass force=True (`tl-hub push --force`) to "
                                "overwrite it, or download it and merge your edits into the output folder first")
-        files = files_to_push(out)
-        _check_no_token(files, token)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
         message = commit_message or f"Upload {repo_id.split('/')[-1]} fine-tuned with tl_hub"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=branch,
