@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "TlHubError": "tl_hub.errors",
     "load_backbone": "tl_hub.backbone",
     "load_image_processor": "tl_hub.backbone",
+    "resolve_source": "tl_hub.backbone",
+    "head_parameter_names": "tl_hub.backbone",
     "depth_map": "tl_hub.depth",
     "FreezePolicy": "tl_hub.policy",
     "PolicySummary": "tl_hub.policy",
