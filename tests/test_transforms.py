@@ -126,7 +126,7 @@ def test_pipeline_preprocesses_like_eval_transform_timm(tmp_path, photo_folder, 
     spec = image_spec(processor, image_size=56)
     model_dir = tiny_checkpoint("timm_efficientnet", tmp_path / "model")
     exported = export_processor(processor, spec)
-    save_processor(exported, model_dir)
+    exported.save_pretrained(model_dir)  # writes pretrained_cfg into the model's config.json
     saved_cfg = json.loads((model_dir / "config.json").read_text())["pretrained_cfg"]
     assert saved_cfg["input_size"] == [3, 56, 56] and saved_cfg["interpolation"] == "bicubic"
     assert saved_cfg["num_classes"] == 5  # other keys of the model's pretrained_cfg are kept

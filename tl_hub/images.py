@@ -230,7 +230,13 @@ def _open(source: ImageLike, where: str) -> Image.Image:
         if len(source) == 0:
             raise BadImageError(where, "zero-byte image data")
         return Image.open(io.BytesIO(bytes(source)))
-    path = Path(os.fspath(source))
+    text = os.fspath(source)
+    if ("::" in text or "://" in text) and not Path(text).exists():
+        # a datasets-style chained/remote path (e.g. "zip://img.jpg::/cache/archive.zip"): let datasets open it
+        from datasets import Image as ImageFeature
+
+        return ImageFeature().decode_example({"path": text, "bytes": None})
+    path = Path(text)
     if path.is_file() and path.stat().st_size == 0:
         raise BadImageError(where, "zero-byte file")
     return Image.open(path)

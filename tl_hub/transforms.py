@@ -300,7 +300,8 @@ def export_processor(processor: Any, spec: ImageSpec) -> Any:
     otherwise a plain ``ViTImageProcessor`` (same back end) with shortest-edge resize + centre crop
     is returned. For ``TimmWrapperImageProcessor`` (which does not save itself: transformers reads
     its settings from the model's ``config.json``), the returned processor carries
-    ``.pretrained_cfg``; write it with `save_processor`, after ``model.save_pretrained``.
+    ``.pretrained_cfg`` and a ``save_pretrained`` that merges it into ``config.json``: call it (or
+    `save_processor`) **after** ``model.save_pretrained``.
 
     Example:
         >>> from transformers import ViTImageProcessor
@@ -309,12 +310,12 @@ def export_processor(processor: Any, spec: ImageSpec) -> Any:
         64
     """
     if _is_timm(processor):
-        from transformers import TimmWrapperImageProcessor
-
         if spec.backend != "timm" or spec.resize_mode != "shortest_edge":
             raise ConfigError(f"export_processor: spec {spec} was not made from a timm processor")
         cfg = _timm_cfg(spec)
-        exported = TimmWrapperImageProcessor(pretrained_cfg=cfg, architecture=getattr(processor, "architecture", None))
+        exported = _exported_timm_class()(
+            pretrained_cfg=cfg, architecture=getattr(processor, "architecture", None)
+        )
         exported.pretrained_cfg = cfg
         return exported
     overrides: dict[str, Any] = {
@@ -354,6 +355,45 @@ def export_processor(processor: Any, spec: ImageSpec) -> Any:
     )
 
 
+def _merge_timm_cfg(cfg: dict[str, Any], output_dir: str | os.PathLike) -> None:
+    out = Path(output_dir)
+    config_path = out / "config.json"
+    if not config_path.is_file():
+        raise DataError(
+            f"saving a timm image processor: {config_path} not found; transformers reads a timm model's "
+            f"preprocessing from its config.json, so call model.save_pretrained({str(out)!r}) first"
+        )
+    config = json.loads(config_path.read_text())
+    config["pretrained_cfg"] = {**config.get("pretrained_cfg", {}), **cfg}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+_EXPORTED_TIMM: list[type] = []
+
+
+def _exported_timm_class() -> type:
+    """A TimmWrapperImageProcessor whose save_pretrained writes its settings where transformers reads them
+    (the model's config.json) instead of silently saving nothing. Created once, importable (picklable) as
+    ``tl_hub.transforms.ExportedTimmWrapperImageProcessor``."""
+    if not _EXPORTED_TIMM:
+        from transformers import TimmWrapperImageProcessor
+
+        class ExportedTimmWrapperImageProcessor(TimmWrapperImageProcessor):
+            def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> list[str]:
+                _merge_timm_cfg(self.pretrained_cfg, save_directory)
+                return [str(Path(save_directory) / "config.json")]
+
+        ExportedTimmWrapperImageProcessor.__qualname__ = "ExportedTimmWrapperImageProcessor"
+        _EXPORTED_TIMM.append(ExportedTimmWrapperImageProcessor)
+    return _EXPORTED_TIMM[0]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExportedTimmWrapperImageProcessor":
+        return _exported_timm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def save_processor(processor: Any, output_dir: str | os.PathLike) -> None:
     """Save an exported processor into a model folder (call after ``model.save_pretrained``).
 
@@ -365,17 +405,11 @@ def save_processor(processor: Any, output_dir: str | os.PathLike) -> None:
         >>> from transformers import ViTImageProcessor
         >>> save_processor(ViTImageProcessor(), tempfile.mkdtemp())
     """
-    out = Path(output_dir)
     cfg = getattr(processor, "pretrained_cfg", None)
     if _is_timm(processor) and cfg is not None:
-        config_path = out / "config.json"
-        if not config_path.is_file():
-            raise DataError(f"save_processor: {config_path} not found; call model.save_pretrained({out}) first")
-        config = json.loads(config_path.read_text())
-        config["pretrained_cfg"] = {**config.get("pretrained_cfg", {}), **cfg}
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        _merge_timm_cfg(cfg, output_dir)
         return
-    processor.save_pretrained(out)
+    processor.save_pretrained(Path(output_dir))
 
 
 # ---------------------------------------------------------------------------------------------------
