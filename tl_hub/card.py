@@ -275,6 +275,24 @@ def _examples_per_label(data: dict, labels: list[str]) -> tuple[list[str], list[
     return ["label", "examples"], [[f"`{n}`", per.get(n, 0)] for n in names]
 
 
+def _accounting(data: dict) -> str:
+    """One sentence: how many entries the source offered and where each went."""
+    found = data.get("entries_found")
+    if not isinstance(found, int) or not found:
+        return ""
+    text = (f"{found:,} entries found: {data.get('used_train', 0):,} for training, {data.get('used_eval', 0):,} "
+            f"for evaluation")
+    if data.get("not_selected"):
+        options = {k: v for k, v in (data.get("options") or {}).items()
+                   if k in ("examples_per_label", "max_train_samples") and v is not None}
+        why = f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+        text += f", {data['not_selected']:,} not selected{why}"
+    skipped = data.get("skipped")
+    if isinstance(skipped, list) and skipped:
+        text += f", {len(skipped):,} skipped"
+    return text
+
+
 def _skipped(data: dict) -> tuple[int, list[list[Any]], dict[str, int]]:
     skipped = data.get("skipped") or []
     rows: list[list[Any]] = []
@@ -473,6 +491,7 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "dataset_text": dataset_text,
         "eval_from": data.get("eval_from") or None,
         "data_notes": [str(n) for n in data.get("notes") or []],
+        "accounting": _accounting(data),
         "splits_table": _md_table(["split", "images"], splits) if splits else "",
         "labels_table": _md_table(header, label_rows) if label_rows else "",
         "n_skipped": n_skipped,
