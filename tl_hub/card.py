@@ -162,7 +162,7 @@ def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str
         ax.set_yticks(range(n), names, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title("Confusion matrix on the evaluation split (counts; colour = row share)")
+        ax.set_title("Confusion matrix, evaluation split\n(counts; colour = share of the true label)", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / CONFUSION_PNG, dpi=100, metadata={"Software": None})
         plt.close(fig)
@@ -186,6 +186,10 @@ def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str
         if best is not None:
             ax_metric.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
         ax_metric.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator
+
+        for axis in (ax_loss, ax_metric):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_metric.set_title("evaluation metrics")
         if eval_keys or best is not None:
             ax_metric.legend()
