@@ -79,6 +79,16 @@ class LocalHub:
         self.read_token = HUB_READ_TOKEN
         self._counter = 0
 
+    @property
+    def faults(self):
+        """The server's FaultQueue: `hub.faults.add("POST", r"/commit/", status=503, retry_after=1)`."""
+        return self.server.faults
+
+    @property
+    def requests(self):
+        """Every request the server saw (method, path, user, has_auth, status, range); never the token."""
+        return self.server.requests
+
     def new_repo_id(self, prefix: str = "repo") -> str:
         """A repo id in the test user's namespace that no other test uses."""
         import uuid

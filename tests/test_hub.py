@@ -180,6 +180,15 @@ def test_token_never_leaks(hub, run_dir, caplog, capsys):
     assert all(not r.has_auth for r in hub.server.requests if r.path.startswith("/lfs-upload/"))
 
 
+def test_tl_hub_parent(hub, run_dir, pushed, tmp_path):
+    from tl_hub.hub import tl_hub_parent
+
+    repo_id, _ = pushed
+    assert tl_hub_parent(repo_id) == repo_id and tl_hub_parent(str(run_dir)) == str(run_dir)
+    assert tl_hub_parent(str(tmp_path)) is None and tl_hub_parent("bundled:efficientnet_lite0") is None
+    assert tl_hub_parent(f"{hub.user}/missing-repo") is None
+
+
 def test_load_and_predict_local_and_hub_agree(hub, run_dir, pushed, images, capsys):
     repo_id, _ = pushed
     model, processor = tl_hub.load(run_dir)

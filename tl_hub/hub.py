@@ -295,6 +295,30 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     return info.commit_url
 
 
+def tl_hub_parent(source: str, revision: str | None = None) -> str | None:
+    """`source` if it is a model tl_hub trained (a folder or Hub repo with run_info.json), else None.
+
+    Training code records the result as run_info.json "parent_model", and the card then names the parent.
+
+    Example:
+        >>> tl_hub_parent("bundled:efficientnet_lite0") is None
+        True
+    """
+    if not isinstance(source, str) or source.startswith("bundled:"):
+        return None
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return source if (local / "run_info.json").is_file() else None
+    from huggingface_hub import file_exists
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        return source if file_exists(source, "run_info.json", revision=revision) else None
+    except (HfHubHTTPError, HFValidationError, OSError):
+        return None  # not reachable / not a repo: the backbone loader reports that itself
+
+
 # ---------------------------------------------------------------------------------------------------
 # pull and predict
 def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any]:
