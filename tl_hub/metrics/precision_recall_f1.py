@@ -58,10 +58,13 @@ class PrecisionRecallF1(evaluate.Metric):
         if labels is None:
             labels = np.union1d(np.unique(predictions), np.unique(references))
         labels = np.asarray(labels, dtype=np.int64)
-        # one row per requested label: true positives, predicted count, reference count
-        tp = np.array([np.sum((predictions == c) & (references == c)) for c in labels], dtype=np.float64)
-        predicted = np.array([np.sum(predictions == c) for c in labels], dtype=np.float64)
-        support = np.array([np.sum(references == c) for c in labels], dtype=np.float64)
+        # per requested label: true positives, predicted count, reference count
+        size = int(max(labels.max(initial=-1), predictions.max(initial=-1), references.max(initial=-1))) + 1
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"precision_recall_f1: labels must be class ids >= 0, got {labels.tolist()}")
+        tp = np.bincount(references[predictions == references], minlength=size)[labels].astype(np.float64)
+        predicted = np.bincount(predictions, minlength=size)[labels].astype(np.float64)
+        support = np.bincount(references, minlength=size)[labels].astype(np.float64)
         precision = _safe_div(tp, predicted)
         recall = _safe_div(tp, support)
         f1 = _safe_div(2 * precision * recall, precision + recall)
