@@ -195,3 +195,19 @@ def test_truncated_download_resumes_and_delay(hub, api, tmp_path):
     request = urllib.request.Request(f"{hub.url}/api/whoami-v2", headers={"Authorization": f"Bearer {hub.token}"})
     assert json.loads(urllib.request.urlopen(request).read())["name"] == hub.user
     assert time.perf_counter() - start >= 0.3
+
+
+def test_chunked_request_body_and_dataset_info(hub, api):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(hub.url.rsplit(":", 1)[1]), timeout=10)
+    body = json.dumps({"content": "---\nlicense: 3\n---\n# card", "repoType": "model"}).encode()
+    conn.request("POST", "/api/validate-yaml", body=iter([body[:10], body[10:]]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    answer = conn.getresponse()
+    assert answer.status == 400 and "license" in json.loads(answer.read())["errors"][0]
+    conn.close()
+    ds_id = hub.new_repo_id("ds-info")
+    api.create_repo(ds_id, repo_type="dataset", private=True)
+    info = api.dataset_info(ds_id)
+    assert info.id == ds_id and info.private and [s.rfilename for s in info.siblings] == [".gitattributes"]
