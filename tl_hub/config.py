@@ -187,7 +187,9 @@ class RecipeConfig:
     lr_scheduler: Literal["cosine", "linear", "constant"] = _f(
         "cosine", "Learning-rate schedule after warmup.", "optimization"
     )
-    warmup_ratio: float = _f(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimization")
+    warmup_ratio: float = _f(
+        0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimization"
+    )
     max_grad_norm: float | None = _f(1.0, "Clip the gradient norm to this value (null = no clipping).", "optimization")
     skip_nonfinite_batches: bool = _f(
         False,
@@ -221,7 +223,9 @@ class RecipeConfig:
     checkpointing_steps: int | Literal["epoch"] | None = _f(
         "epoch", "Save resumable state every N optimizer steps, or 'epoch', or null (never).", "evaluation"
     )
-    save_total_limit: int | None = _f(2, "Keep at most this many checkpoints, oldest removed first (null = all).", "evaluation")
+    save_total_limit: int | None = _f(
+        2, "Keep at most this many checkpoints, oldest removed first (null = all).", "evaluation"
+    )
     resume_from_checkpoint: str | None = _f(
         None, "Resume from a checkpoint folder, or 'latest' (the newest in output_dir/checkpoints).", "evaluation"
     )
@@ -296,7 +300,9 @@ class RecipeConfig:
             arg = args[i]
             if arg in ("--config", "-c"):
                 if i + 1 >= len(args):
-                    raise ConfigError("--config: missing the path of a recipe YAML (e.g. --config recipes/configs/quickstart.yaml)")
+                    raise ConfigError(
+                        "--config: missing the path of a recipe YAML (e.g. --config recipes/configs/quickstart.yaml)"
+                    )
                 config_path, i = args[i + 1], i + 2
                 continue
             if arg.startswith("--config="):
@@ -518,7 +524,9 @@ class RecipeConfig:
         for name in ("resume_from_checkpoint", "output_dir", "feature_cache_dir", "hub_model_id", "dataset", "model"):
             value = getattr(self, name)
             if isinstance(value, str) and _TOKEN_VALUE.match(value):
-                raise ConfigError(f"{name}: the value looks like an access token; tokens never go in a recipe{_TOKEN_HELP}")
+                raise ConfigError(
+                    f"{name}: the value looks like an access token; tokens never go in a recipe{_TOKEN_HELP}"
+                )
 
 
 def quickstart_path() -> Path:

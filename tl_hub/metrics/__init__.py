@@ -226,7 +226,10 @@ def top_k_ids(scores: Any, k: int) -> np.ndarray:
     """
     import torch  # a dependency of tl_hub anyway; topk is 5x faster than numpy's argpartition here
 
-    tensor = scores.detach().float().cpu() if hasattr(scores, "detach") else torch.from_numpy(np.asarray(scores, dtype=np.float32))
+    if hasattr(scores, "detach"):
+        tensor = scores.detach().float().cpu()
+    else:
+        tensor = torch.from_numpy(np.asarray(scores, dtype=np.float32))
     k = min(int(k), tensor.shape[1])
     return torch.topk(tensor, k, dim=1, largest=True, sorted=True).indices.numpy().astype(np.int64)
 
