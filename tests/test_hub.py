@@ -101,6 +101,21 @@ def test_edited_card_is_not_overwritten(hub, run_dir):
     assert "My notes." not in hub.files(repo_id)["README.md"].decode()
 
 
+def test_locally_edited_card_is_pushed_as_is(hub, run_dir, tmp_path, caplog):
+    import shutil
+
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    readme = copy / "README.md"
+    edited = readme.read_text().replace("## Limitations", "## Limitations\n\n- My own caveat.")
+    readme.write_text(edited)
+    repo_id = hub.new_repo_id("local-edit")
+    with caplog.at_level(logging.WARNING, logger="tl_hub.hub"):
+        tl_hub.push_to_hub(copy, repo_id)
+    assert hub.files(repo_id)["README.md"].decode() == edited == readme.read_text()
+    assert "pushing it as it is" in caplog.text
+    tl_hub.push_to_hub(copy, repo_id)  # the remote card equals the local one: no force needed
+
+
 def test_pr_and_branch(hub, run_dir, pushed, tmp_path):
     import shutil
 

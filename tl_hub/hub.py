@@ -7,7 +7,8 @@
   (`tl-hub push --public`); an existing repo keeps its visibility (the log line says which).
   Never pushed: `checkpoints/`, caches, or any file not in the list below.
   A README.md that was edited on the Hub (or not written by tl_hub) is not overwritten unless
-  `force=True` (`tl-hub push --force`).
+  `force=True` (`tl-hub push --force`); a README.md you edited in the output folder is pushed as it
+  is (otherwise the card is re-rendered so its snippets name the real repo id).
   Under a distributed launch only the main process pushes; the others wait for it.
 - `load(repo_or_dir)` → (model, image processor); `predict(repo_or_dir, images)` → top-k labels.
 
@@ -244,7 +245,7 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    from tl_hub.card import card_was_edited, write_model_card
+    from tl_hub.card import card_was_edited, write_model_card, write_plots
 
     out = check_output_dir(output_dir)
     repo_id = _validate_repo_id(repo_id)
@@ -253,7 +254,13 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     with _hub_errors(repo_id, "push to"):
         if "/" not in repo_id:
             repo_id = f"{api.whoami()['name']}/{repo_id}"
-        write_model_card(out, repo_id=repo_id)
+        readme = out / "README.md"
+        if readme.is_file() and card_was_edited(readme.read_text(encoding="utf-8")):
+            logger.warning("%s was edited after tl_hub wrote it: pushing it as it is (not re-rendered for %s)",
+                           readme, repo_id)
+            write_plots(out)
+        else:
+            write_model_card(out, repo_id=repo_id)
         files = files_to_push(out)
         _check_no_token(files, token)  # before anything is created on the Hub
         try:
