@@ -322,44 +322,15 @@ def _find_head(model: Any) -> list[str]:
 
 
 def _probe_head(model: Any) -> list[str]:
-    """Run one dummy forward; the innermost parametrised module whose output *is* the logits is the head."""
-    import torch
+    """The innermost parametrised module whose output *is* the logits (one dummy forward) is the head."""
+    from tl_hub.depth import trace_forward
 
-    from tl_hub.depth import example_input
-
-    produced: list[str] = []
-    outputs: dict[str, Any] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not any(True for _ in module.parameters(recurse=False)):
-            continue
-
-        def hook(mod: Any, args: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, torch.Tensor):
-                produced.append(name)
-                outputs[name] = out
-
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            result = model(example_input(model))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    logits = getattr(result, "logits", result)
-    if not isinstance(logits, torch.Tensor):
+    producers = trace_forward(model).logits_producers
+    if not producers:
         return []
-    ptr = logits.untyped_storage().data_ptr()
-    for name in produced:  # forward hooks fire innermost-first
-        out = outputs[name]
-        if out.numel() == logits.numel() and out.untyped_storage().data_ptr() == ptr:
-            module = model.get_submodule(name)
-            prefix = f"{name}." if name else ""
-            return [prefix + n for n, _ in module.named_parameters(recurse=False)]
-    return []
+    name = producers[0]
+    module = model.get_submodule(name)
+    return [f"{name}.{n}" for n, _ in module.named_parameters(recurse=False)]
 
 
 def _reinit_head(model: Any, head_names: list[str]) -> None:

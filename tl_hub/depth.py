@@ -217,9 +217,89 @@ def example_input(model: Any, batch_size: int = 1) -> Any:
     return x.to(device=device, dtype=dtype)
 
 
-def _execution_order(model: Any, units: set[str]) -> dict[str, int]:
-    """unit -> index of first execution, from forward-pre-hooks during one dummy forward."""
+@dataclass
+class ForwardTrace:
+    """What one dummy forward pass showed about a model's structure.
+
+    Attributes:
+        call_order: module paths in the order they first started running (forward-pre-hooks).
+        logits_producers: paths of modules holding parameters whose output *is* the logits tensor
+            (same storage), innermost first.
+    """
+
+    call_order: list[str]
+    logits_producers: list[str]
+
+
+_TRACES: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], ForwardTrace]] = weakref.WeakKeyDictionary()
+
+
+def trace_forward(model: Any) -> ForwardTrace:
+    """Run one dummy forward (eval mode, no grad, batch 1, native size) and record the module call order
+    and which modules produce the logits; cached per model instance while its parameter names stay the same.
+
+    `load_backbone` (head detection) and `depth_map` (execution order) share this one pass.
+
+    Example:
+        >>> trace_forward(model).call_order[:2]  # doctest: +SKIP
+        ['vit', 'vit.embeddings']
+    """
     import torch
+
+    signature = tuple(n for n, _ in model.named_parameters())
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+
+    order: list[str] = []
+    seen: set[str] = set()
+    finished: list[tuple[str, Any]] = []
+    # logits of a batch of 1 have num_labels elements: keep only outputs of that size alive (holding a
+    # reference also stops a freed activation's memory being reused by the logits, a false match)
+    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+    handles = []
+    for path, module in model.named_modules():
+        if not path:
+            continue
+
+        def pre_hook(mod: Any, args: Any, path: str = path) -> None:
+            if path not in seen:
+                seen.add(path)
+                order.append(path)
+
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        if any(True for _ in module.parameters(recurse=False)):
+
+            def post_hook(mod: Any, args: Any, out: Any, path: str = path) -> None:
+                if isinstance(out, torch.Tensor) and (num_labels is None or out.numel() == num_labels):
+                    finished.append((path, out))
+
+            handles.append(module.register_forward_hook(post_hook))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            result = model(example_input(model))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    logits = getattr(result, "logits", result)
+    producers: list[str] = []
+    if isinstance(logits, torch.Tensor):
+        ptr = logits.untyped_storage().data_ptr()
+        for path, out in finished:  # forward hooks fire innermost-first
+            if out.numel() == logits.numel() and out.untyped_storage().data_ptr() == ptr and path not in producers:
+                producers.append(path)
+    trace = ForwardTrace(call_order=order, logits_producers=producers)
+    _TRACES[model] = (signature, trace)
+    return trace
+
+
+def _execution_order(model: Any, units: set[str]) -> dict[str, int]:
+    """unit -> index of first execution. A unit counts as running when a module inside it that contains
+    no other unit starts (so a stage's own downsample layer is placed after the stage's blocks)."""
 
     def containing_unit(path: str) -> str | None:
         probe = path
@@ -230,29 +310,11 @@ def _execution_order(model: Any, units: set[str]) -> dict[str, int]:
         return None
 
     order: dict[str, int] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if not path:
-            continue
+    for path in trace_forward(model).call_order:
         unit = containing_unit(path)
-        if unit is None or any(u.startswith(path + ".") for u in units if u != unit):
+        if unit is None or unit in order or any(u.startswith(path + ".") for u in units if u != unit):
             continue
-
-        def hook(mod: Any, args: Any, unit: str = unit) -> None:
-            if unit not in order:
-                order[unit] = len(order)
-
-        handles.append(module.register_forward_pre_hook(hook))
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input(model))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
+        order[unit] = len(order)
     return order
 
 
