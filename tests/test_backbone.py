@@ -219,11 +219,15 @@ def test_hub_repo_id_revision_and_errors(hub, tiny):
         load_backbone("tester/does-not-exist", LABELS)
 
 
-def test_processor_for_checkpoints(tiny, caplog):
+def test_processor_for_checkpoints(tiny, tmp_path, caplog):
     processor = load_image_processor(str(tiny("timm_vit")))
     assert type(processor).__name__ == "TimmWrapperImageProcessor"
+    assert load_image_processor(str(tiny("resnet"))).size == {"height": 32, "width": 32}
+    bare = tmp_path / "no_processor"
+    bare.mkdir()
+    (bare / "config.json").write_text((tiny("vit") / "config.json").read_text())
     with caplog.at_level(logging.WARNING, logger="tl_hub"):
-        default = load_image_processor(str(tiny("vit")))  # save_pretrained wrote no processor
+        default = load_image_processor(str(bare))
     assert default.size == {"height": 32, "width": 32} and "no preprocessor_config.json" in caplog.text
 
 

@@ -104,3 +104,12 @@ def test_cached_per_model_instance_and_recomputed_when_params_change(tiny):
 def test_native_input_size(tiny):
     assert native_input_size(load_backbone(str(tiny("hiera")), LABELS)) == (3, 32, 32)
     assert native_input_size(load_backbone(str(tiny("timm_vit")), LABELS)) == (3, 32, 32)
+
+
+def test_wrapped_model_is_unwrapped(tiny):
+    from tl_hub.depth import unwrap_model
+
+    model = load_backbone(str(tiny("vit")), LABELS)
+    wrapped = torch.nn.DataParallel(model)
+    assert unwrap_model(wrapped) is model
+    assert depth_map(wrapped) == depth_map(model)

@@ -14,7 +14,9 @@ Example:
     >>> folder = tiny_checkpoint("vit", tmp_path / "vit")  # doctest: +SKIP
     >>> model = tl_hub.load_backbone(str(folder), ["cat", "dog"])  # doctest: +SKIP
 
-Checkpoints carry `ORIGINAL_LABELS` (5 names) unless `labels` is given, so loading them with other labels
+Each folder holds config.json + model.safetensors + a 32 px image processor (preprocessor_config.json
+for transformers archs; timm archs carry it in config.json's pretrained_cfg). Checkpoints carry
+`ORIGINAL_LABELS` (5 names) unless `labels` is given, so loading them with other labels
 exercises the head swap. timm checkpoints are written with `timm.models.save_for_hf` (safetensors) and so
 carry `model_args` with `num_classes` in the "timm_vit_numclasses" variant: the known TimmWrapper trap.
 """
@@ -158,6 +160,10 @@ def _save_transformers(arch: str, path: Path, labels: list[str]) -> None:
         model = getattr(transformers, model_name)(config)
     _randomise_norm_stats(model)
     model.save_pretrained(path, safe_serialization=True)
+    # like a Hub checkpoint: a processor at the native size (timm folders carry it in config.json)
+    transformers.ViTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(path)
 
 
 def _save_timm(arch: str, path: Path, labels: list[str]) -> None:

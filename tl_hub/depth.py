@@ -78,6 +78,26 @@ def depth_map(model: Any) -> dict[str, int]:
     return dict(depth_info(model).depth_of)
 
 
+def unwrap_model(model: Any) -> Any:
+    """The model inside DistributedDataParallel / DataParallel / torch.compile wrappers (else `model`).
+
+    Example:
+        >>> import torch
+        >>> inner = torch.nn.Linear(2, 2)
+        >>> unwrap_model(torch.nn.DataParallel(inner)) is inner
+        True
+    """
+    import torch.nn as nn
+
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def depth_info(model: Any) -> DepthInfo:
     """`DepthInfo` of `model`, computed once per model instance (recomputed if its parameters change).
 
@@ -88,6 +108,7 @@ def depth_info(model: Any) -> DepthInfo:
     """
     from tl_hub.backbone import head_parameter_names
 
+    model = unwrap_model(model)
     head = head_parameter_names(model)
     signature = (tuple(n for n, _ in model.named_parameters()), tuple(head))
     cached = _CACHE.get(model)

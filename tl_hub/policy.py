@@ -377,12 +377,16 @@ def apply_policy(model: Any, policy: FreezePolicy | str, *, phase: str | None = 
     Returns:
         PolicySummary with trainable/frozen parameter counts and the per-depth table.
 
+    Call it before wrapping the model for distributed training (DDP records which parameters need
+    gradients when it is built); for lp-ft, the "full" phase needs a fresh wrapper/optimizer.
+
     Example:
         >>> summary = apply_policy(model, "lp-ft", phase="head")  # doctest: +SKIP
         >>> summary = apply_policy(model, "lp-ft", phase="full")  # doctest: +SKIP
     """
-    from tl_hub.depth import depth_info
+    from tl_hub.depth import depth_info, unwrap_model
 
+    model = unwrap_model(model)
     if isinstance(policy, str):
         policy = FreezePolicy(policy)
     if phase is not None:
@@ -462,8 +466,9 @@ def param_groups(
         >>> groups = param_groups(model, 1e-3, layer_decay=0.75, weight_decay=0.05)  # doctest: +SKIP
         >>> optimizer = torch.optim.AdamW(groups)  # doctest: +SKIP
     """
-    from tl_hub.depth import depth_info
+    from tl_hub.depth import depth_info, unwrap_model
 
+    model = unwrap_model(model)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"learning_rate: got {lr!r}; use a positive number, e.g. 1e-3")
     if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
