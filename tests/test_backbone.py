@@ -193,6 +193,12 @@ def test_local_folder_errors(tmp_path):
         load_backbone("bundled:resnet9000", LABELS)
 
 
+def test_config_without_model_type_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(CheckpointError, match="names no known model type"):
+        load_backbone(str(tmp_path), LABELS)
+
+
 def test_pickle_only_checkpoint_is_refused(tiny, tmp_path):
     folder = tiny("vit")
     target = tmp_path / "bin_only"

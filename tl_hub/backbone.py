@@ -195,6 +195,11 @@ def _translate_hub_error(err: Exception, source: str, revision: str | None, what
             "(pickled .bin files can run code). Use a revision that has safetensors weights, or convert the "
             "checkpoint (load it yourself and save_pretrained(..., safe_serialization=True))"
         )
+    if "Unrecognized model" in message or "Unrecognized configuration" in message:
+        return CheckpointError(
+            f"source: the config.json of {source!r} names no known model type (no 'model_type', or a timm "
+            "config without 'architecture'/'pretrained_cfg'); it is not a transformers/timm checkpoint"
+        )
     if "Can't load image processor" in message:
         return CheckpointError(f"source: {source!r} (revision {rev!r}) has no {what}")
     if "does not appear to have a file named" in message:
