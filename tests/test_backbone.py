@@ -30,12 +30,6 @@ def _checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def _model_key(model, key: str) -> str:
-    """Checkpoint key -> model parameter name (TimmWrapper adds the `timm_model.` prefix)."""
-    names = dict(model.named_parameters())
-    return key if key in names else f"timm_model.{key}"
-
-
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_fresh_head_sized_and_named_for_labels(tiny, arch):
     folder = tiny(arch)
