@@ -226,3 +226,38 @@ def test_dataloader_workers_share_the_cache(small_bundle):
     indices = torch.cat([b["index"] for b in batches])
     assert sorted(indices.tolist()) == list(range(40))
     assert batches[0]["pixel_values"].shape == (8, 3, 16, 16)
+
+
+def test_augment_batch_crops_flips_and_normalises():
+    from tl_hub.transforms import augment_batch
+
+    pixels = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    spec = ImageSpec(size=20, resize_size=20, mean=(0.5,) * 3, std=(0.25,) * 3)
+    identity = augment_batch(pixels, spec, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    assert torch.allclose(identity, spec.normalize(pixels), atol=1e-5)  # full-image crop at the same size
+    generator = torch.Generator().manual_seed(1)
+    mirrored = augment_batch(pixels, spec, scale=(1.0, 1.0), ratio=(1.0, 1.0), generator=generator)
+    flipped = [torch.allclose(m, spec.normalize(p).flip(-1), atol=1e-5) for m, p in zip(mirrored, pixels)]
+    kept = [torch.allclose(m, spec.normalize(p), atol=1e-5) for m, p in zip(mirrored, pixels)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    small = ImageSpec(size=12, resize_size=20)
+    first = augment_batch(pixels, small, generator=torch.Generator().manual_seed(0))
+    again = augment_batch(pixels, small, generator=torch.Generator().manual_seed(0))
+    other = augment_batch(pixels, small, generator=torch.Generator().manual_seed(1))
+    assert first.shape == (6, 3, 12, 12) and torch.equal(first, again) and not torch.equal(first, other)
+    constant = torch.full((2, 3, 20, 20), 200, dtype=torch.uint8)  # any crop of a flat image stays flat
+    assert torch.allclose(augment_batch(constant, small), small.normalize(constant[:, :, :12, :12]), atol=1e-4)
+
+
+def test_uint8_items_with_batched_transform(small_bundle):
+    spec = ImageSpec(size=16, resize_size=20)
+    train = ImageClassificationDataset(small_bundle.train, spec, train=True, uint8_items=True)
+    item = train[2]
+    assert item["pixel_values"].dtype == torch.uint8 and item["pixel_values"].shape == (3, 20, 20)
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8)))
+    out = train.transform_batch(batch["pixel_values"])
+    assert out.shape == (8, 3, 16, 16) and out.dtype == torch.float32
+    evaluation = ImageClassificationDataset(small_bundle.train, spec, train=False, uint8_items=True)
+    eval_batch = next(iter(torch.utils.data.DataLoader(evaluation, batch_size=4)))
+    reference = ImageClassificationDataset(small_bundle.train, spec, train=False)
+    assert torch.equal(evaluation.transform_batch(eval_batch["pixel_values"])[1], reference[1]["pixel_values"])

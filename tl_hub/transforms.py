@@ -169,6 +169,8 @@ class ImageSpec:
             [1.0, 1.0, 1.0]
         """
         scale, shift = self._affine
+        if scale.device != pixels.device:
+            scale, shift = scale.to(pixels.device), shift.to(pixels.device)
         return pixels.to(torch.float32).mul_(scale).add_(shift)
 
     def eval_transform(self, image: Image.Image) -> torch.Tensor:
@@ -431,6 +433,68 @@ def _random_resized_crop_params(
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def augment_batch(
+    pixels: torch.Tensor,
+    spec: ImageSpec,
+    *,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random resized crop + horizontal flip + normalisation of a whole uint8 batch, on its own device.
+
+    ``pixels``: uint8 ``[B, 3, H, W]`` (e.g. a batch of `ImageClassificationDataset` items made with
+    ``uint8_items=True``, moved to the GPU); returns float32 ``[B, 3, spec.size, spec.size]``. One
+    ``roi_align`` call crops and resizes every image (area-averaged bilinear sampling), so on a GPU
+    the augmentation costs next to nothing and the CPU only gathers cached tensors. Random numbers come
+    from ``generator`` (CPU) so results do not depend on the device.
+
+    Example:
+        >>> import torch
+        >>> spec = ImageSpec(size=8, resize_size=10)
+        >>> augment_batch(torch.zeros(4, 3, 10, 10, dtype=torch.uint8), spec).shape
+        torch.Size([4, 3, 8, 8])
+    """
+    from torchvision.ops import roi_align
+
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise DataError(f"augment_batch: got {pixels.dtype} {tuple(pixels.shape)}; expected uint8 [B, 3, H, W]")
+    batch, _, height, width = pixels.shape
+    tries = 10
+    draws = torch.rand(5, batch, tries, generator=generator, dtype=torch.float64)
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[1])
+    crop_w = torch.sqrt(area * aspect).round()
+    crop_h = torch.sqrt(area / aspect).round()
+    valid = (crop_w >= 1) & (crop_w <= width) & (crop_h >= 1) & (crop_h <= height)
+    first = valid.to(torch.int8).argmax(dim=1)
+    rows = torch.arange(batch)
+    side = float(min(height, width))
+    found = valid.any(dim=1)
+    crop_w = torch.where(found, crop_w[rows, first], torch.full((batch,), side, dtype=torch.float64))
+    crop_h = torch.where(found, crop_h[rows, first], torch.full((batch,), side, dtype=torch.float64))
+    left = torch.floor(draws[2][:, 0] * (width - crop_w + 1)).clamp(min=0)
+    top = torch.floor(draws[3][:, 0] * (height - crop_h + 1)).clamp(min=0)
+    left = torch.where(found, left, torch.full_like(left, (width - side) // 2))
+    top = torch.where(found, top, torch.full_like(top, (height - side) // 2))
+    boxes = torch.stack([rows.to(torch.float64), left, top, left + crop_w, top + crop_h], dim=1)
+    out = roi_align(
+        pixels.to(torch.float32),
+        boxes.to(device=pixels.device, dtype=torch.float32),
+        output_size=(spec.size, spec.size),
+        spatial_scale=1.0,
+        sampling_ratio=-1,
+        aligned=True,
+    )
+    if flip:
+        mirror = (draws[4][:, 0] < 0.5).to(pixels.device).view(batch, 1, 1, 1)
+        out = torch.where(mirror, out.flip(-1), out)
+    scale_t, shift_t = (t.to(pixels.device) for t in spec._affine)
+    return out.mul_(scale_t).add_(shift_t)
+
+
 @dataclass
 class _Source:
     """Raw (undecoded) image rows of an HF dataset, read lazily; picklable for worker processes."""
@@ -467,6 +531,11 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     resized to ``spec.size``, random horizontal flip. ``augment=False`` (or ``train=False``) gives
     the deterministic eval transform, identical to the exported processor.
 
+    On a GPU the per-item CPU work (~2,000 images/s per core) can fall behind the model; with
+    ``uint8_items=True`` items are the cached uint8 tensors as they are, and the training loop calls
+    ``dataset.transform_batch(batch["pixel_values"].to(device))`` (one batched crop/flip/normalise
+    on the device, `augment_batch`).
+
     Example:
         >>> from datasets import Dataset, Features, Image as Img, ClassLabel
         >>> from PIL import Image
@@ -492,6 +561,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         label_column: str = "label",
         num_threads: int | None = None,
         cache_max_bytes: int | None = None,
+        uint8_items: bool = False,
     ) -> None:
         for column in (image_column, label_column):
             if column not in hf_dataset.column_names:
@@ -503,6 +573,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.train = bool(train)
         self.augment = bool(train and augment)
         self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
+        self.uint8_items = bool(uint8_items)
         self.labels = torch.as_tensor(np.asarray(hf_dataset[label_column], dtype=np.int64))
         self.ids = list(hf_dataset["id"]) if "id" in hf_dataset.column_names else None
         self._source = _Source(hf_dataset, image_column)
@@ -559,9 +630,22 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         """
         return self.pixels[index] if self.pixels is not None else self._decode(index)
 
+    def transform_batch(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The batched counterpart of the per-item transform, for ``uint8_items=True`` batches on any
+        device: `augment_batch` for training, normalisation only for eval.
+
+        Example:
+            >>> # batch = next(iter(loader)); x = dataset.transform_batch(batch["pixel_values"].to("cuda"))
+        """
+        if not self.augment:
+            return self.spec.normalize(pixels)
+        return augment_batch(pixels, self.spec, scale=self.scale, ratio=self.ratio, flip=self.flip, generator=generator)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         image = self.uint8(index)
+        if self.uint8_items:
+            return {"pixel_values": image, "labels": self.labels[index], "index": index}
         if self.augment:
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.v2 import functional as tvF
@@ -592,4 +676,5 @@ __all__ = [
     "export_processor",
     "save_processor",
     "ImageClassificationDataset",
+    "augment_batch",
 ]

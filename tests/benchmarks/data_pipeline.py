@@ -125,7 +125,7 @@ def model_rates(size: int, batch: int, steps: int, repeats: int, device: str, bf
     return {"model_forward": fwd, "model_train_step": _rate(train_step, repeats)}
 
 
-def pipeline_rates(source: Any, spec: Any, batch: int, repeats: int, workers: list[int],
+def pipeline_rates(source: Any, spec: Any, batch: int, repeats: int, workers: list[int], device: str = "cpu",
                    **load_kwargs: Any) -> dict[str, float]:
     from tl_hub.data import load_data
     from tl_hub.transforms import ImageClassificationDataset
@@ -155,6 +155,21 @@ def pipeline_rates(source: Any, spec: Any, batch: int, repeats: int, workers: li
             return sum(int(b["labels"].shape[0]) for b in loader)
 
         out[f"epoch_workers{count}"] = _rate(epoch, repeats)
+    if device != "cpu":  # uint8 items, crop/flip/normalise batched on the device
+        fast = ImageClassificationDataset(train, spec, train=True, uint8_items=True)
+        for count in workers:
+            loader = torch.utils.data.DataLoader(fast, batch_size=batch, shuffle=True, num_workers=count,
+                                                 persistent_workers=count > 0, pin_memory=True)
+
+            def device_epoch() -> int:
+                seen = 0
+                for b in loader:
+                    fast.transform_batch(b["pixel_values"].to(device, non_blocking=True))
+                    seen += int(b["labels"].shape[0])
+                return seen
+
+            device_epoch()
+            out[f"device_epoch_workers{count}"] = _rate(device_epoch, repeats)
     out["images"] = len(train)
     return out
 
@@ -186,11 +201,13 @@ def main() -> None:
         return
     results: dict[str, Any] = {"image_size": args.image_size, "batch_size": args.batch_size, "device": args.device,
                                "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "bf16": args.bf16}
-    results["fashion_mnist"] = pipeline_rates("bundled:fashion_mnist", spec, args.batch_size, args.repeats, workers)
+    results["fashion_mnist"] = pipeline_rates("bundled:fashion_mnist", spec, args.batch_size, args.repeats, workers,
+                                              args.device)
     if args.photos:
         with tempfile.TemporaryDirectory() as tmp:
             folder = _photo_folder(Path(tmp) / "photos", args.photos)
-            results["jpeg_folder"] = pipeline_rates(str(folder), spec, args.batch_size, args.repeats, workers)
+            results["jpeg_folder"] = pipeline_rates(str(folder), spec, args.batch_size, args.repeats, workers,
+                                                    args.device)
     results.update(model_rates(args.image_size, args.model_batch_size or args.batch_size, args.model_steps,
                                args.repeats, args.device, args.bf16))
 
@@ -202,13 +219,17 @@ def main() -> None:
             r = results[name]
             print(f"{name + ' (' + str(r['images']) + ' train)':28s}{r['load_data']:11.0f}{r['decode_once_cache']:9.0f}"
                   + "".join(f"{r[f'epoch_workers{w}']:11.0f}" for w in workers))
+            if f"device_epoch_workers{workers[0]}" in r:
+                print(f"{'  uint8 items + ' + args.device + ' aug':28s}{'':20s}"
+                      + "".join(f"{r[f'device_epoch_workers{w}']:11.0f}" for w in workers))
     print(f"{'Lite0 forward (no_grad)':28s}{results['model_forward']:11.0f}")
     print(f"{'Lite0 train step (full)':28s}{results['model_train_step']:11.0f}")
     best = max(workers)
-    slowest_epoch = min(r[f"epoch_workers{best}"] for k, r in results.items() if k in ("fashion_mnist", "jpeg_folder"))
+    key = f"device_epoch_workers{best}" if args.device != "cpu" else f"epoch_workers{best}"
+    slowest_epoch = min(r[key] for k, r in results.items() if k in ("fashion_mnist", "jpeg_folder"))
     results["epoch_over_train_step"] = slowest_epoch / results["model_train_step"]
     results["epoch_over_forward"] = slowest_epoch / results["model_forward"]
-    print(f"pipeline epoch ({best} workers) / model: {results['epoch_over_train_step']:.1f}x the train step, "
+    print(f"pipeline epoch ({key}) / model: {results['epoch_over_train_step']:.1f}x the train step, "
           f"{results['epoch_over_forward']:.1f}x the forward pass (> 1: the model, not the data, is the bottleneck)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
