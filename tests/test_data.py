@@ -340,7 +340,9 @@ def test_unknown_sources_are_clear_errors(tmp_path):
 
 
 # -- bundled -------------------------------------------------------------------------------------------
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_NAMES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
 
 
 def test_bundled_fashion_mnist_offline_with_real_names():

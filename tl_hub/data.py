@@ -30,6 +30,7 @@ import numpy as np
 
 from tl_hub.errors import ConfigError, DataError
 from tl_hub.images import check_image
+from tl_hub.labels import capped_subset, is_missing, per_label_subset, resolve_labels, stratified_split
 from tl_hub.sources import (
     BUNDLED,
     EVAL_SPLIT_ORDER,
@@ -187,136 +188,13 @@ def _read(source: Any, *, image_column: str | None, label_column: str | None, co
             return read_table(path, image_column, label_column)
         if suffix == ".parquet":
             return read_saved(path, image_column, label_column)
-        raise DataError(f"source {text!r}: a file of type {suffix or '(none)'}; use a .csv, .jsonl or .parquet file or a folder")
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or \
-        Path(text).suffix.lower() in (".csv", ".jsonl", ".json", ".parquet", ".zip")
-    if looks_local or text.count("/") > 1:
+        raise DataError(
+            f"source {text!r}: a file of type {suffix or '(none)'}; use a .csv, .jsonl or .parquet file or a folder"
+        )
+    local_suffixes = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".zip")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).suffix.lower() in local_suffixes:
         raise DataError(f"source {text!r}: no such file or folder (and it is not a Hub dataset id like 'org/name')")
     return read_hub(text, config, revision, image_column, label_column)
-
-
-# -- labels -----------------------------------------------------------------------------------------
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) < 0
-    )
-
-
-def _resolve_labels(
-    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = ()
-) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Label names (stable order) and per-pool integer codes (-1 = unlabelled)."""
-    if labels is not None:
-        labels = [str(x) for x in labels]
-        if len(set(labels)) != len(labels):
-            dupes = sorted(k for k, v in Counter(labels).items() if v > 1)
-            raise ConfigError(f"labels: got duplicate names {dupes}; give each label once")
-    pool_names = {p.label_names is not None for p in pools.values()}
-    known = next((p.label_names for p in pools.values() if p.label_names is not None), None)
-    values = [v for p in pools.values() for v in p.targets if not _is_missing(v)]
-    kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "str" for v in values}
-    if known is not None and True in pool_names and len(pool_names) == 1:
-        source_names = list(known)
-        kind = "classlabel"
-    elif kinds == {"int"}:
-        kind = "int"
-        source_names = None
-    else:
-        kind = "str"
-        source_names = None
-    if labels is None:
-        if kind == "classlabel":
-            names = source_names
-        elif kind == "int":
-            top = max(int(v) for v in values) if values else -1
-            names = [str(i) for i in range(top + 1)]
-        else:
-            names = sorted({str(v) for v in values} | set(declared))
-    else:
-        names = list(labels)
-    index = {name: i for i, name in enumerate(names)}
-    codes: dict[str, np.ndarray] = {}
-    unknown: Counter[str] = Counter()
-    for split, pool in pools.items():
-        out = np.full(len(pool.targets), -1, dtype=np.int64)
-        for row, value in enumerate(pool.targets):
-            if _is_missing(value):
-                continue
-            if kind == "classlabel":
-                name = pool.label_names[int(value)]
-                code = index.get(name)
-            elif kind == "int":
-                code = int(value) if 0 <= int(value) < len(names) else None
-                name = str(value)
-            else:
-                name = str(value).strip()
-                code = index.get(name)
-            if code is None:
-                unknown[name] += 1
-            else:
-                out[row] = code
-        codes[split] = out
-    if unknown:
-        raise DataError(
-            f"labels: the data has labels {sorted(unknown)} that are not in labels={names}; add them to labels=, "
-            "or leave labels=None to use the names found in the data"
-        )
-    if len(names) < 2:
-        raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
-    return names, codes
-
-
-# -- splitting and subsampling ----------------------------------------------------------------------
-def _stratified_split(codes: np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    rng = np.random.default_rng(seed)
-    train, evals, singletons = [], [], []
-    for code in np.unique(codes[rows]):
-        members = rows[codes[rows] == code]
-        members = members[rng.permutation(len(members))]
-        if len(members) < 2:
-            singletons.append(int(code))
-            train.append(members)
-            continue
-        k = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
-        evals.append(members[:k])
-        train.append(members[k:])
-    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
-    return cat(train), cat(evals), singletons
-
-
-def _per_label(rows: np.ndarray, codes: np.ndarray, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picked = []
-    for code in np.unique(codes[rows]):
-        members = rows[codes[rows] == code]
-        picked.append(np.sort(rng.choice(members, size=min(k, len(members)), replace=False)))
-    return np.sort(np.concatenate(picked)) if picked else rows
-
-
-def _cap(rows: np.ndarray, codes: np.ndarray, total: int, seed: int) -> np.ndarray:
-    """A stratified random subset of `total` rows that keeps every class (at least one each)."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(codes[rows], return_counts=True)
-    if total < len(classes):
-        raise ConfigError(
-            f"max_train_samples: got {total}, but the training data has {len(classes)} labels; "
-            f"use at least {len(classes)} (one per label) or examples_per_label=..."
-        )
-    share = counts * (total / counts.sum())
-    take = np.maximum(1, np.floor(share)).astype(int)
-    take = np.minimum(take, counts)
-    order = np.argsort(-(share - np.floor(share)))
-    i = 0
-    while take.sum() < total and i < 10 * len(classes):
-        c = order[i % len(classes)]
-        if take[c] < counts[c]:
-            take[c] += 1
-        i += 1
-    while take.sum() > total:
-        c = int(np.argmax(take))
-        take[c] -= 1
-    picked = [rng.choice(rows[codes[rows] == c], size=t, replace=False) for c, t in zip(classes, take)]
-    return np.sort(np.concatenate(picked))
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -380,7 +258,7 @@ def _pick_eval_split(pools: dict[str, Pool], train_split: str, eval_split: str |
             raise ConfigError(f"eval_split: got {eval_split!r}, the same as the training split; pick another split")
         return eval_split
     for name in EVAL_SPLIT_ORDER:  # the first labelled validation/test split (Hub test splits are often -1)
-        if name in pools and name != train_split and any(not _is_missing(t) for t in pools[name].targets):
+        if name in pools and name != train_split and any(not is_missing(t) for t in pools[name].targets):
             return name
     return None
 
@@ -454,12 +332,14 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
     if split is None:
         split = "train" if "train" in pools else (next(iter(pools)) if len(pools) == 1 else None)
         if split is None:
-            raise DataError(f"split: {result.description} has splits {sorted(pools)} and none is 'train'; pass split=...")
+            raise DataError(
+                f"split: {result.description} has splits {sorted(pools)} and none is 'train'; pass split=..."
+            )
     elif split not in pools:
         raise DataError(f"split: got {split!r}, but {result.description} has splits {sorted(pools)}")
     eval_name = _pick_eval_split(pools, split, eval_split, result.description)
     used = {split: pools[split]} | ({eval_name: pools[eval_name]} if eval_name else {})
-    names, codes = _resolve_labels(used, labels, result.declared_labels)
+    names, codes = resolve_labels(used, labels, result.declared_labels)
 
     report = DataReport(
         source=result.description, source_type=result.source_type, labels=names,
@@ -485,7 +365,7 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
         eval_rows = np.flatnonzero(codes[eval_name] >= 0)
         report.eval_split, report.eval_from = eval_name, f"the dataset's own {eval_name!r} split"
     else:
-        train_rows, eval_rows, singletons = _stratified_split(train_codes, labelled, eval_fraction, seed)
+        train_rows, eval_rows, singletons = stratified_split(train_codes, labelled, eval_fraction, seed)
         report.eval_from = f"stratified {eval_fraction:g} split of {split!r} (seed {seed})"
         report.singleton_labels = [names[c] for c in singletons]
         if singletons:
@@ -495,12 +375,13 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
             )
     before = len(train_rows)
     if examples_per_label is not None:
-        train_rows = _per_label(train_rows, train_codes, int(examples_per_label), seed)
-        short = {names[c]: int(n) for c, n in zip(*np.unique(train_codes[train_rows], return_counts=True)) if n < examples_per_label}
+        train_rows = per_label_subset(train_rows, train_codes, int(examples_per_label), seed)
+        present, counts = np.unique(train_codes[train_rows], return_counts=True)
+        short = {names[c]: int(n) for c, n in zip(present, counts) if n < examples_per_label}
         if short:
             report.notes.append(f"examples_per_label={examples_per_label}: fewer available for {short}")
     if max_train_samples is not None and len(train_rows) > max_train_samples:
-        train_rows = _cap(train_rows, train_codes, int(max_train_samples), seed)
+        train_rows = capped_subset(train_rows, train_codes, int(max_train_samples), seed)
     report.not_selected = before - len(train_rows)
 
     eval_pool = used[eval_name] if eval_name else used[split]
@@ -549,7 +430,10 @@ def _bad_image_policy(report: DataReport, on_bad_image: str, max_bad_fraction: f
     listing = "; ".join(f"{s['id']}: {s['reason']}" for s in bad[:10]) + (" ..." if len(bad) > 10 else "")
     fraction = report.bad_images / max(1, report.images_checked)
     if on_bad_image == "error":
-        raise DataError(f"{report.bad_images} bad image(s) with on_bad_image='error': {listing}; fix or remove them, or use on_bad_image='skip'")
+        raise DataError(
+            f"{report.bad_images} bad image(s) with on_bad_image='error': {listing}; fix or remove them, "
+            "or use on_bad_image='skip'"
+        )
     if fraction > max_bad_fraction:
         raise DataError(
             f"{report.bad_images} of {report.images_checked} images are bad ({fraction:.1%} > max_bad_fraction="

@@ -6,7 +6,10 @@ plus the raw label of every row (strings, integers, or ClassLabel codes with the
 records every file it will not use, with the reason.
 
 Example:
-    >>> result = read_source(({"bytes": None, "path": "a.png"},), None)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> result = read_memory([np.zeros((4, 4), np.uint8)] * 2, ["cat", "dog"])
+    >>> result.pools["train"].targets, result.pools["train"].dataset.column_names
+    (['cat', 'dog'], ['image', 'id'])
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 EVAL_SPLIT_ORDER = ("validation", "valid", "val", "dev", "eval", "evaluation", "test", "testing")
-IMAGE_COLUMN_NAMES = ("image", "img", "images", "image_path", "path", "file", "filename", "file_name", "filepath", "file_path")
+IMAGE_COLUMN_NAMES = (
+    "image", "img", "images", "image_path", "path", "file", "filename", "file_name", "filepath", "file_path",
+)
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "class_name", "y", "fine_label")
 
 
@@ -94,22 +99,16 @@ def _walk(directory: Path, skipped: list[dict[str, str]], extensions: frozenset[
     found: list[Path] = []
     for root, dirs, files in os.walk(directory):
         root_path = Path(root)
-        hidden_dirs = sorted(d for d in dirs if is_hidden(d))
+        for hidden in sorted(d for d in dirs if is_hidden(d)):
+            _walk_hidden_dir(root_path / hidden, skipped)
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        for hidden in hidden_dirs:
-            for sub_root, _, sub_files in os.walk(root_path / hidden):
-                for name in sorted(sub_files):
-                    skipped.append(
-                        {"id": str(Path(sub_root) / name), "reason": f"inside hidden folder {hidden!r}", "kind": "ignored"}
-                    )
         for name in sorted(files):
             path = root_path / name
             if is_hidden(name):
                 skipped.append({"id": str(path), "reason": "hidden file", "kind": "ignored"})
             elif path.suffix.lower() not in extensions:
-                skipped.append(
-                    {"id": str(path), "reason": f"not an image file (extension {path.suffix or 'none'!r})", "kind": "ignored"}
-                )
+                reason = f"not an image file (extension {path.suffix or 'none'!r})"
+                skipped.append({"id": str(path), "reason": reason, "kind": "ignored"})
             else:
                 found.append(path)
     return found
@@ -135,9 +134,8 @@ def _class_dirs(directory: Path, skipped: list[dict[str, str]]) -> list[str]:
 def _walk_hidden_dir(directory: Path, skipped: list[dict[str, str]]) -> None:
     for sub_root, _, sub_files in os.walk(directory):
         for name in sorted(sub_files):
-            skipped.append(
-                {"id": str(Path(sub_root) / name), "reason": f"inside hidden folder {directory.name!r}", "kind": "ignored"}
-            )
+            reason = f"inside hidden folder {directory.name!r}"
+            skipped.append({"id": str(Path(sub_root) / name), "reason": reason, "kind": "ignored"})
 
 
 def _class_folder_pool(name: str, directory: Path, skipped: list[dict[str, str]]) -> tuple[Pool, list[str]]:
@@ -204,7 +202,9 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequenc
         if name in lowered:
             return lowered[name]
     option = "image_column" if what == "image" else "label_column"
-    raise DataError(f"{where}: cannot tell which column holds the {what}; columns are {list(columns)}; pass {option}=...")
+    raise DataError(
+        f"{where}: cannot tell which column holds the {what}; columns are {list(columns)}; pass {option}=..."
+    )
 
 
 def _int_like(values: list[Any]) -> bool:
@@ -236,9 +236,11 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
                 rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                rows = list(csv.DictReader(handle))
+                rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot parse ({exc}); expected CSV with a header row, or one JSON object per line") from exc
+        raise DataError(
+            f"{path}: cannot parse ({exc}); expected CSV with a header row, or one JSON object per line"
+        ) from exc
     if not rows:
         raise DataError(f"{path}: no rows; expected a header and one row per image")
     columns = list(rows[0].keys())
@@ -248,8 +250,9 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
     skipped: list[dict[str, str]] = []
     paths, targets = [], []
     raw_labels = [row.get(label_col) for row in rows]
-    as_int = path.suffix.lower() == ".csv" and _int_like(raw_labels)
-    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+    is_csv = path.suffix.lower() in (".csv", ".tsv")
+    as_int = is_csv and _int_like(raw_labels)
+    for number, row in enumerate(rows, start=2 if is_csv else 1):
         where = f"{path}:{number}"
         value = row.get(image_col)
         label = row.get(label_col)
@@ -263,11 +266,12 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
         if not image_path.is_absolute():
             image_path = base / image_path
         if not image_path.is_file():
-            skipped.append({"id": str(image_path), "reason": f"file not found (row {number} of {path.name})", "kind": "bad_image"})
+            reason = f"file not found (row {number} of {path.name})"
+            skipped.append({"id": str(image_path), "reason": reason, "kind": "bad_image"})
             continue
         paths.append(str(image_path))
         targets.append(int(str(label).strip()) if as_int else (label.strip() if isinstance(label, str) else label))
-    kind = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+    kind = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else path.suffix.lower().lstrip(".")
     return SourceResult(kind, str(path), {"train": _file_pool("train", paths, targets)}, skipped, image_col, label_col)
 
 
@@ -377,7 +381,8 @@ def read_hf(datasets_by_split: Mapping[str, Any], description: str, source_type:
 
     Example:
         >>> from datasets import Dataset
-        >>> read_hf({"train": Dataset.from_dict({"img": ["a.png"], "label": ["x"]})}, "d", "dataset", None, None).image_column
+        >>> ds = Dataset.from_dict({"img": ["a.png"], "label": ["x"]})
+        >>> read_hf({"train": ds}, "d", "dataset", None, None).image_column
         'img'
     """
     if not datasets_by_split:

@@ -12,9 +12,8 @@ Three resize back ends are reproduced bit-for-bit:
 * ``"timm"`` - ``TimmWrapperImageProcessor`` (timm eval transform: PIL resize, torchvision centre
   crop, which rounds its offset).
 
-`ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x 3 x R x R``) and
-then serves epochs from memory: random resized crop + horizontal flip on the uint8 tensor for
-training, the deterministic eval crop otherwise.
+`ImageClassificationDataset` and `augment_batch` live in `tl_hub.image_dataset` and are importable
+from here too.
 
 Example:
     >>> from transformers import ViTImageProcessor
@@ -29,8 +28,7 @@ import json
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 _PIL_RESAMPLE = {name: code for code, name in _RESAMPLE_NAMES.items()}
-_TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 @dataclass(frozen=True)
@@ -158,14 +155,16 @@ class ImageSpec:
             >>> ImageSpec(size=4, resize_size=5).eval_uint8(Image.new("RGB", (2, 3))).shape
             torch.Size([3, 4, 4])
         """
-        return self.resize_uint8(image, self.resize_size if self.resize_mode == "shortest_edge" else self.size, crop=self.size)
+        side = self.resize_size if self.resize_mode == "shortest_edge" else self.size
+        return self.resize_uint8(image, side, crop=self.size)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``[..., 3, H, W]`` -> float32 ``(x / 255 - mean) / std``.
 
         Example:
             >>> import torch
-            >>> ImageSpec(size=1, resize_size=1).normalize(torch.full((3, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
+            >>> white = torch.full((3, 1, 1), 255, dtype=torch.uint8)
+            >>> ImageSpec(size=1, resize_size=1).normalize(white).flatten().tolist()
             [1.0, 1.0, 1.0]
         """
         scale, shift = self._affine
@@ -393,6 +392,10 @@ def _exported_timm_class() -> type:
 def __getattr__(name: str) -> Any:
     if name == "ExportedTimmWrapperImageProcessor":
         return _exported_timm_class()
+    if name in ("ImageClassificationDataset", "augment_batch"):  # defined in tl_hub.image_dataset
+        from tl_hub import image_dataset
+
+        return getattr(image_dataset, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -412,262 +415,6 @@ def save_processor(processor: Any, output_dir: str | os.PathLike) -> None:
         _merge_timm_cfg(cfg, output_dir)
         return
     processor.save_pretrained(Path(output_dir))
-
-
-# ---------------------------------------------------------------------------------------------------
-def _random_resized_crop_params(
-    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator | None
-) -> tuple[int, int, int, int]:
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
-        aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-            return top, left, h, w
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side, side
-
-
-def augment_batch(
-    pixels: torch.Tensor,
-    spec: ImageSpec,
-    *,
-    scale: tuple[float, float] = (0.25, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flip: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Random resized crop + horizontal flip + normalisation of a whole uint8 batch, on its own device.
-
-    ``pixels``: uint8 ``[B, 3, H, W]`` (e.g. a batch of `ImageClassificationDataset` items made with
-    ``uint8_items=True``, moved to the GPU); returns float32 ``[B, 3, spec.size, spec.size]``. One
-    ``roi_align`` call crops and resizes every image (area-averaged bilinear sampling), so on a GPU
-    the augmentation costs next to nothing and the CPU only gathers cached tensors. Random numbers come
-    from ``generator`` (CPU) so results do not depend on the device.
-
-    Example:
-        >>> import torch
-        >>> spec = ImageSpec(size=8, resize_size=10)
-        >>> augment_batch(torch.zeros(4, 3, 10, 10, dtype=torch.uint8), spec).shape
-        torch.Size([4, 3, 8, 8])
-    """
-    from torchvision.ops import roi_align
-
-    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise DataError(f"augment_batch: got {pixels.dtype} {tuple(pixels.shape)}; expected uint8 [B, 3, H, W]")
-    batch, _, height, width = pixels.shape
-    tries = 10
-    draws = torch.rand(5, batch, tries, generator=generator, dtype=torch.float64)
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[0])
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[1])
-    crop_w = torch.sqrt(area * aspect).round()
-    crop_h = torch.sqrt(area / aspect).round()
-    valid = (crop_w >= 1) & (crop_w <= width) & (crop_h >= 1) & (crop_h <= height)
-    first = valid.to(torch.int8).argmax(dim=1)
-    rows = torch.arange(batch)
-    side = float(min(height, width))
-    found = valid.any(dim=1)
-    crop_w = torch.where(found, crop_w[rows, first], torch.full((batch,), side, dtype=torch.float64))
-    crop_h = torch.where(found, crop_h[rows, first], torch.full((batch,), side, dtype=torch.float64))
-    left = torch.floor(draws[2][:, 0] * (width - crop_w + 1)).clamp(min=0)
-    top = torch.floor(draws[3][:, 0] * (height - crop_h + 1)).clamp(min=0)
-    left = torch.where(found, left, torch.full_like(left, (width - side) // 2))
-    top = torch.where(found, top, torch.full_like(top, (height - side) // 2))
-    boxes = torch.stack([rows.to(torch.float64), left, top, left + crop_w, top + crop_h], dim=1)
-    out = roi_align(
-        pixels.to(torch.float32),
-        boxes.to(device=pixels.device, dtype=torch.float32),
-        output_size=(spec.size, spec.size),
-        spatial_scale=1.0,
-        sampling_ratio=-1,
-        aligned=True,
-    )
-    if flip:
-        mirror = (draws[4][:, 0] < 0.5).to(pixels.device).view(batch, 1, 1, 1)
-        out = torch.where(mirror, out.flip(-1), out)
-    scale_t, shift_t = (t.to(pixels.device) for t in spec._affine)
-    return out.mul_(scale_t).add_(shift_t)
-
-
-@dataclass
-class _Source:
-    """Raw (undecoded) image rows of an HF dataset, read lazily; picklable for worker processes."""
-
-    dataset: Any
-    column: str = "image"
-    _raw: Any = field(default=None, repr=False)
-
-    def raw(self) -> Any:
-        if self._raw is None:
-            from datasets import Image as ImageFeature
-
-            self._raw = self.dataset.cast_column(self.column, ImageFeature(decode=False))
-        return self._raw
-
-    def row(self, index: int) -> Any:
-        return self.raw()[int(index)][self.column]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "column": self.column, "_raw": None}
-
-
-class ImageClassificationDataset(torch.utils.data.Dataset):
-    """A torch Dataset over a `load_data` split: ``{"pixel_values", "labels", "index"}`` per item.
-
-    With ``cache=True`` every image is decoded and resized **once** (threads; PIL and torchvision
-    release the GIL) into one uint8 tensor, ``N x 3 x R x R`` (R = ``spec.resize_size`` for training,
-    ``spec.size`` for eval), shared copy-on-write with forked DataLoader workers and through shared
-    memory with spawned ones. Later epochs only crop, flip and normalise. If the cache would exceed
-    ``cache_max_bytes`` (default: 40 % of RAM, at most 16 GiB) images are decoded per item instead
-    (do that in DataLoader workers).
-
-    Training items: random resized crop (area ``scale``, aspect 3/4..4/3) of the cached square,
-    resized to ``spec.size``, random horizontal flip. ``augment=False`` (or ``train=False``) gives
-    the deterministic eval transform, identical to the exported processor.
-
-    On a GPU the per-item CPU work (~2,000 images/s per core) can fall behind the model; with
-    ``uint8_items=True`` items are the cached uint8 tensors as they are, and the training loop calls
-    ``dataset.transform_batch(batch["pixel_values"].to(device))`` (one batched crop/flip/normalise
-    on the device, `augment_batch`).
-
-    Example:
-        >>> from datasets import Dataset, Features, Image as Img, ClassLabel
-        >>> from PIL import Image
-        >>> ds = Dataset.from_dict({"image": [Image.new("RGB", (9, 7))], "label": [1]},
-        ...                        features=Features(image=Img(), label=ClassLabel(names=["a", "b"])))
-        >>> item = ImageClassificationDataset(ds, ImageSpec(size=8, resize_size=8), train=False)[0]
-        >>> item["pixel_values"].shape, int(item["labels"])
-        (torch.Size([3, 8, 8]), 1)
-    """
-
-    def __init__(
-        self,
-        hf_dataset: Any,
-        spec: ImageSpec,
-        *,
-        train: bool,
-        augment: bool = True,
-        cache: bool = True,
-        scale: tuple[float, float] = (0.25, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        flip: bool = True,
-        image_column: str = "image",
-        label_column: str = "label",
-        num_threads: int | None = None,
-        cache_max_bytes: int | None = None,
-        uint8_items: bool = False,
-    ) -> None:
-        for column in (image_column, label_column):
-            if column not in hf_dataset.column_names:
-                raise DataError(
-                    f"ImageClassificationDataset: column {column!r} not in {hf_dataset.column_names}; "
-                    "pass image_column=/label_column= or use tl_hub.load_data"
-                )
-        self.spec = spec
-        self.train = bool(train)
-        self.augment = bool(train and augment)
-        self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
-        self.uint8_items = bool(uint8_items)
-        self.labels = torch.as_tensor(np.asarray(hf_dataset[label_column], dtype=np.int64))
-        self.ids = list(hf_dataset["id"]) if "id" in hf_dataset.column_names else None
-        self._source = _Source(hf_dataset, image_column)
-        self.side = spec.resize_size if self.augment else spec.size
-        self.pixels: torch.Tensor | None = None
-        if cache:
-            need = len(self) * 3 * self.side * self.side
-            budget = cache_max_bytes if cache_max_bytes is not None else _default_cache_budget()
-            if need <= budget:
-                self.pixels = self._decode_all(num_threads)
-            else:
-                logger.warning(
-                    "image cache would need %.1f GiB (> %.1f GiB budget): decoding per item instead; "
-                    "use DataLoader workers (num_workers) or a smaller image_size",
-                    need / 2**30,
-                    budget / 2**30,
-                )
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def _name(self, index: int) -> str:
-        return self.ids[index] if self.ids is not None else f"row {index}"
-
-    def _geometry(self, image: Image.Image) -> torch.Tensor:
-        if not self.augment:
-            return self.spec.eval_uint8(image)
-        return self.spec.resize_uint8(image, self.spec.resize_size, crop=self.spec.resize_size)
-
-    def _decode(self, index: int) -> torch.Tensor:
-        return self._geometry(open_image(self._source.row(index), where=self._name(index)))
-
-    def _decode_all(self, num_threads: int | None) -> torch.Tensor:
-        pixels = torch.empty((len(self), 3, self.side, self.side), dtype=torch.uint8)
-        raw = self._source.raw()
-        threads = num_threads or min(4, os.cpu_count() or 1)
-        chunk = 256
-
-        def work(args: tuple[int, Any]) -> None:
-            index, row = args
-            pixels[index] = self._geometry(open_image(row, where=self._name(index)))
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for start in range(0, len(self), chunk):
-                rows = raw[start : start + chunk][self._source.column]
-                list(pool.map(work, enumerate(rows, start=start)))
-        return pixels
-
-    def uint8(self, index: int) -> torch.Tensor:
-        """The cached (or freshly decoded) uint8 image before augmentation.
-
-        Example:
-            >>> # ds[i]["pixel_values"] == spec.normalize(ds.uint8(i)) when train=False
-        """
-        return self.pixels[index] if self.pixels is not None else self._decode(index)
-
-    def transform_batch(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The batched counterpart of the per-item transform, for ``uint8_items=True`` batches on any
-        device: `augment_batch` for training, normalisation only for eval.
-
-        Example:
-            >>> # batch = next(iter(loader)); x = dataset.transform_batch(batch["pixel_values"].to("cuda"))
-        """
-        if not self.augment:
-            return self.spec.normalize(pixels)
-        return augment_batch(pixels, self.spec, scale=self.scale, ratio=self.ratio, flip=self.flip, generator=generator)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
-        image = self.uint8(index)
-        if self.uint8_items:
-            return {"pixel_values": image, "labels": self.labels[index], "index": index}
-        if self.augment:
-            from torchvision.transforms import InterpolationMode
-            from torchvision.transforms.v2 import functional as tvF
-
-            top, left, h, w = _random_resized_crop_params(image.shape[-2], image.shape[-1], self.scale, self.ratio, None)
-            image = tvF.resize(
-                image[:, top : top + h, left : left + w].contiguous(),
-                [self.spec.size, self.spec.size],
-                interpolation=InterpolationMode.BILINEAR,
-                antialias=True,
-            )
-            if self.flip and bool(torch.rand(()) < 0.5):
-                image = image.flip(-1)
-        return {"pixel_values": self.spec.normalize(image), "labels": self.labels[index], "index": index}
-
-
-def _default_cache_budget() -> int:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 * 2**30
-    return int(min(0.4 * total, 16 * 2**30))
 
 
 __all__ = [

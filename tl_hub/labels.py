@@ -1,0 +1,190 @@
+"""Label names and codes, stratified splits and class-balanced subsets (pure numpy, seeded).
+
+Rules: label order is stable (the source's ClassLabel order, else sorted names, else ``"0".."K-1"``
+for integer labels, which keep their meaning); a split stratifies every label with two or more
+examples and keeps single-example labels in train; subsets never drop a label.
+
+Example:
+    >>> import numpy as np
+    >>> codes = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    >>> train, evals, singletons = stratified_split(codes, np.arange(9), 0.25, seed=0)
+    >>> len(train), len(evals), singletons
+    (7, 2, [2])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tl_hub.errors import ConfigError, DataError
+from tl_hub.sources import Pool
+
+__all__ = ["is_missing", "resolve_labels", "stratified_split", "per_label_subset", "capped_subset"]
+
+
+def is_missing(value: Any) -> bool:
+    """True for "no label": None, an empty string, or a negative integer (Hub test splits use -1).
+
+    Example:
+        >>> is_missing(-1), is_missing(""), is_missing(0), is_missing("cat")
+        (True, True, False, False)
+    """
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) < 0
+    )
+
+
+def resolve_labels(
+    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = ()
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Label names (stable order) and each pool's integer codes (-1 = unlabelled).
+
+    ``labels`` (user names, class-id order) wins; else the pools' ClassLabel names; else ``"0".."max"``
+    for integer labels (they keep their meaning); else the sorted names found plus ``declared`` ones
+    (class folders, so an empty folder is an empty label, not a silently missing one).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> pool = Pool("train", Dataset.from_dict({"id": ["a", "b"]}), ["dog", "cat"])
+        >>> names, codes = resolve_labels({"train": pool}, None)
+        >>> names, codes["train"].tolist()
+        (['cat', 'dog'], [1, 0])
+    """
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(set(labels)) != len(labels):
+            dupes = sorted(k for k, v in Counter(labels).items() if v > 1)
+            raise ConfigError(f"labels: got duplicate names {dupes}; give each label once")
+    pool_names = {p.label_names is not None for p in pools.values()}
+    known = next((p.label_names for p in pools.values() if p.label_names is not None), None)
+    values = [v for p in pools.values() for v in p.targets if not is_missing(v)]
+    kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "str" for v in values}
+    if known is not None and True in pool_names and len(pool_names) == 1:
+        source_names = list(known)
+        kind = "classlabel"
+    elif kinds == {"int"}:
+        kind = "int"
+        source_names = None
+    else:
+        kind = "str"
+        source_names = None
+    if labels is None:
+        if kind == "classlabel":
+            names = source_names
+        elif kind == "int":
+            top = max(int(v) for v in values) if values else -1
+            names = [str(i) for i in range(top + 1)]
+        else:
+            names = sorted({str(v) for v in values} | set(declared))
+    else:
+        names = list(labels)
+    index = {name: i for i, name in enumerate(names)}
+    codes: dict[str, np.ndarray] = {}
+    unknown: Counter[str] = Counter()
+    for split, pool in pools.items():
+        out = np.full(len(pool.targets), -1, dtype=np.int64)
+        for row, value in enumerate(pool.targets):
+            if is_missing(value):
+                continue
+            if kind == "classlabel":
+                name = pool.label_names[int(value)]
+                code = index.get(name)
+            elif kind == "int":
+                code = int(value) if 0 <= int(value) < len(names) else None
+                name = str(value)
+            else:
+                name = str(value).strip()
+                code = index.get(name)
+            if code is None:
+                unknown[name] += 1
+            else:
+                out[row] = code
+        codes[split] = out
+    if unknown:
+        raise DataError(
+            f"labels: the data has labels {sorted(unknown)} that are not in labels={names}; add them to labels=, "
+            "or leave labels=None to use the names found in the data"
+        )
+    if len(names) < 2:
+        raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
+    return names, codes
+
+
+def stratified_split(
+    codes: np.ndarray, rows: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Split ``rows`` into (train, eval, singleton codes): per label ``round(n * fraction)`` rows (at
+    least 1, at most n - 1) go to eval; labels with one example stay in train and are returned.
+
+    Example:
+        >>> import numpy as np
+        >>> train, evals, single = stratified_split(np.array([0, 0, 1, 1, 1]), np.arange(5), 0.5, seed=0)
+        >>> sorted(np.concatenate([train, evals]).tolist()), len(evals), single
+        ([0, 1, 2, 3, 4], 3, [])
+    """
+    rng = np.random.default_rng(seed)
+    train, evals, singletons = [], [], []
+    for code in np.unique(codes[rows]):
+        members = rows[codes[rows] == code]
+        members = members[rng.permutation(len(members))]
+        if len(members) < 2:
+            singletons.append(int(code))
+            train.append(members)
+            continue
+        k = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
+        evals.append(members[:k])
+        train.append(members[k:])
+    cat = lambda parts: np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
+    return cat(train), cat(evals), singletons
+
+
+def per_label_subset(rows: np.ndarray, codes: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A seeded random choice of ``k`` rows per label (all of a label's rows when it has fewer).
+
+    Example:
+        >>> import numpy as np
+        >>> len(per_label_subset(np.arange(6), np.array([0, 0, 0, 1, 1, 1]), 2, seed=0))
+        4
+    """
+    rng = np.random.default_rng(seed)
+    picked = []
+    for code in np.unique(codes[rows]):
+        members = rows[codes[rows] == code]
+        picked.append(np.sort(rng.choice(members, size=min(k, len(members)), replace=False)))
+    return np.sort(np.concatenate(picked)) if picked else rows
+
+
+def capped_subset(rows: np.ndarray, codes: np.ndarray, total: int, seed: int) -> np.ndarray:
+    """A seeded, stratified random subset of ``total`` rows that keeps every label (at least one each).
+
+    Example:
+        >>> import numpy as np
+        >>> np.bincount(np.array([0] * 8 + [1] * 2)[capped_subset(np.arange(10), np.array([0] * 8 + [1] * 2), 5, 0)])
+        array([4, 1])
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(codes[rows], return_counts=True)
+    if total < len(classes):
+        raise ConfigError(
+            f"max_train_samples: got {total}, but the training data has {len(classes)} labels; "
+            f"use at least {len(classes)} (one per label) or examples_per_label=..."
+        )
+    share = counts * (total / counts.sum())
+    take = np.maximum(1, np.floor(share)).astype(int)
+    take = np.minimum(take, counts)
+    order = np.argsort(-(share - np.floor(share)))
+    i = 0
+    while take.sum() < total and i < 10 * len(classes):
+        c = order[i % len(classes)]
+        if take[c] < counts[c]:
+            take[c] += 1
+        i += 1
+    while take.sum() > total:
+        c = int(np.argmax(take))
+        take[c] -= 1
+    picked = [rng.choice(rows[codes[rows] == c], size=t, replace=False) for c, t in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
