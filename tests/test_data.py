@@ -123,6 +123,16 @@ def test_empty_class_folder_is_an_error(tmp_path):
         load_data(str(root))
 
 
+def test_folder_without_class_folders_and_multilabel_targets(tmp_path):
+    for i in range(3):
+        _img(tmp_path / "flat" / f"{i}.png")
+    with pytest.raises(DataError, match=r"no images to train on.*not inside a class folder.*<root>/<label>"):
+        load_data(str(tmp_path / "flat"))
+    arrays = [np.zeros((4, 4), np.uint8)] * 4
+    with pytest.raises(DataError, match="single-label"):
+        load_data((arrays, [["a", "b"], ["a"], ["b"], ["a"]]))
+
+
 def test_singleton_classes_do_not_crash_the_split(tmp_path):
     root = _folder(tmp_path / "ds", {"many": 10, "few": 3, "one": 1})
     bundle = load_data(str(root), eval_fraction=0.3)

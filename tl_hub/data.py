@@ -337,6 +337,14 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
             )
     elif split not in pools:
         raise DataError(f"split: got {split!r}, but {result.description} has splits {sorted(pools)}")
+    if not pools[split].targets:
+        reasons = Counter(item["reason"].split(" (")[0] for item in result.skipped).most_common(3)
+        raise DataError(
+            f"{result.description}: found no images to train on in split {split!r}"
+            + (f" ({len(result.skipped)} entries skipped: {reasons})" if result.skipped else "")
+            + "; expected <root>/<label>/<image> folders, a CSV/JSONL with image and label columns, or a dataset "
+            "with an image and a label column"
+        )
     eval_name = _pick_eval_split(pools, split, eval_split, result.description)
     used = {split: pools[split]} | ({eval_name: pools[eval_name]} if eval_name else {})
     names, codes = resolve_labels(used, labels, result.declared_labels)

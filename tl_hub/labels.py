@@ -62,6 +62,12 @@ def resolve_labels(
     pool_names = {p.label_names is not None for p in pools.values()}
     known = next((p.label_names for p in pools.values() if p.label_names is not None), None)
     values = [v for p in pools.values() for v in p.targets if not is_missing(v)]
+    odd = next((v for v in values if isinstance(v, (list, tuple, dict, set, float))), None)
+    if odd is not None:
+        raise DataError(
+            f"labels: got a {type(odd).__name__} label ({odd!r}); tl_hub trains single-label classifiers: give one "
+            "class name or integer id per image (multi-label and regression targets are not supported)"
+        )
     kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "str" for v in values}
     if known is not None and True in pool_names and len(pool_names) == 1:
         source_names = list(known)
