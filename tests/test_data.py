@@ -401,3 +401,11 @@ def test_unlabelled_rows_and_unlabelled_test_split():
     assert len(bundle.train) + len(bundle.eval) == 10
     no_label = [s["id"] for s in bundle.report.skipped if s["kind"] == "no_label"]
     assert no_label == ["train[10]", "train[11]"] and bundle.report.accounted
+
+
+def test_bundled_digits_without_scikit_learn_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import of it now raises ImportError
+    with pytest.raises(DataError, match="pip install scikit-learn"):
+        load_data("bundled:digits")
