@@ -409,3 +409,18 @@ def test_bundled_digits_without_scikit_learn_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import of it now raises ImportError
     with pytest.raises(DataError, match="pip install scikit-learn"):
         load_data("bundled:digits")
+
+
+def test_bad_images_in_a_subset_are_replaced_by_good_ones(tmp_path):
+    root = _folder(tmp_path / "ds", {"a": 5, "b": 6})
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    reported = 0
+    for seed in range(6):
+        bundle = load_data(str(root), examples_per_label=2, eval_fraction=0.2, seed=seed, max_bad_fraction=0.5)
+        assert bundle.report.per_label["train"] == {"a": 2, "b": 2}, seed
+        assert bundle.report.accounted, bundle.report.to_dict()
+        bad = [s["id"] for s in bundle.report.skipped if s["kind"] == "bad_image"]
+        assert all(i.endswith("broken.png") for i in bad)
+        assert not any(i.endswith("broken.png") for i in list(bundle.train["id"]) + list(bundle.eval["id"]))
+        reported += len(bad)
+    assert reported >= 1  # the broken file was drawn (and replaced) for some seed

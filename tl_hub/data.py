@@ -224,6 +224,41 @@ def _validate(pool: Pool, rows: np.ndarray) -> tuple[set[int], list[dict[str, st
     return bad, entries
 
 
+def _validate_train(
+    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int
+) -> tuple[np.ndarray, set[int], list[dict[str, str]]]:
+    """Validate the selected training rows; when a subset was drawn, replace each bad row by a good,
+    not-yet-selected row of the same label (seeded), so subset sizes stay what was asked for."""
+    bad, entries = _validate(pool, selected)
+    good = [int(r) for r in selected if int(r) not in bad]
+    if not bad or len(selected) == len(available):
+        return np.array(good, dtype=np.int64), bad, entries
+    rng = np.random.default_rng(seed + 1)
+    spare = np.setdiff1d(available, selected)
+    spare = spare[rng.permutation(len(spare))]
+    queues = {int(c): [int(r) for r in spare[codes[spare] == c]] for c in np.unique(codes[spare])}
+    deficit = Counter(int(codes[r]) for r in bad)
+    while deficit:
+        batch = []
+        for code, need in list(deficit.items()):
+            queue = queues.get(code, [])
+            take, queues[code] = queue[:need], queue[need:]
+            batch += take
+            if not take:
+                del deficit[code]
+        if not batch:
+            break
+        new_bad, new_entries = _validate(pool, np.array(batch, dtype=np.int64))
+        bad |= new_bad
+        entries += new_entries
+        for row in batch:
+            if row not in new_bad:
+                good.append(row)
+                deficit[int(codes[row])] -= 1
+        deficit = Counter({c: n for c, n in deficit.items() if n > 0})
+    return np.array(sorted(good), dtype=np.int64), bad, entries
+
+
 def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str]) -> Any:
     from datasets import ClassLabel
 
@@ -381,7 +416,7 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
                 f"{len(singletons)} label(s) have a single example; kept in train, absent from eval: "
                 f"{report.singleton_labels}"
             )
-    before = len(train_rows)
+    available = train_rows
     if examples_per_label is not None:
         train_rows = per_label_subset(train_rows, train_codes, int(examples_per_label), seed)
         present, counts = np.unique(train_codes[train_rows], return_counts=True)
@@ -390,19 +425,19 @@ def _load(source: Any, *, labels: Sequence[str] | None, image_column: str | None
             report.notes.append(f"examples_per_label={examples_per_label}: fewer available for {short}")
     if max_train_samples is not None and len(train_rows) > max_train_samples:
         train_rows = capped_subset(train_rows, train_codes, int(max_train_samples), seed)
-    report.not_selected = before - len(train_rows)
 
     eval_pool = used[eval_name] if eval_name else used[split]
     eval_codes = codes[eval_name] if eval_name else train_codes
-    bad_train, bad_train_entries = _validate(used[split], train_rows)
+    train_rows, bad_train, bad_train_entries = _validate_train(used[split], train_rows, available, train_codes, seed)
     bad_eval, bad_eval_entries = _validate(eval_pool, eval_rows)
-    checked = (0 if used[split].checked else len(train_rows)) + (0 if eval_pool.checked else len(eval_rows))
+    eval_rows = np.array([r for r in eval_rows if int(r) not in bad_eval], dtype=np.int64)
+    report.not_selected = len(available) - len(train_rows) - len(bad_train)
+    checked = (0 if used[split].checked else len(train_rows) + len(bad_train))
+    checked += 0 if eval_pool.checked else len(eval_rows) + len(bad_eval)
     missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")
     report.images_checked = checked + missing
     report.bad_images = len(bad_train) + len(bad_eval) + missing
     report.skipped.extend(bad_train_entries + bad_eval_entries)
-    train_rows = np.array([r for r in train_rows if int(r) not in bad_train], dtype=np.int64)
-    eval_rows = np.array([r for r in eval_rows if int(r) not in bad_eval], dtype=np.int64)
     _bad_image_policy(report, on_bad_image, max_bad_fraction)
 
     report.per_label = {"train": _counts(train_codes, train_rows, names), "eval": _counts(eval_codes, eval_rows, names)}
