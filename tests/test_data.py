@@ -328,12 +328,17 @@ def test_hub_dataset_id(hub, tmp_path):
     (staging / "data").mkdir(parents=True)
     for split, ds in dd.items():
         ds.to_parquet(str(staging / "data" / f"{split}-00000-of-00001.parquet"))
+    first_commit = api.upload_folder(folder_path=str(staging), repo_id=repo_id, repo_type="dataset").oid
+    bigger = dd["train"].select(list(range(10)) * 2)
+    bigger.to_parquet(str(staging / "data" / "train-00000-of-00001.parquet"))
     api.upload_folder(folder_path=str(staging), repo_id=repo_id, repo_type="dataset")
     bundle = load_data(repo_id)
     _check_columns(bundle)
     assert bundle.report.source_type == "hub" and bundle.report.eval_split == "validation"
-    assert len(bundle.train) == 10 and len(bundle.eval) == 4
+    assert len(bundle.train) == 20 and len(bundle.eval) == 4
     assert bundle.train["id"][0] == "train[0]"
+    pinned = load_data(repo_id, revision=first_commit)
+    assert len(pinned.train) == 10 and first_commit in pinned.report.source
     with pytest.raises(DataError, match="cannot load"):
         load_data(hub.new_repo_id("does-not-exist"))
 
