@@ -431,7 +431,7 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
 
     Example:
         >>> card = render_model_card("outputs/fashion", repo_id="me/fashion")  # doctest: +SKIP
-        >>> card.data.pipeline_tag
+        >>> card.data.pipeline_tag  # doctest: +SKIP
         'image-classification'
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
