@@ -14,7 +14,10 @@ refs and commits in memory, every commit holding its full tree. Errors carry `X-
 Fault injection (for reliability tests): `server.faults.add(method, path_regex, status=503,
 retry_after=1, times=1)` answers matching requests with that status, or `drop=True` closes the
 connection without an answer; `server.requests` records every request (method, path, user; never the
-token).
+token). For the reliability tests a fault can also let the request take effect and then drop the answer
+(`drop_after=True`: "the commit landed but the client never heard"), rewrite the request body first
+(`mutate=callable`: e.g. lose a file from a commit), or hold matching requests until `barrier=N` of them
+are waiting (two racing pushes that read the same parent commit).
 
 Example:
     >>> server = HubServer(tokens={"hf_secret": "alice"}).start()
@@ -124,6 +127,10 @@ class Fault:
     hits: int = 0
     delay: float = 0.0  # seconds to sleep before answering (timeouts); with status=None the real answer follows
     truncate: bool = False  # send the real answer's headers but only half its body, then close
+    drop_after: bool = False  # process the request normally, then close the connection instead of answering
+    cut: bool = False  # read only half of the request body, then close the connection (dropped mid-upload)
+    mutate: Any = None  # callable(bytes) -> bytes applied to the request body before it is processed
+    barrier: threading.Barrier | None = None  # hold matching requests until this many are waiting
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method in ("*", method) and re.search(self.path_regex, path) is not None
@@ -142,14 +149,18 @@ class FaultQueue:
         self._faults: list[Fault] = []
 
     def add(self, method: str, path_regex: str, *, status: int | None = 503, retry_after: float | None = None,
-            drop: bool = False, times: int = 1, delay: float = 0.0, truncate: bool = False) -> Fault:
+            drop: bool = False, times: int = 1, delay: float = 0.0, truncate: bool = False,
+            drop_after: bool = False, mutate: Any = None, barrier: int = 0, cut: bool = False) -> Fault:
         """Make the next `times` requests matching method (or "*") and path regex misbehave.
 
         status: answer this HTTP status (with Retry-After if given); None = answer normally (after
         `delay`, or truncated with `truncate=True`). drop: close the connection without an answer.
+        drop_after / mutate / barrier (use with status=None): see the module docstring; a barrier
+        gives up after 60 s. cut: read half of the request body, then close (an upload cut mid-way).
         """
         fault = Fault(method.upper() if method != "*" else "*", path_regex, status, retry_after, drop, times,
-                      delay=delay, truncate=truncate)
+                      delay=delay, truncate=truncate, drop_after=drop_after, mutate=mutate,
+                      barrier=threading.Barrier(barrier, timeout=60) if barrier else None, cut=cut)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -180,6 +191,8 @@ class RequestRecord:
     has_auth: bool
     status: int = 0
     range: str | None = None
+    at: float = field(default_factory=time.monotonic)  # when the request arrived (time.monotonic())
+    dropped: bool = False  # the answer was never sent (drop / drop_after faults)
 
 
 class HubState:
@@ -439,6 +452,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if getattr(self, "_drop_answer", False):  # the request took effect; the client never hears back
+            self._record.status, self._record.dropped = status, True
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         if not head and self.command != "HEAD" and body:
             if getattr(self, "_truncate", False):
                 self.wfile.write(body[: len(body) // 2])
@@ -472,14 +490,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.requests.append(self._record)
         fault = self.hub.faults.take(method, split.path)
         self._truncate = False
+        self._drop_answer = fault is not None and fault.drop_after
+        if fault is not None and fault.barrier is not None:
+            try:
+                fault.barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.truncate:
             self._truncate = True
+        elif fault is not None and fault.cut:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2)
+            self._record.dropped = True
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         elif fault is not None and (fault.drop or fault.status is not None):
             if method in ("POST", "PUT"):
                 self._read_body()
             if fault.drop:
+                self._record.dropped = True
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
@@ -490,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body() if method in ("POST", "PUT", "DELETE", "PATCH") else b""
+            if fault is not None and fault.mutate is not None:
+                body = fault.mutate(body)
             user, can_write = self._auth()
             self._record.user = user
             segments = [urllib.parse.unquote(s) for s in split.path.split("/")[1:]]

@@ -10,6 +10,13 @@
   `force=True` (`tl-hub push --force`); a README.md you edited in the output folder is pushed as it
   is (otherwise the card is re-rendered so its snippets name the real repo id).
   Under a distributed launch only the main process pushes; the others wait for it.
+  **Faults:** 408/429/5xx answers and dropped connections are retried with exponential backoff
+  (`Retry-After` honoured; `TL_HUB_PUSH_RETRIES`, default 5, and `TL_HUB_PUSH_BACKOFF`, default 1 s).
+  The commit itself carries the parent commit it was built on, so a retry can never add a second copy:
+  when an answer is lost, tl_hub first checks whether the commit landed (files equal to the local ones
+  on a new head, or in a new pull request) and adopts it. A 412 (someone else committed meanwhile) is
+  retried on top of the new head after the edited-card check runs again; the repo always holds
+  complete commits only, and a push that gives up leaves it unchanged.
 - `load(repo_or_dir)` → (model, image processor); `predict(repo_or_dir, images)` → top-k labels.
 
 The token comes only from the environment (`HF_TOKEN`) or the stored login (`hf auth login`); tl_hub
@@ -28,7 +35,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +189,90 @@ def verify_remote(api: Any, repo_id: str, revision: str, files: dict[str, Path])
                        + ". Check the repo's .gitattributes/.gitignore and push again")
 
 
+# ---------------------------------------------------------------------------------------------------
+# retries (transient Hub faults)
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+MAX_RETRY_WAIT_S = 60.0
+
+
+def _retry_settings() -> tuple[int, float]:
+    """(retries, base backoff seconds) from TL_HUB_PUSH_RETRIES / TL_HUB_PUSH_BACKOFF (defaults 5, 1.0)."""
+    try:
+        retries = max(0, int(os.environ.get("TL_HUB_PUSH_RETRIES", "5")))
+        backoff = max(0.0, float(os.environ.get("TL_HUB_PUSH_BACKOFF", "1.0")))
+    except ValueError as err:
+        raise HubError(f"TL_HUB_PUSH_RETRIES / TL_HUB_PUSH_BACKOFF: {err}; expected an integer / a number of "
+                       "seconds") from err
+    return retries, backoff
+
+
+def _status(err: BaseException) -> int | None:
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient_wait(err: BaseException) -> float | None:
+    """None if `err` is not worth retrying; else the server's Retry-After (0.0 when it gave none)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    network_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    for module in ("httpx2", "httpx"):  # huggingface_hub 2.x uses httpx2, 1.x httpx
+        with contextlib.suppress(ImportError):
+            network_errors += (__import__(module).TransportError,)
+
+    if isinstance(err, HfHubHTTPError):
+        if _status(err) not in RETRY_STATUSES:
+            return None
+        value = (err.response.headers.get("Retry-After") or "").strip() if err.response is not None else ""
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return 0.0
+    if isinstance(err, network_errors):
+        return 0.0
+    return None
+
+
+def _describe(err: BaseException) -> str:
+    status = _status(err)
+    return f"HTTP {status}" if status else f"{type(err).__name__}: {err}"
+
+
+class _Backoff:
+    """Counts attempts and sleeps between them (exponential, Retry-After honoured)."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        self.retries, self.wait = _retry_settings()
+        self.attempt = 0
+
+    def sleep_or_raise(self, what: str, err: BaseException, hint: float) -> None:
+        """Sleep before the next attempt, or raise HubError when no attempt is left."""
+        self.attempt += 1
+        if hint > MAX_RETRY_WAIT_S:
+            raise HubError(f"push to {self.repo_id!r}: {what}: the Hub asks to wait {hint:.0f} s ({_describe(err)}); "
+                           "the repo is unchanged, run the push again later") from err
+        if self.attempt > self.retries:
+            raise HubError(f"push to {self.repo_id!r}: {what} failed {self.attempt} times ({_describe(err)}); "
+                           "nothing was committed, run the push again (it commits the same files once)") from err
+        delay = max(hint, min(self.wait * 2 ** (self.attempt - 1), MAX_RETRY_WAIT_S))
+        logger.warning("push to %s: %s failed (%s); retry %d/%d in %.1f s", self.repo_id, what, _describe(err),
+                       self.attempt, self.retries, delay)
+        time.sleep(delay)
+
+
+def _retrying(backoff: _Backoff, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an idempotent Hub function, retrying transient failures."""
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            hint = _transient_wait(err)
+            if hint is None:
+                raise
+            backoff.sleep_or_raise(what, err, hint)
+
+
 def _distributed_state() -> Any:
     """accelerate's PartialState when a multi-process run is initialised, else None."""
     try:
@@ -242,7 +335,7 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool | None = 
 
 def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revision: str | None,
           commit_message: str | None, create_pr: bool, force: bool) -> str:
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
     from tl_hub.card import card_was_edited, write_model_card, write_plots
@@ -251,9 +344,10 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     repo_id = _validate_repo_id(repo_id)
     token = _token()
     api = HfApi(token=token)
+    backoff = _Backoff(repo_id)
     with _hub_errors(repo_id, "push to"):
         if "/" not in repo_id:
-            repo_id = f"{api.whoami()['name']}/{repo_id}"
+            repo_id = f"{_retrying(backoff, 'whoami', api.whoami)['name']}/{repo_id}"
         readme = out / "README.md"
         if readme.is_file() and card_was_edited(readme.read_text(encoding="utf-8")):
             logger.warning("%s was edited after tl_hub wrote it: pushing it as it is (not re-rendered for %s)",
@@ -264,33 +358,34 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
         files = files_to_push(out)
         _check_no_token(files, token)  # before anything is created on the Hub
         try:
-            existing = api.model_info(repo_id)
+            existing = _retrying(backoff, "reading the repo", api.model_info, repo_id)
             is_new, is_private = False, bool(existing.private)
             if private is not None and private != is_private:
                 logger.warning("repo %s already exists and is %s; its visibility is left unchanged (private=%s "
                                "only applies to new repos)", repo_id, "private" if is_private else "public", private)
         except RepositoryNotFoundError:
             is_new, is_private = True, True if private is None else bool(private)
-            api.create_repo(repo_id, private=is_private, exist_ok=True)
+            _retrying(backoff, "creating the repo", api.create_repo, repo_id, private=is_private, exist_ok=True)
         branch = revision or "main"
         if branch != "main":
-            branches = {b.name for b in api.list_repo_refs(repo_id).branches}
+            branches = {b.name for b in _retrying(backoff, "listing branches", api.list_repo_refs, repo_id).branches}
             if branch not in branches:
-                api.create_branch(repo_id, branch=branch)
-        head = api.model_info(repo_id, revision=branch)
-        remote_names = {s.rfilename for s in head.siblings or []}
-        if "README.md" in remote_names and not force:
-            remote_card = Path(api.hf_hub_download(repo_id, "README.md", revision=head.sha)).read_text(encoding="utf-8")
-            local_card = (out / "README.md").read_text(encoding="utf-8")
-            if remote_card != local_card and card_was_edited(remote_card):
-                raise HubError(f"README.md of {repo_id!r} on the Hub was edited there (or was not written by "
-                               "tl_hub); pushing would overwrite it. Pass force=True (`tl-hub push --force`) to "
-                               "overwrite it, or download it and merge your edits into the output folder first")
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+                _retrying(backoff, "creating the branch", api.create_branch, repo_id, branch=branch, exist_ok=True)
+
+        def check_card(head: Any) -> None:
+            remote_names = {s.rfilename for s in head.siblings or []}
+            if "README.md" in remote_names and not force:
+                remote_card = Path(_retrying(backoff, "reading README.md", api.hf_hub_download, repo_id, "README.md",
+                                             revision=head.sha)).read_text(encoding="utf-8")
+                local_card = (out / "README.md").read_text(encoding="utf-8")
+                if remote_card != local_card and card_was_edited(remote_card):
+                    raise HubError(f"README.md of {repo_id!r} on the Hub was edited there (or was not written by "
+                                   "tl_hub); pushing would overwrite it. Pass force=True (`tl-hub push --force`) to "
+                                   "overwrite it, or download it and merge your edits into the output folder first")
+
         message = commit_message or f"Upload {repo_id.split('/')[-1]} fine-tuned with tl_hub"
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch,
-                                 create_pr=create_pr, parent_commit=head.sha)
-        verify_remote(api, repo_id, info.oid, files)
+        info, head = _commit_once(api, backoff, repo_id, branch, files, message, create_pr, check_card)
+        _retrying(backoff, "verifying the push", verify_remote, api, repo_id, info.oid, files)
     where = f"pull request {info.pr_url}" if create_pr and info.pr_url else f"branch {branch}"
     visibility = ("private" if is_private else "public", "created" if is_new else "existing, visibility unchanged")
     if info.oid == head.sha:
@@ -300,6 +395,76 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
         logger.info("pushed %d files to %s (%s repo, %s) on %s: %s", len(files), repo_id, *visibility, where,
                     info.commit_url)
     return info.commit_url
+
+
+def _landed(api: Any, repo_id: str, files: dict[str, Path], sha: str) -> bool:
+    """True if the repo at commit `sha` holds exactly these local files (names, sizes, hashes)."""
+    try:
+        verify_remote(api, repo_id, sha, files)
+    except HubError:
+        return False
+    return True
+
+
+def _commit_once(api: Any, backoff: _Backoff, repo_id: str, branch: str, files: dict[str, Path], message: str,
+                 create_pr: bool, check_card: Any) -> tuple[Any, Any]:
+    """Create the commit exactly once despite lost answers, transient errors and racing pushes.
+
+    Every attempt names the head it was built on (`parent_commit`): the Hub refuses it with 412 if the
+    branch moved, so a retry can never stack a duplicate on top of a commit that landed unnoticed.
+    After a failure whose outcome is unknown, the commit is looked for (new head / new pull request
+    holding exactly these files) before anything is sent again. Returns (CommitInfo, head it was built on).
+    """
+    from huggingface_hub import CommitInfo, CommitOperationAdd
+
+    def find_landed(head_sha: str, known_prs: set[str]) -> Any:
+        if create_pr:
+            refs = _retrying(backoff, "listing pull requests", api.list_repo_refs, repo_id, include_pull_requests=True)
+            for ref in refs.pull_requests or []:
+                if ref.ref not in known_prs and _landed(api, repo_id, files, ref.target_commit):
+                    number = ref.ref.rsplit("/", 1)[-1]
+                    return CommitInfo(commit_url=f"{api.endpoint}/{repo_id}/commit/{ref.target_commit}",
+                                      commit_message=message, commit_description="", oid=ref.target_commit,
+                                      _endpoint=api.endpoint, pr_url=f"{api.endpoint}/{repo_id}/discussions/{number}")
+            return None
+        now = _retrying(backoff, "reading the branch head", api.model_info, repo_id, revision=branch)
+        if now.sha != head_sha and _landed(api, repo_id, files, now.sha):
+            return CommitInfo(commit_url=f"{api.endpoint}/{repo_id}/commit/{now.sha}", commit_message=message,
+                              commit_description="", oid=now.sha, _endpoint=api.endpoint)
+        return None
+
+    while True:
+        head = _retrying(backoff, "reading the branch head", api.model_info, repo_id, revision=branch)
+        check_card(head)
+        known_prs: set[str] = set()
+        if create_pr:
+            refs = _retrying(backoff, "listing pull requests", api.list_repo_refs, repo_id, include_pull_requests=True)
+            known_prs = {ref.ref for ref in refs.pull_requests or []}
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        try:
+            return api.create_commit(repo_id, operations, commit_message=message, revision=branch,
+                                     create_pr=create_pr, parent_commit=head.sha), head
+        except Exception as err:
+            hint = _transient_wait(err)
+            if _status(err) == 412:
+                landed = find_landed(head.sha, known_prs)
+                if landed is not None:
+                    logger.warning("push to %s: the commit had already landed (its answer was lost); not committing "
+                                   "again", repo_id)
+                    return landed, head
+                now = _retrying(backoff, "reading the branch head", api.model_info, repo_id, revision=branch)
+                if now.sha == head.sha:
+                    raise  # 412 without any visible change: do not loop; _hub_errors explains it
+                backoff.sleep_or_raise("the commit (the branch moved: another push?)", err, 0.0)
+                continue
+            if hint is None:
+                raise
+            landed = find_landed(head.sha, known_prs)
+            if landed is not None:
+                logger.warning("push to %s: the commit landed although its answer was lost (%s); not committing again",
+                               repo_id, _describe(err))
+                return landed, head
+            backoff.sleep_or_raise("the commit", err, hint)
 
 
 def tl_hub_parent(source: str, revision: str | None = None) -> str | None:
