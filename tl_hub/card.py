@@ -220,6 +220,12 @@ def _base_model_section(run_info: dict) -> tuple[str | None, str]:
     else:
         text = f"`{base}` (a local folder, not a Hub repo; so the metadata names no `base_model`)"
         meta = None
+    if parent and parent == base:  # training continued from a tl_hub model: its card names the backbone
+        if is_hub_repo_id(parent):
+            return parent, (f"This model continues training from the tl_hub model [`{parent}`](https://huggingface.co/"
+                            f"{parent}){rev} (its parent); the parent's card names the original backbone")
+        return None, (f"This model continues training from the tl_hub model at `{parent}` (its parent, a local "
+                      "folder); that folder's card names the original backbone")
     if parent:
         if is_hub_repo_id(parent):
             text = (f"This model continues training from the tl_hub model [`{parent}`](https://huggingface.co/"
