@@ -288,8 +288,9 @@ def hub_sources(hub, tmp_path_factory):
 @pytest.fixture(scope="module")
 def finetuned(hub, hub_sources, tmp_path_factory):
     """A recipe naming the backbone and dataset by repo id, trained with push_to_hub: true."""
-    finetune_module = pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available")
     import yaml
+
+    from tl_hub.finetune import finetune
 
     backbone, dataset = hub_sources
     repo_id = hub.new_repo_id("colours-finetuned")
@@ -300,7 +301,7 @@ def finetuned(hub, hub_sources, tmp_path_factory):
         "policy": "full", "output_dir": str(work / "out"), "num_workers": 0,
         "push_to_hub": True, "hub_model_id": repo_id,
     }))
-    result = finetune_module.finetune(str(recipe))
+    result = finetune(str(recipe))
     return Path(result.output_dir), repo_id
 
 
