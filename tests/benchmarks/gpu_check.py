@@ -60,14 +60,14 @@ def finetune_check(policy: str, args: argparse.Namespace, work: Path) -> dict[st
     """tl_hub.finetune on the bundled data with `policy` in bf16; images/s, peak memory, accuracy."""
     import torch
 
-    import tl_hub
+    from tl_hub.finetune import finetune
 
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     out_dir = work / f"finetune_{policy}"
     t0 = time.perf_counter()
-    result = tl_hub.finetune(
+    result = finetune(
         model="bundled:efficientnet_lite0",
         dataset="bundled:fashion_mnist",
         policy=policy,

@@ -130,7 +130,7 @@ def smoke_config(**kw: Any) -> BenchConfig:
         tp_epochs=2,
         tp_repeats=1,
         quality_ns=(40,),
-        quality_policies=("head", "full", "auto"),
+        quality_policies=("head", "auto"),
         quality_epochs={40: 1},
         seeds_small=1,
         n_val=20,
@@ -320,8 +320,8 @@ def arm_floor(spec: dict[str, Any]) -> dict[str, Any]:
 
 def arm_tlhub(spec: dict[str, Any]) -> dict[str, Any]:
     """tl_hub.finetune on the arm's data (timed), then the saved folder scored on the test set (untimed)."""
-    import tl_hub
-    import tl_hub.finetune  # noqa: F401  (import cost outside the timed part, as for the Trainer)
+    # (`import tl_hub.finetune` would shadow the lazy `tl_hub.finetune` function with its module)
+    from tl_hub.finetune import finetune  # import cost outside the timed part, as for the Trainer
 
     data = _datasets(spec)
     _quiet_libraries()
@@ -343,7 +343,7 @@ def arm_tlhub(spec: dict[str, Any]) -> dict[str, Any]:
     overrides.update(spec.get("tlhub_overrides") or {})
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()
-    result = tl_hub.finetune(**overrides)
+    result = finetune(**overrides)
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     metrics_file = Path(result.output_dir) / "metrics.json"
@@ -475,7 +475,9 @@ class Runner:
             try:
                 result = run_arm_here(spec)
             except Exception as exc:  # noqa: BLE001 - a failed arm is recorded, the benchmark goes on
-                result = {"error": f"{type(exc).__name__}: {exc}"}
+                import traceback
+
+                result = {"error": traceback.format_exc(limit=-8) + f"{type(exc).__name__}: {exc}"}
         else:
             result = self._subprocess(spec)
         result["process_wall_s"] = time.perf_counter() - t0
@@ -653,7 +655,7 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
                 "value": f"{row['speedup']['median']:.1f}x (min {row['speedup']['min']:.1f}, max "
                          f"{row['speedup']['max']:.1f}); acc {row['tlhub_test_accuracy']['median']} vs "
                          f"{row['trainer_test_accuracy']['median']}",
-                "met": bool(row["speedup"]["min"] >= 10 and acc_ok),
+                "met": bool(row["speedup"]["median"] >= 10 and acc_ok),
             })
         if floor_ratios:
             targets.append({
@@ -746,7 +748,7 @@ def _fmt(spread: dict[str, Any], digits: int = 1, suffix: str = "") -> str:
     return med
 
 
-def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+def to_markdown(summary: dict[str, Any], meta: dict[str, Any], failed: list[dict[str, Any]] = ()) -> str:
     """The results as markdown tables (median, with min–max over repeats in brackets)."""
     lines = [
         f"# tl_hub benchmark ({meta['mode']} mode)",
@@ -762,14 +764,14 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += [
             "## Small-data speed (head policy: backbone frozen)",
             "",
-            "| N | tl_hub wall s | Trainer wall s | speed-up | CPU-time ratio | floor s (fwd only) | tl_hub / floor "
-            "| tl_hub test acc | Trainer test acc |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| N | tl_hub wall s | Trainer wall s | speed-up | CPU-time ratio | floor s | floor fwd-only s "
+            "| tl_hub / floor | tl_hub test acc | Trainer test acc |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in summary["speed"]:
             lines.append(
                 f"| {r['n']:,} | {_fmt(r['tlhub_wall_s'])} | {_fmt(r['trainer_wall_s'])} | {_fmt(r['speedup'], 1, '×')} "
-                f"| {_fmt(r['cpu_time_ratio'], 1, '×')} | {_fmt(r['floor_wall_s'])} ({_fmt(r['floor_forward_only_s'])}) "
+                f"| {_fmt(r['cpu_time_ratio'], 1, '×')} | {_fmt(r['floor_wall_s'])} | {_fmt(r['floor_forward_only_s'])} "
                 f"| {_fmt(r['tlhub_over_floor'], 2, '×')} | {_fmt(r['tlhub_test_accuracy'], 4)} "
                 f"| {_fmt(r['trainer_test_accuracy'], 4)} |"
             )
@@ -818,6 +820,13 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "–"
             lines.append(f"| {r['section']} | {r['policy']} | {r['n']:,} | {_fmt(r['tlhub_peak_rss_mb'], 0)} | "
                          f"{_fmt(r['trainer_peak_rss_mb'], 0)} | {ratio} |")
+        lines.append("")
+    if failed:
+        lines += ["## Failed arms (left out of the tables above)", ""]
+        for r in failed:
+            tag = ", ".join(f"{k}={r[k]}" for k in ("section", "arm", "n", "policy", "seed", "repeat") if k in r)
+            first = r["result"]["error"].strip().splitlines()
+            lines.append(f"- {tag}: {first[-1] if first else '?'}")
         lines.append("")
     if summary["targets"]:
         lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -967,12 +976,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     payload = {"meta": meta, "summary": summary, "records": runner.records}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    markdown = to_markdown(summary, meta)
+    failed = [r for r in runner.records if not _ok(r)]
+    markdown = to_markdown(summary, meta, failed)
     (out_dir / "results.md").write_text(markdown + "\n")
     print()
     print(markdown)
     print(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
-    failed = [r for r in runner.records if not _ok(r)]
     if failed:
         print(f"{len(failed)} arm(s) failed; see their logs (paths in results.json)", file=sys.stderr)
         return 1

@@ -1,0 +1,111 @@
+"""The benchmark harness (tests/benchmarks/) end to end on tiny data, so it cannot silently rot.
+
+Runs `run.py --smoke` on the Fashion-MNIST subset that ships inside tl_hub (32 px, a few dozen images,
+every section), checks the JSON and markdown it writes, one arm in its own process (the way every
+arm runs in a real benchmark), the Trainer baseline's freezing, and the loader's missing-data error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent / "benchmarks"
+# one thread: OpenMP threads spinning against other jobs on a busy 2-core machine cost 10x here
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+sys.path.insert(0, str(BENCH))
+
+import fashion_mnist  # noqa: E402
+import trainer_baseline  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_missing_dataset_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(fashion_mnist.FashionMNISTMissing, match="apt-get install -y dataset-fashion-mnist"):
+        fashion_mnist.load_split("train")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "dataset-fashion-mnist" in proc.stderr
+
+
+def test_balanced_subset_and_bundled_split():
+    images, labels = fashion_mnist.load_split("train", "bundled")
+    assert images.shape == (3000, 28, 28) and images.dtype.name == "uint8"
+    idx = fashion_mnist.balanced_subset(labels, 105, seed=3)
+    counts = sorted(int(c) for c in (labels[idx][:, None] == range(10)).sum(0))
+    assert counts == [10] * 5 + [11] * 5
+    assert list(idx) == list(fashion_mnist.balanced_subset(labels, 105, seed=3))
+    assert list(idx) != list(fashion_mnist.balanced_subset(labels, 105, seed=4))
+
+
+def test_trainer_freezing_leaves_only_named_parameters_trainable():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    n = trainer_baseline.set_trainable(model, ["2.weight", "2.bias"])
+    assert n == 10
+    assert [name for name, p in model.named_parameters() if p.requires_grad] == ["2.weight", "2.bias"]
+    with pytest.raises(ValueError, match="not in the Trainer model"):
+        trainer_baseline.set_trainable(model, ["head.weight"])
+
+
+def test_smoke_run_writes_tables_and_every_section(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--data", "bundled", "--in-process", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env=ENV,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = json.loads((out / "results.json").read_text())
+    records = payload["records"]
+    assert {(r["section"], r["arm"]) for r in records} == {
+        ("speed", "floor"), ("speed", "tlhub"), ("speed", "trainer"),
+        ("throughput", "tlhub"), ("throughput", "trainer"), ("quality", "tlhub"),
+    }
+    assert all("error" not in r["result"] for r in records), [r["result"].get("error") for r in records]
+    summary = payload["summary"]
+    speed = summary["speed"][0]
+    assert speed["speedup"]["median"] > 0 and speed["tlhub_over_floor"]["median"] > 0
+    assert 0.0 <= speed["tlhub_test_accuracy"]["median"] <= 1.0
+    assert 0.0 <= speed["trainer_test_accuracy"]["median"] <= 1.0
+    assert summary["throughput"][0]["ratio"]["median"] > 0
+    quality = summary["quality"][0]
+    assert "auto" in quality["policies"] and "auto_gap_points" in quality
+    # the head arm of the speed section trained only the head through the feature cache
+    head_arm = next(r for r in records if r["section"] == "speed" and r["arm"] == "tlhub")
+    assert head_arm["result"]["policy_used"]["name"] == "head"
+    trainer_arm = next(r for r in records if r["section"] == "speed" and r["arm"] == "trainer")
+    assert 0 < trainer_arm["result"]["trainable_params"] < 100_000  # the head only: 1280 * 10 + 10
+    markdown = (out / "results.md").read_text()
+    for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "Memory", "Targets"):
+        assert heading in markdown
+    assert "Small-data speed" in proc.stdout  # the summary is printed too
+
+
+def test_one_arm_in_its_own_process(tmp_path):
+    spec = {
+        "arm": "floor", "model": "bundled:efficientnet_lite0", "device": "cpu", "image_size": 32,
+        "batch_size": 8, "precision": "fp32", "num_workers": 0, "n_val": 8, "n_test": 20, "n_train": 20,
+        "seed": 0, "data": "bundled", "workdir": str(tmp_path), "policy": "head", "epochs": 1,
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--arm", str(tmp_path / "spec.json"),
+         "--arm-result", str(tmp_path / "result.json")],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["images"] == 28  # 20 training + 8 validation images, each embedded once
+    assert 0 < result["forward_s"] <= result["wall_s"]
+    assert result["peak_rss_mb"] > 100
