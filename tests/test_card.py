@@ -83,13 +83,14 @@ def test_minimal_run_info_degrades_gracefully(tmp_path):
 def test_parent_model_and_hub_dataset_in_metadata(tmp_path):
     out = _copy_run(tmp_path)
     run_info = json.loads((out / "run_info.json").read_text())
-    run_info.update(parent_model="tester/colours-v1", data={**run_info["data"], "source": "hub:tester/colour-images",
+    run_info.update(command="pytest -x tests", parent_model="tester/colours-v1", data={**run_info["data"], "source": "hub:tester/colour-images",
                                                             "source_type": "hub"})
     (out / "run_info.json").write_text(json.dumps(run_info))
     card = render_model_card(out, repo_id="tester/colours-v2")
     assert card.data.base_model == "tester/colours-v1" and card.data.datasets == ["tester/colour-images"]
     assert "continues training from the tl_hub model [`tester/colours-v1`]" in card.text
     assert "google/vit-base-patch16-224-in21k" in card.text
+    assert "pytest" not in card.text and "tl-hub train recipe.yaml" in card.text  # not a re-runnable command
 
 
 def test_plots_are_pngs(tmp_path):

@@ -381,6 +381,15 @@ def _per_label_table(metrics: dict, labels: list[str]) -> str:
     return _md_table(["label", "precision", "recall", "F1", "support"], rows)
 
 
+def _cli_command(command: Any) -> str | None:
+    """The recorded command if it is a command line a user can re-run (not a test runner or notebook)."""
+    if not isinstance(command, str) or not command.strip():
+        return None
+    first = Path(command.split()[0]).name
+    runnable = {"tl-hub", "tl_hub", "accelerate", "torchrun", "python", "python3", "finetune.py"}
+    return command if first in runnable or first.startswith("python3.") else None
+
+
 def _limitations(run_info: dict, metrics: dict, labels: list[str], eval_size: Any) -> list[str]:
     notes = [
         f"It only knows the {len(labels) or 'trained'} labels it was trained on: every image gets one of them, "
@@ -520,7 +529,7 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "per_label_table": _per_label_table(metrics, labels),
         "confusion_png": CONFUSION_PNG if CONFUSION_PNG in plots else None,
         "curves_png": CURVES_PNG if CURVES_PNG in plots else None,
-        "command": run_info.get("command"),
+        "command": _cli_command(run_info.get("command")),
         "recipe_text": inputs["recipe_text"].rstrip(),
         "versions_table": _md_table(["package", "version"], sorted(versions.items())) if versions else "",
         "tl_hub_version": run_info.get("tl_hub_version"),
