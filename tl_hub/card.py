@@ -218,21 +218,22 @@ def _base_model_section(run_info: dict) -> tuple[str | None, str]:
         text = f"[`{base}`](https://huggingface.co/{base}){rev}"
         meta = base
     else:
-        text = f"`{base}` (a local folder, not a Hub repo; so the metadata names no `base_model`)"
+        text = f"`{Path(str(base)).name}` (a local folder, not a Hub repo; so the metadata names no `base_model`)"
         meta = None
     if parent and parent == base:  # training continued from a tl_hub model: its card names the backbone
         if is_hub_repo_id(parent):
             return parent, (f"This model continues training from the tl_hub model [`{parent}`](https://huggingface.co/"
                             f"{parent}){rev} (its parent); the parent's card names the original backbone")
-        return None, (f"This model continues training from the tl_hub model at `{parent}` (its parent, a local "
-                      "folder); that folder's card names the original backbone")
+        return None, (f"This model continues training from the tl_hub model in the local folder "
+                      f"`{Path(str(parent)).name}` (its parent); that folder's card names the original backbone")
     if parent:
         if is_hub_repo_id(parent):
             text = (f"This model continues training from the tl_hub model [`{parent}`](https://huggingface.co/"
                     f"{parent}) (its parent), itself built on {text}")
             meta = parent
         else:
-            text = f"This model continues training from the tl_hub model at `{parent}` (its parent), built on {text}"
+            text = (f"This model continues training from the tl_hub model in the local folder "
+                    f"`{Path(str(parent)).name}` (its parent), built on {text}")
     return meta, text
 
 
@@ -264,11 +265,17 @@ def _dataset_info(data: dict) -> tuple[str | None, str, str]:
     return None, "imagefolder", f"`{name}` (local data{': ' + kind if kind else ''})"
 
 
+def _train_first(names: list[str]) -> list[str]:
+    order = {"train": 0, "eval": 1, "validation": 2, "test": 3}
+    return sorted(names, key=lambda n: (order.get(n, 9), names.index(n)))
+
+
 def _split_sizes(data: dict) -> list[list[Any]]:
     sizes = data.get("sizes") or data.get("split_sizes") or {}
     rows: list[list[Any]] = []
     if isinstance(sizes, dict):
-        for name, value in sizes.items():
+        for name in _train_first(list(sizes)):
+            value = sizes[name]
             rows.append([name, value if not isinstance(value, dict) else value.get("num_examples", "–")])
     return rows
 
@@ -278,7 +285,7 @@ def _examples_per_label(data: dict, labels: list[str]) -> tuple[list[str], list[
     if not isinstance(per, dict) or not per:
         return [], []
     if all(isinstance(v, dict) for v in per.values()):  # {split: {label: n}}
-        splits = list(per)
+        splits = _train_first(list(per))
         names = labels or sorted({k for v in per.values() for k in v})
         return ["label", *splits], [[f"`{n}`", *[per[s].get(n, 0) for s in splits]] for n in names]
     names = labels or list(per)
