@@ -411,3 +411,10 @@ def test_cli_push_errors_and_token_in_file_refused(hub, run_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert "contains your Hugging Face token" in err and hub.token not in err
     assert not hub.server.has_repo(repo_id)  # refused before anything was created
+
+
+def test_bare_repo_name_goes_to_token_user(hub, run_dir):
+    name = hub.new_repo_id("bare").split("/")[1]
+    url = tl_hub.push_to_hub(run_dir, name)
+    assert f"/{hub.user}/{name}/commit/" in url and hub.server.has_repo(f"{hub.user}/{name}")
+    assert f'model="{hub.user}/{name}"' in hub.files(f"{hub.user}/{name}")["README.md"].decode()
