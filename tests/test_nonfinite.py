@@ -1,0 +1,111 @@
+"""Training faults (issue 6): a NaN/inf loss stops the run naming the step and the batch's image files;
+`skip_nonfinite_batches: true` skips such batches instead, counts them and reports them.
+
+The runs are real `finetune` calls (tiny ViT, a folder of PNGs). The bad numbers come from two sources:
+an absurd learning rate (the weights blow up for real), and one image file whose batch is made to give
+a NaN loss (so the test knows exactly which file must be named).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available yet")
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    from tiny_models import tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("nonfinite")
+    data = root / "data"
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(["red", "green"]):
+        (data / name).mkdir(parents=True)
+        for i in range(8):
+            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
+            arr[..., k] += 150
+            Image.fromarray(arr).save(data / name / f"{'poison' if (k, i) == (1, 3) else i}.png")
+    return {"model": tiny_checkpoint("vit", root / "tiny_vit"), "data": data, "root": root}
+
+
+def run(assets, out: str, **kw):
+    from tl_hub.finetune import finetune
+
+    base = dict(model=str(assets["model"]), dataset=str(assets["data"]), output_dir=str(assets["root"] / out),
+                epochs=2, batch_size=4, eval_fraction=0.25, num_workers=0, seed=0, policy="full",
+                checkpointing_steps=None, feature_cache="off", mixed_precision="no", overwrite_output_dir=True)
+    return finetune({**base, **kw})
+
+
+@pytest.fixture
+def poison(monkeypatch, assets):
+    """Batches holding data/green/poison.png give NaN logits (a numerically broken sample)."""
+    import tl_hub.train as train_mod
+
+    real = train_mod.forward_logits
+    poisoned: list[list[int]] = []
+
+    def forward_logits(model, batch, channels_last=False):
+        logits = real(model, batch, channels_last)
+        ids = getattr(forward_logits, "ids", None)
+        if model.training and ids is not None:
+            names = [ids[i] for i in batch["index"].tolist()]
+            if any(n.endswith("poison.png") for n in names):
+                poisoned.append(names)
+                logits = logits * float("nan")
+        return logits
+
+    real_train = train_mod.train
+
+    def train(*a, ids=None, **kw):
+        forward_logits.ids = ids
+        return real_train(*a, ids=ids, **kw)
+
+    monkeypatch.setattr(train_mod, "forward_logits", forward_logits)
+    monkeypatch.setattr(train_mod, "train", train)
+    return poisoned
+
+
+def test_nan_loss_stops_naming_the_step_and_the_batch_files(assets, poison):
+    from tl_hub.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError) as err:
+        run(assets, "stop")
+    message = str(err.value)
+    assert poison, "the poisoned image never reached a training batch"
+    batch = poison[0]
+    assert "loss is nan" in message and "optimizer step" in message
+    for name in batch:  # every image of that batch, by its path on disk
+        assert name in message and Path(name).is_file()
+    assert "skip_nonfinite_batches: true" in message  # says how to go on
+
+
+def test_exploding_weights_stop_with_real_file_paths(assets):
+    from tl_hub.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf|-inf) at epoch \d+, batch \d+, optimizer step \d+") as err:
+        run(assets, "explode", learning_rate=1e30, max_grad_norm=None, warmup_ratio=0.0, lr_scheduler="constant")
+    named = [part.strip(" '[]") for part in str(err.value).split("images of this batch (this process): ")[1]
+             .split("]")[0].split(",")]
+    assert len(named) == 4 and all(Path(n).is_file() and str(assets["data"]) in n for n in named), named
+
+
+def test_skip_option_counts_and_reports_the_batches(assets, poison, capsys):
+    result = run(assets, "skip", skip_nonfinite_batches=True)
+    out = Path(result.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(poison) == 2  # the poisoned image is in one batch per epoch
+    assert metrics["nonfinite_batches_skipped"] == 2
+    printed = capsys.readouterr().out
+    assert printed.count("skipped a batch with non-finite loss") == 2 and "poison.png" in printed
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(out / "model.safetensors").values())

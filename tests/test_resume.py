@@ -1,0 +1,258 @@
+"""Exact resume (issue 6): SIGKILL a real `finetune` process, resume with `resume_from_checkpoint: latest`,
+and compare with an uninterrupted run of the same recipe, bit for bit.
+
+Each run is a subprocess (CPU, 1 thread, tiny ViT, 16 px images) running `tl_hub.finetune.finetune`
+through a small driver that only *observes* and *kills*:
+- an optimizer step post-hook logs, per optimizer step, the learning rate of every param group and
+  the sample indices of the micro-batches that went into that step (read from the batches the loop
+  feeds the model);
+- kill points: SIGKILL right after optimizer step K (before its checkpoint), or SIGKILL in the middle
+  of writing a file of the N-th checkpoint (half the bytes on disk, in the temporary folder).
+
+Compared with the uninterrupted run: the final weights and the last checkpoint's optimizer and
+scheduler files (byte-identical safetensors/JSON), the best model (output model.safetensors), the
+LR trajectory and the sequence of sample indices per step (the killed run's log up to the step of the
+checkpoint resumed from, then the resumed run's log), and the epoch history (timings excluded).
+The kill step is drawn at random (seed printed on failure; set TL_HUB_RESUME_SEED to replay).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available yet")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
+
+SEED = int(os.environ.get("TL_HUB_RESUME_SEED", time.time_ns() % 1_000_000))
+RNG = random.Random(SEED)
+
+DRIVER = r'''
+import json, os, signal, sys
+import torch
+
+torch.set_num_threads(1)
+log_path = os.environ["RESUME_LOG"] + f".rank{os.environ.get('RANK', '0')}"
+kill_at = int(os.environ.get("KILL_AT_STEP", "0"))            # global optimizer step
+step = int(os.environ.get("START_STEP", "0"))
+kill_save = int(os.environ.get("KILL_IN_SAVE", "0"))          # n-th checkpoint save of this process
+kill_file = os.environ.get("KILL_FILE", "scheduler.json")
+only_rank0 = os.environ.get("RANK", "0") == "0"
+pending = []
+log = open(log_path, "a", buffering=1)
+
+import tl_hub.train as train_mod
+import tl_hub.checkpoint as ckpt_mod
+
+real_forward = train_mod.forward_logits
+def forward_logits(model, batch, channels_last=False):
+    if model.training:
+        pending.append([int(i) for i in batch["index"].tolist()])
+    return real_forward(model, batch, channels_last)
+train_mod.forward_logits = forward_logits
+
+def post_step(optimizer, args, kwargs):
+    global step
+    step += 1
+    log.write(json.dumps({"step": step, "lr": [g["lr"] for g in optimizer.param_groups], "batches": pending}) + "\n")
+    pending.clear()
+    if kill_at and step == kill_at and only_rank0:
+        os.kill(os.getpid(), signal.SIGKILL)
+from torch.optim.optimizer import register_optimizer_step_post_hook
+register_optimizer_step_post_hook(post_step)
+
+saves = 0
+real_save = ckpt_mod.save_checkpoint
+def save_checkpoint(*a, **kw):
+    global saves
+    saves += 1
+    return real_save(*a, **kw)
+ckpt_mod.save_checkpoint = save_checkpoint
+
+real_write_json = ckpt_mod._write_json
+real_write_tensors = ckpt_mod._write_tensors
+def _half_then_die(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+def write_json(path, data):
+    real_write_json(path, data)
+    if kill_save and saves == kill_save and path.name == kill_file:
+        _half_then_die(path)
+def write_tensors(path, tensors, metadata=None):
+    real_write_tensors(path, tensors, metadata)
+    if kill_save and saves == kill_save and path.name == kill_file:
+        _half_then_die(path)
+ckpt_mod._write_json = write_json
+ckpt_mod._write_tensors = write_tensors
+
+from tl_hub.finetune import finetune
+finetune(json.loads(sys.argv[1]))
+'''
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """A tiny ViT checkpoint and a 3-class folder of 16 px images (27 files)."""
+    from tiny_models import tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("resume_assets")
+    model = tiny_checkpoint("vit", root / "tiny_vit")
+    data = root / "data"
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["red", "green", "blue"]):
+        (data / name).mkdir(parents=True)
+        for i in range(9):
+            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
+            arr[..., k] += 150
+            Image.fromarray(arr).save(data / name / f"{i}.png")
+    driver = root / "driver.py"
+    driver.write_text(DRIVER)
+    return {"model": model, "data": data, "driver": driver}
+
+
+def recipe(assets: dict[str, Path], out: Path, **kw) -> dict:
+    base = dict(model=str(assets["model"]), dataset=str(assets["data"]), output_dir=str(out), epochs=3,
+                batch_size=4, eval_fraction=0.25, image_size=None, num_workers=0, seed=3, policy="full",
+                learning_rate=1e-3, warmup_ratio=0.2, lr_scheduler="cosine", checkpointing_steps=2,
+                save_total_limit=2, resume_from_checkpoint="latest", feature_cache="off", augment=True,
+                mixed_precision="no")
+    base.update(kw)
+    return base
+
+
+def launch(assets, config: dict, log: Path, *, procs: int = 1, **env: str) -> subprocess.Popen:
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", "RESUME_LOG": str(log), "TOKENIZERS_PARALLELISM": "false",
+               "PYTHONPATH": str(Path(__file__).parent), **env}
+    if procs == 1:
+        cmd = [sys.executable, str(assets["driver"]), json.dumps(config)]
+    else:
+        environ["ACCELERATE_USE_CPU"] = "1"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(_free_port()), str(assets["driver"]), json.dumps(config)]
+    return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def finish(proc: subprocess.Popen, *, killed: bool) -> str:
+    out, _ = proc.communicate(timeout=400)
+    if killed:
+        assert proc.returncode != 0, f"the run was supposed to be killed but finished:\n{out[-3000:]}"
+    else:
+        assert proc.returncode == 0, f"run failed ({proc.returncode}):\n{out[-4000:]}"
+    return out
+
+
+def read_log(log: Path, rank: int = 0) -> list[dict]:
+    path = Path(f"{log}.rank{rank}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def latest_step(out: Path) -> int:
+    from tl_hub import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(out / "checkpoints")
+    return 0 if latest is None else int(ckpt.read_state(latest)["global_step"])
+
+
+def assert_identical(reference: Path, resumed: Path, ref_log: list[dict], chain_log: list[dict], what: str) -> None:
+    from tl_hub import checkpoint as ckpt
+
+    msg = f"{what} (TL_HUB_RESUME_SEED={SEED})"
+    assert [r["step"] for r in chain_log] == [r["step"] for r in ref_log], f"{msg}: steps differ"
+    assert [r["batches"] for r in chain_log] == [r["batches"] for r in ref_log], f"{msg}: sample order differs"
+    assert [r["lr"] for r in chain_log] == [r["lr"] for r in ref_log], f"{msg}: LR trajectory differs"
+    last_ref, last_res = ckpt.latest_checkpoint(reference / "checkpoints"), ckpt.latest_checkpoint(resumed / "checkpoints")
+    assert last_ref.name == last_res.name, msg
+    for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json"):
+        assert (last_ref / name).read_bytes() == (last_res / name).read_bytes(), f"{msg}: final {name} differs"
+    assert (reference / "model.safetensors").read_bytes() == (resumed / "model.safetensors").read_bytes(), \
+        f"{msg}: the best model differs"
+    strip = {"images_per_second", "epoch_time_s"}
+    hist = [json.loads((d / "metrics.json").read_text())["epochs"] for d in (reference, resumed)]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in hist[0]] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in hist[1]], f"{msg}: epoch history differs"
+
+
+def run_chain(assets, tmp: Path, name: str, config_kw: dict, kills: list[dict], procs: int = 1) -> None:
+    """Uninterrupted reference run || a chain of killed runs, each resumed with `latest`; compare."""
+    ref_out, out = tmp / f"{name}-ref", tmp / f"{name}-chain"
+    ref_log, log = tmp / f"{name}-ref.jsonl", tmp / f"{name}-chain"
+    reference = launch(assets, recipe(assets, ref_out, **config_kw), ref_log, procs=procs)
+    chain: list[dict] = []
+    start = 0
+    for i, kill in enumerate(kills):
+        run_log = Path(f"{log}-{i}.jsonl")
+        proc = launch(assets, recipe(assets, out, **config_kw), run_log, procs=procs, START_STEP=str(start),
+                      **{k: str(v) for k, v in kill.items()})
+        text = finish(proc, killed=True)
+        steps = read_log(run_log)
+        assert steps and (not kill.get("KILL_AT_STEP") or steps[-1]["step"] == kill["KILL_AT_STEP"]), text[-3000:]
+        if kill.get("KILL_IN_SAVE"):
+            tmp_dirs = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
+            assert tmp_dirs, "the kill did not happen inside a checkpoint write"
+        resumed_from = latest_step(out)
+        chain = [r for r in chain if r["step"] <= start] + [r for r in steps if r["step"] <= resumed_from]
+        start = resumed_from
+    final_log = Path(f"{log}-final.jsonl")
+    text = finish(launch(assets, recipe(assets, out, **config_kw), final_log, procs=procs, START_STEP=str(start)),
+                  killed=False)
+    assert f"global step {start}" in text or start == 0, text[-3000:]
+    chain += read_log(final_log)
+    finish(reference, killed=False)
+    assert_identical(ref_out, out, read_log(ref_log), chain, name)
+    if procs > 1:  # the other rank saw the same number of steps with its own halves of each batch
+        other = read_log(ref_log, 1)
+        assert len(other) == len(read_log(ref_log))
+
+
+# batches/epoch = 5 (20 train images, batch 4); checkpoints every 2 optimizer steps and at epoch ends
+def test_resume_kill_mid_checkpoint_write_then_mid_epoch_with_accumulation(assets, tmp_path):
+    """GA=2: 3 optimizer steps/epoch (the last of a single batch); checkpoints at steps 2, 3, 4, 6, 8, 9.
+
+    Kill 1: SIGKILL halfway through writing the 2nd checkpoint's scheduler.json (its temporary folder
+    stays behind) -> `latest` resumes from step 2 (mid-epoch 1). Kill 2: SIGKILL right after step 5 or
+    9 of epoch 2/3 -> resumes mid-epoch from step 4 or 8. Kill 3: halfway through the next checkpoint's
+    optimizer.safetensors. The chain must equal the uninterrupted run bit for bit.
+    """
+    kill_step = RNG.choice([5, 9])
+    run_chain(assets, tmp_path, "ga2", {"gradient_accumulation_steps": 2},
+              [{"KILL_IN_SAVE": 2, "KILL_FILE": "scheduler.json"}, {"KILL_AT_STEP": kill_step},
+               {"KILL_IN_SAVE": 1, "KILL_FILE": "optimizer.safetensors"}])
+
+
+def test_resume_frozen_feature_path(assets, tmp_path):
+    kill_step = RNG.randint(6, 13)
+    run_chain(assets, tmp_path, "features", {"policy": "head", "feature_cache": "on"}, [{"KILL_AT_STEP": kill_step}])
+
+
+def test_resume_lp_ft_across_the_phase_change(assets, tmp_path):
+    """lp-ft: 1 head epoch (steps 1-5), then 2 full epochs with more param groups; kill in the full phase."""
+    kill_step = RNG.randint(6, 9)
+    run_chain(assets, tmp_path, "lpft", {"policy": "lp-ft", "head_epochs_fraction": 0.34},
+              [{"KILL_AT_STEP": kill_step}])
+
+
+@pytest.mark.multiprocess
+def test_resume_two_cpu_processes(assets, tmp_path):
+    """2 real processes (gloo), global batch 4 split 2+2: killed (rank 0 SIGKILLed, the launcher stops
+    rank 1) and resumed on 2 processes: identical to the uninterrupted 2-process run."""
+    kill_step = RNG.randint(3, 8)
+    run_chain(assets, tmp_path, "ddp", {}, [{"KILL_AT_STEP": kill_step}], procs=2)
