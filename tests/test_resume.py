@@ -132,7 +132,7 @@ def recipe(assets: dict[str, Path], out: Path, **kw) -> dict:
 
 def launch(assets, config: dict, log: Path, *, procs: int = 1, **env: str) -> subprocess.Popen:
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "RESUME_LOG": str(log), "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONPATH": str(Path(__file__).parent), **env}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])), **env}
     if procs == 1:
         cmd = [sys.executable, str(assets["driver"]), json.dumps(config)]
     else:
@@ -244,10 +244,14 @@ def test_resume_frozen_feature_path(assets, tmp_path):
 
 
 def test_resume_lp_ft_across_the_phase_change(assets, tmp_path):
-    """lp-ft: 1 head epoch (steps 1-5), then 2 full epochs with more param groups; kill in the full phase."""
-    kill_step = RNG.randint(6, 9)
+    """lp-ft: 1 head epoch (steps 1-5), then 2 full epochs whose optimizer has more param groups.
+
+    Kill 1 right after step 6 -> resumes from the phase-change checkpoint (step 5: head-phase optimizer,
+    full phase next). Kill 2 at step 7 or 9 -> resumes from step 6 or 8, restoring the full phase's
+    optimizer and scheduler.
+    """
     run_chain(assets, tmp_path, "lpft", {"policy": "lp-ft", "head_epochs_fraction": 0.34},
-              [{"KILL_AT_STEP": kill_step}])
+              [{"KILL_AT_STEP": 6}, {"KILL_AT_STEP": RNG.choice([7, 9])}])
 
 
 @pytest.mark.multiprocess
