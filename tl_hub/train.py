@@ -90,7 +90,7 @@ class TrainArgs:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
     seed: int = 0
-    checkpointing_steps: int | None = None  # also checkpoint every N optimizer steps; epoch ends always
+    checkpointing_steps: int | str | None = "epoch"  # N (every N optimizer steps + epoch ends), "epoch", None = never
     save_total_limit: int | None = 2
     early_stopping_patience: int | None = None
     metric_for_best_model: str = "accuracy"
@@ -238,6 +238,8 @@ class SeededDataset(Dataset):
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
+        # datasets that declare `augment = False` draw no random numbers: skip the (costly) seeding
+        self.seeded = bool(getattr(dataset, "augment", True))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -246,7 +248,7 @@ class SeededDataset(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         index, seed = key
-        if not seed:
+        if not seed or not self.seeded:
             return self.dataset[index]
         import random
 
@@ -520,8 +522,8 @@ def train(
                     if getattr(accelerator, "trackers", None):
                         accelerator.log({f"{tracker_prefix}train_loss": float(loss.item()),
                                          f"{tracker_prefix}learning_rate": lr}, step=state["global_step"])
-                    if (args.checkpointing_steps and args.checkpointing_steps > 0
-                            and state["global_step"] % args.checkpointing_steps == 0):
+                    every = args.checkpointing_steps
+                    if isinstance(every, int) and every > 0 and state["global_step"] % every == 0:
                         _save(accelerator, ckpt_root, unwrapped, optimizer, scheduler, state, args)
                     for cb in callbacks:
                         cb("step", state)
@@ -574,7 +576,8 @@ def train(
             if phase_stop or state["phase_epoch"] >= phase.epochs:
                 state.update(phase_index=state["phase_index"] + 1, phase_epoch=0, bad_epochs=0)
             state["end_of_epoch"] = True
-            _save(accelerator, ckpt_root, unwrapped, optimizer, scheduler, state, args)
+            if args.checkpointing_steps is not None:
+                _save(accelerator, ckpt_root, unwrapped, optimizer, scheduler, state, args)
             state["end_of_epoch"] = False
             for cb in callbacks:
                 cb("epoch", state)
