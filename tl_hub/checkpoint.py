@@ -223,7 +223,8 @@ def _restore_rng(tensors: Mapping[str, torch.Tensor], meta: dict, path: Path) ->
         np.random.set_state((npst[0], np.asarray(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
-            f"checkpoint RNG state in {path} is corrupt ({err!r}); resume from another checkpoint or start "
+            f"checkpoint file {path / RNG_JSON} / {RNG_TENSORS} (random generator states) is corrupt ({err!r}); "
+            "resume from another checkpoint or start "
             "afresh with overwrite_output_dir: true."
         ) from err
 
