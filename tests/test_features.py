@@ -1,0 +1,90 @@
+"""Frozen-feature fast path: head capture on many architectures; the saved model predicts like head(features)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from tl_hub.backbone import load_backbone
+from tl_hub.features import (
+    FeatureDataset,
+    HeadOnFeatures,
+    extract_features,
+    features_for,
+    head_module,
+    head_module_name,
+)
+from tl_hub.policy import apply_policy
+from tl_hub.train import Phase, TrainArgs, forward_logits, simple_param_groups, train
+from tiny_models import tiny_checkpoint
+
+torch.set_num_threads(1)
+LABELS = ["a", "b", "c"]
+
+
+class Pixels(torch.utils.data.Dataset):
+    augment = False
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.arange(n) % 3
+        self.x = torch.randn(n, 3, 32, 32, generator=g) + self.y.view(-1, 1, 1, 1).float()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixel_values": self.x[i], "labels": self.y[i], "index": i}
+
+
+@pytest.mark.parametrize(
+    "arch, expected",
+    [("vit", "classifier"), ("resnet", "classifier.1"), ("levit", None), ("timm_efficientnet", None),
+     ("timm_vit", None), ("mobilenet_v2", "classifier")],
+)
+def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, arch, expected):
+    model = load_backbone(str(tiny_checkpoint(arch, tmp_path / arch)), LABELS)
+    name = head_module_name(model)
+    if expected is not None:
+        assert name == expected
+    head_ids = {id(p) for p in head_module(model).parameters()}
+    assert {id(p) for n, p in model.named_parameters() if n in model.tl_hub_head_names} <= head_ids
+    apply_policy(model, "head")
+    acc = Accelerator(cpu=True, split_batches=True)
+    train_ds, eval_ds = Pixels(12, 0), Pixels(7, 1)
+    f, y = extract_features(model, train_ds, accelerator=acc, batch_size=4, progress=False)
+    fe, ye = extract_features(model, eval_ds, accelerator=acc, batch_size=4, progress=False)
+    assert len(f) == 12 and len(fe) == 7 and torch.equal(ye, eval_ds.y)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    head = HeadOnFeatures(head_module(model))
+    train(head, FeatureDataset(f, y), FeatureDataset(fe, ye), accelerator=acc, checkpoint_dir=tmp_path / "ck",
+          args=TrainArgs(epochs=2, batch_size=4, learning_rate=1e-2, progress=False, checkpointing_steps=None),
+          phases=[Phase("head", 2, simple_param_groups)], log=lambda m: None)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(model.tl_hub_head_names)  # only the head trained, in place
+    # the full model (backbone + trained head) gives the logits head(features) gives
+    model.eval()
+    with torch.no_grad():
+        full = torch.cat([forward_logits(model, {"pixel_values": eval_ds.x[i:i + 4]}) for i in range(0, 7, 4)])
+        from_features = head.eval()(features=fe)
+    torch.testing.assert_close(full, from_features, rtol=1e-4, atol=1e-5)
+
+
+def test_disk_cache_is_float16_and_reused(tmp_path):
+    model = load_backbone(str(tiny_checkpoint("vit", tmp_path / "vit")), LABELS)
+    acc = Accelerator(cpu=True, split_batches=True)
+    ds = Pixels(6, 0)
+    msgs: list[str] = []
+    a = features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",
+                     key_parts=["x"], progress=False, log=msgs.append)
+    files = list((tmp_path / "fc").rglob("*.safetensors"))
+    assert len(files) == 1
+    b = features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",
+                     key_parts=["x"], progress=False, log=msgs.append)
+    assert any("reusing" in m for m in msgs)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[0], a[0].half().float())
+    # another key (other data/transform) misses the cache
+    features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",
+                 key_parts=["y"], progress=False)
+    assert len(list((tmp_path / "fc").rglob("*.safetensors"))) == 2
