@@ -1,0 +1,115 @@
+"""finetune(): the whole flow on a tiny checkpoint and a small image folder; the output-folder contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tl_hub
+from tl_hub.config import RecipeConfig
+from tl_hub.errors import ConfigError
+from tiny_models import tiny_checkpoint
+from tl_outputs import synthetic_images
+
+LABELS = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("imgs")
+    images, ys = synthetic_images(LABELS, 10, seed=0)
+    for i, (img, y) in enumerate(zip(images, ys)):
+        d = root / LABELS[y]
+        d.mkdir(exist_ok=True)
+        img.save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory) -> str:
+    return str(tiny_checkpoint("vit", tmp_path_factory.mktemp("vit") / "vit"))
+
+
+def _cfg(vit, data, out, **kw):
+    base = dict(model=vit, dataset=str(data), image_size=32, epochs=2, batch_size=8, eval_fraction=0.3,
+                seed=0, output_dir=str(out), num_workers=0, augment=False)
+    base.update(kw)
+    return RecipeConfig(**base)
+
+
+def test_output_folder_contract(tmp_path, vit, image_folder, capsys):
+    result = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "out", policy="full", checkpointing_steps=2))
+    out = Path(result.output_dir)
+    for name in ("model.safetensors", "config.json", "recipe.yaml", "metrics.json", "run_info.json", "README.md"):
+        assert (out / name).is_file(), name
+    assert (out / "preprocessor_config.json").is_file() or "pretrained_cfg" in json.loads((out / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(3)] == sorted(LABELS) or set(config["id2label"].values()) == set(LABELS)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"epochs", "best_epoch", "metric_for_best_model", "final", "per_label", "confusion_matrix", "labels"}
+    assert len(metrics["epochs"]) == 2
+    assert set(metrics["epochs"][0]) >= {"epoch", "step", "train_loss", "learning_rate", "images_per_second", "eval_accuracy"}
+    assert metrics["final"]["accuracy"] == result.metrics["accuracy"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["num_eval_examples"] == 9
+    info = json.loads((out / "run_info.json").read_text())
+    for key in ("tl_hub_version", "base_model", "base_model_revision", "parent_model", "labels", "policy", "data",
+                "hyperparameters", "command", "framework_versions", "num_processes", "mixed_precision", "device",
+                "train_runtime_s", "feature_cache_used"):
+        assert key in info, key
+    assert info["policy"]["name"] == "full" and "summary" in info["policy"]
+    assert info["parent_model"] is None and info["num_processes"] == 1
+    assert RecipeConfig.from_yaml(out / "recipe.yaml").epochs == 2
+    # the saved model is the best epoch's
+    best = load_file(str(out / "checkpoints" / "best_model.safetensors"))
+    saved = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved[k], best[k]) for k in saved if k in best)
+    printed = capsys.readouterr().out
+    assert "policy: full" in printed and "tl-hub push" in printed
+
+
+def test_refuses_to_overwrite_another_run_or_user_files(tmp_path, vit, image_folder):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="overwrite_output_dir"):
+        tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1))
+    result = tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1, overwrite_output_dir=True))
+    assert (out / "notes.txt").read_text() == "mine" and result.feature_cache_used
+    # another recipe into the same folder is refused; the same recipe again is fine
+    with pytest.raises(ConfigError, match="different recipe"):
+        tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=2))
+    tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1))
+
+
+def test_feature_path_trains_the_same_head_as_the_plain_path(tmp_path, vit, image_folder):
+    fast = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "fast", policy="head", feature_cache="on",
+                                feature_cache_dir=str(tmp_path / "fc")))
+    plain = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "plain", policy="head", feature_cache="off"))
+    assert fast.feature_cache_used and not plain.feature_cache_used
+    a = load_file(str(tmp_path / "fast" / "model.safetensors"))
+    b = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:  # backbone identical, head equal up to float16 feature rounding
+        torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=1e-2)
+    assert fast.metrics["accuracy"] == pytest.approx(plain.metrics["accuracy"], abs=0.12)
+
+
+def test_lp_ft_runs_both_phases_and_continuing_records_the_parent(tmp_path, vit, image_folder):
+    first = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "lpft", policy="lp-ft", epochs=2))
+    assert [r["phase"] for r in first.history] == ["head", "full"]
+    second = tl_hub.finetune(_cfg(first.output_dir, image_folder, tmp_path / "child", policy="head", epochs=1))
+    info = json.loads((Path(second.output_dir) / "run_info.json").read_text())
+    assert info["parent_model"] == first.output_dir
+
+
+def test_fp16_on_cpu_falls_back_with_a_message(tmp_path, vit, image_folder, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "fp16", policy="head", epochs=1, mixed_precision="fp16"))
+    assert "ignores fp16" in capsys.readouterr().out
+    info = json.loads((tmp_path / "fp16" / "run_info.json").read_text())
+    assert info["mixed_precision"] == "no"
