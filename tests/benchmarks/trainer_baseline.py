@@ -142,6 +142,15 @@ def set_trainable(model: Any, trainable: Sequence[str] | None) -> int:
     return sum(p.numel() for n, p in params.items() if n in wanted)
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def _epoch_timer() -> Any:
     from transformers import TrainerCallback
 
@@ -235,6 +244,7 @@ def run_trainer(
         "test_accuracy": None,
         "eval_wall_s": None,
     }
+    out["peak_rss_train_mb"] = _peak_rss_mb()
     if test_ds is not None:
         t_eval = time.perf_counter()
         pred = trainer.predict(test_ds.with_transform(eval_tf))
