@@ -49,7 +49,9 @@ def main() -> None:
     a = p.parse_args()
     labels = [str(i) for i in range(10)]
     train_ds, eval_ds = Synthetic(a.n, a.image_size), Synthetic(a.n // 4, a.image_size)
-    acc = Accelerator(mixed_precision=a.precision, split_batches=True)
+    from accelerate.utils import DataLoaderConfiguration
+
+    acc = Accelerator(mixed_precision=a.precision, dataloader_config=DataLoaderConfiguration(split_batches=True))
     print(json.dumps({"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}), flush=True)
     for policy in ("head", "partial", "full"):
         model = load_backbone(a.model, labels)

@@ -103,6 +103,7 @@ def _make_accelerator(config: Any, output_dir: Path) -> Any:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
     def early_say(msg: str) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
@@ -115,7 +116,9 @@ def _make_accelerator(config: Any, output_dir: Path) -> Any:
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=precision,
-        split_batches=True,  # batch_size is the global batch: same training on 1 or N processes
+        # batch_size is the global batch: same training on 1 or N processes (accelerate >= 1.x ignores
+        # the old `split_batches=` argument; it must go through DataLoaderConfiguration)
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with=list(config.log_with) or None,
         project_dir=str(output_dir),
     )

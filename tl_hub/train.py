@@ -359,7 +359,7 @@ def train(
         model: unprepared module (the loop prepares it with `accelerator`).
         train_dataset / eval_dataset: map-style datasets of dicts ("labels", "index" + model inputs).
         args: loop numbers (TrainArgs).
-        accelerator: an `accelerate.Accelerator` built with `split_batches=True`.
+        accelerator: an `accelerate.Accelerator` with `DataLoaderConfiguration(split_batches=True)`.
         checkpoint_dir: where checkpoints and `best_model.safetensors` go (main process writes).
         phases: e.g. `[Phase("train", epochs, groups)]`, or lp-ft's head + full phases.
         metrics_fn: EvalOutput -> metrics dict (scalars become `eval_<name>` in the history);
@@ -389,6 +389,12 @@ def train(
                 f"{what}: got {size}, not divisible by the {nproc} processes; batch_size is the global batch "
                 f"(split across processes). Use a multiple of {nproc}."
             )
+    if nproc > 1 and not accelerator.split_batches:
+        raise TlHubError(
+            "accelerator: split_batches is off, so batch_size would be per process and results would depend "
+            "on the process count; build it with Accelerator(dataloader_config=DataLoaderConfiguration("
+            "split_batches=True))"
+        )
     eval_bs = args.eval_batch_size or args.batch_size
     eval_bs = max(nproc, eval_bs - eval_bs % nproc)
 
@@ -482,10 +488,9 @@ def train(
                 with ctx:
                     logits = forward_logits(prepared, batch, args.channels_last)
                     loss = F.cross_entropy(logits.float(), batch["labels"])
-                    finite = bool(torch.isfinite(loss.detach()).item())
-                    if nproc > 1:
-                        flag = torch.tensor([0.0 if finite else 1.0], device=loss.device)
-                        finite = float(accelerator.reduce(flag, "sum").item()) == 0.0
+                    # the mean over all processes: what the loss of the global batch is (NaN anywhere -> NaN)
+                    loss_all = accelerator.reduce(loss.detach().clone(), "mean") if nproc > 1 else loss.detach()
+                    finite = bool(torch.isfinite(loss_all).item())
                     if finite:
                         accelerator.backward(loss / group_size)
                 if not finite:
@@ -501,7 +506,7 @@ def train(
                     state["nonfinite_ids"].extend(bad[:64])
                     say(f"skipped a batch with non-finite loss at epoch {epoch + 1}, batch {b + 1}: {bad[:8]}")
                 else:
-                    state["loss_sum"] += float(loss.detach().item())
+                    state["loss_sum"] += float(loss_all.item())
                     state["loss_count"] += 1
                 n = int(batch["labels"].shape[0]) * nproc
                 state["samples_epoch"] += n
