@@ -244,6 +244,10 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         raise ConfigError("dataset: got null; name a Hub dataset id, a folder, a CSV/JSONL file or bundled:fashion_mnist")
     output_dir = Path(config.output_dir).expanduser()
     accelerator = _make_accelerator(config, output_dir)
+    if accelerator.device.type == "cpu":
+        from tl_hub.train import tune_cpu_allocator
+
+        tune_cpu_allocator()  # +20-45 % CPU training throughput: fewer page faults (see its docstring)
     main = accelerator.is_main_process
 
     def say(msg: str) -> None:

