@@ -97,20 +97,20 @@ class BenchConfig:
 
 
 def quick_config(**kw: Any) -> BenchConfig:
-    """A few minutes on 2 CPU cores: N = 1,000, one seed, 3 epochs for quality, 2k test images."""
+    """A few minutes on 2 quiet CPU cores: N = 1,000 only, one seed, 2 quality epochs, 1k test images."""
     base = dict(
         mode="quick",
         speed_ns=(1000,),
         speed_repeats=2,
-        tp_steps=8,
+        tp_steps=6,
         tp_epochs=2,
-        tp_repeats=1,
+        tp_repeats=2,
         batch_size=32,
         quality_ns=(1000,),
-        quality_epochs={1000: 3},
+        quality_epochs={1000: 2},
         seeds_small=1,
         n_val=500,
-        n_test=2000,
+        n_test=1000,
     )
     base.update(kw)
     return BenchConfig(**base)
