@@ -113,3 +113,17 @@ def test_fp16_on_cpu_falls_back_with_a_message(tmp_path, vit, image_folder, caps
     assert "ignores fp16" in capsys.readouterr().out
     info = json.loads((tmp_path / "fp16" / "run_info.json").read_text())
     assert info["mixed_precision"] == "no"
+
+
+def test_partial_policy_keeps_frozen_batchnorm_statistics(tmp_path, image_folder):
+    """Frozen layers' BatchNorm running stats must not drift although the loop calls model.train()."""
+    resnet = tiny_checkpoint("resnet", tmp_path / "resnet")
+    result = tl_hub.finetune(RecipeConfig(model=str(resnet), dataset=str(image_folder), image_size=32, epochs=1,
+                                          batch_size=8, eval_fraction=0.3, seed=0, output_dir=str(tmp_path / "o"),
+                                          num_workers=0, policy="partial", train_fraction=0.3))
+    before = load_file(str(resnet / "model.safetensors"))
+    after = load_file(str(Path(result.output_dir) / "model.safetensors"))
+    stats = [k for k in after if k.endswith("running_mean") and k in before]
+    frozen = [k for k in stats if k.startswith("resnet.embedder")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in stats)  # the trained (deepest) layers did update
