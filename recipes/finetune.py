@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = RecipeConfig.from_args(argv)
-        from tl_hub.finetune import finetune
+        from tl_hub.finetuning import finetune
 
         finetune(config)
     except TlHubError as err:

@@ -127,3 +127,11 @@ def test_partial_policy_keeps_frozen_batchnorm_statistics(tmp_path, image_folder
     frozen = [k for k in stats if k.startswith("resnet.embedder")]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in stats)  # the trained (deepest) layers did update
+
+
+def test_importing_the_module_keeps_tl_hub_finetune_callable() -> None:
+    import tl_hub
+    import tl_hub.finetuning  # noqa: F401  (a module named like the function would shadow it)
+
+    assert callable(tl_hub.finetune)
+    assert tl_hub.finetune is tl_hub.finetuning.finetune

@@ -290,7 +290,7 @@ def finetuned(hub, hub_sources, tmp_path_factory):
     """A recipe naming the backbone and dataset by repo id, trained with push_to_hub: true."""
     import yaml
 
-    from tl_hub.finetune import finetune
+    from tl_hub.finetuning import finetune
 
     backbone, dataset = hub_sources
     repo_id = hub.new_repo_id("colours-finetuned")
@@ -330,7 +330,7 @@ def test_e2e_continue_from_pushed_model(hub, hub_sources, finetuned, tmp_path):
     from huggingface_hub import ModelCard
     from safetensors.torch import load_file
 
-    from tl_hub.finetune import finetune
+    from tl_hub.finetuning import finetune
 
     _, dataset = hub_sources
     _, parent = finetuned

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available yet")
+pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
@@ -37,7 +37,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 
 def run(assets, out: str, **kw):
-    from tl_hub.finetune import finetune
+    from tl_hub.finetuning import finetune
 
     base = dict(model=str(assets["model"]), dataset=str(assets["data"]), output_dir=str(assets["root"] / out),
                 epochs=2, batch_size=4, eval_fraction=0.25, num_workers=0, seed=0, policy="full",

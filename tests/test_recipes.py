@@ -140,9 +140,9 @@ def test_script_is_thin_and_documents_the_three_launch_commands():
 
 def test_main_calls_tl_hub_finetune_with_the_parsed_config(monkeypatch):
     calls = []
-    fake = types.ModuleType("tl_hub.finetune")
+    fake = types.ModuleType("tl_hub.finetuning")
     fake.finetune = calls.append
-    monkeypatch.setitem(sys.modules, "tl_hub.finetune", fake)
+    monkeypatch.setitem(sys.modules, "tl_hub.finetuning", fake)
     quick = str(RECIPES / "configs" / "quickstart.yaml")
     assert _load_script().main(["--config", quick, "--epochs", "2", "seed=3"]) == 0
     assert calls == [RecipeConfig.from_yaml(quick).replace(epochs=2, seed=3)]

@@ -1,7 +1,7 @@
 """Exact resume (issue 6): SIGKILL a real `finetune` process, resume with `resume_from_checkpoint: latest`,
 and compare with an uninterrupted run of the same recipe, bit for bit.
 
-Each run is a subprocess (CPU, 1 thread, tiny ViT, 16 px images) running `tl_hub.finetune.finetune`
+Each run is a subprocess (CPU, 1 thread, tiny ViT, 16 px images) running `tl_hub.finetuning.finetune`
 through a small driver that only *observes* and *kills*:
 - an optimizer step post-hook logs, per optimizer step, the learning rate of every param group and
   the sample indices of the micro-batches that went into that step (read from the batches the loop
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("tl_hub.finetune", reason="tl_hub.finetune (TRAIN helper) not available yet")
+pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
 SEED = int(os.environ.get("TL_HUB_RESUME_SEED", time.time_ns() % 1_000_000))
@@ -95,7 +95,7 @@ def write_tensors(path, tensors, metadata=None):
 ckpt_mod._write_json = write_json
 ckpt_mod._write_tensors = write_tensors
 
-from tl_hub.finetune import finetune
+from tl_hub.finetuning import finetune
 finetune(json.loads(sys.argv[1]))
 '''
 

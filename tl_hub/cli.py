@@ -26,13 +26,13 @@ def _cmd_policy(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from tl_hub.finetune import train_command
+    from tl_hub.finetuning import train_command
 
     return train_command(args.config, overrides)
 
 
 def _cmd_quickstart(args: argparse.Namespace, overrides: list[str]) -> int:
-    from tl_hub.finetune import quickstart_command
+    from tl_hub.finetuning import quickstart_command
 
     return quickstart_command(output_dir=args.output_dir, overrides=overrides)
 

@@ -60,7 +60,7 @@ def finetune_check(policy: str, args: argparse.Namespace, work: Path) -> dict[st
     """tl_hub.finetune on the bundled data with `policy` in bf16; images/s, peak memory, accuracy."""
     import torch
 
-    from tl_hub.finetune import finetune
+    from tl_hub.finetuning import finetune
 
     cuda = torch.cuda.is_available()
     if cuda:

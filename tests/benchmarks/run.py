@@ -348,8 +348,7 @@ def arm_floor(spec: dict[str, Any]) -> dict[str, Any]:
 
 def arm_tlhub(spec: dict[str, Any]) -> dict[str, Any]:
     """tl_hub.finetune on the arm's data (timed), then the saved folder scored on the test set (untimed)."""
-    # (`import tl_hub.finetune` would shadow the lazy `tl_hub.finetune` function with its module)
-    from tl_hub.finetune import finetune
+    from tl_hub.finetuning import finetune
 
     data = _datasets(spec)
     _quiet_libraries()
