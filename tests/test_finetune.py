@@ -135,3 +135,13 @@ def test_importing_the_module_keeps_tl_hub_finetune_callable() -> None:
 
     assert callable(tl_hub.finetune)
     assert tl_hub.finetune is tl_hub.finetuning.finetune
+
+
+def test_misspelled_keyword_is_a_config_error_naming_the_fix() -> None:
+    import pytest
+
+    import tl_hub
+    from tl_hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        tl_hub.finetune(dataset="bundled:digits", epocs=3)

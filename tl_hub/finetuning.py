@@ -75,7 +75,7 @@ def _resolve_config(config: Any, overrides: dict[str, Any]) -> Any:
     from tl_hub.config import RecipeConfig
 
     if config is None:
-        return RecipeConfig(**overrides)
+        return RecipeConfig.from_dict(overrides)
     if isinstance(config, (str, os.PathLike)):
         cfg = RecipeConfig.from_yaml(config)
     elif isinstance(config, RecipeConfig):
