@@ -126,3 +126,14 @@ def hub():
         yield LocalHub(server)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny(session_dir: Path):
+    """tiny("vit") -> path of a tiny random checkpoint of that architecture (built once per session)."""
+    from tiny_models import tiny_checkpoint
+
+    def get(arch: str) -> Path:
+        return tiny_checkpoint(arch, session_dir / "tiny" / arch)
+
+    return get

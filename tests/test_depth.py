@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_ARCHS, tiny_checkpoint
+from tiny_models import TINY_ARCHS
 
 from tl_hub.backbone import load_backbone
 from tl_hub.depth import BLOCK, HEAD, NECK, STEM, depth_info, depth_map, native_input_size
 
 LABELS = ["a", "b", "c"]
-
-
-@pytest.fixture(scope="session")
-def tiny(session_dir):
-    def get(arch: str) -> Path:
-        return tiny_checkpoint(arch, session_dir / "tiny" / arch)
-
-    return get
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_ARCHS, tiny_checkpoint
+from tiny_models import TINY_ARCHS
 
 from tl_hub.backbone import load_backbone
 from tl_hub.cli import main as cli_main
@@ -27,14 +26,6 @@ from tl_hub.policy import (
 )
 
 LABELS = ["a", "b", "c"]
-
-
-@pytest.fixture(scope="session")
-def tiny(session_dir):
-    def get(arch: str) -> Path:
-        return tiny_checkpoint(arch, session_dir / "tiny" / arch)
-
-    return get
 
 
 def _stat_buffers(model) -> dict[str, tuple[torch.nn.Module, str]]:

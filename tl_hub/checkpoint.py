@@ -107,13 +107,18 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _require_file(path: Path, what: str) -> None:
+    """Raise CheckpointError naming `path` when it is missing (never a silent fresh start)."""
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint file {path} ({what}) is missing; the checkpoint is incomplete or was edited. "
             "Resume from another checkpoint (resume_from_checkpoint: <path>) or start afresh with "
             "overwrite_output_dir: true."
         )
+
+
+def _read_json(path: Path, what: str) -> Any:
+    _require_file(path, what)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -125,12 +130,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint file {path} ({what}) is missing; the checkpoint is incomplete or was edited. "
-            "Resume from another checkpoint (resume_from_checkpoint: <path>) or start afresh with "
-            "overwrite_output_dir: true."
-        )
+    _require_file(path, what)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
