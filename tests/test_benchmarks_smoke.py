@@ -90,6 +90,37 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "Memory", "Targets"):
         assert heading in markdown
     assert "Small-data speed" in proc.stdout  # the summary is printed too
+    assert payload["meta"]["complete"] is True and "Partial results" not in markdown
+
+
+def test_quality_only_run_picks_its_sizes_and_keeps_partial_results(tmp_path):
+    """--quality-ns chooses the training-set sizes; results.json is rewritten after every arm, so a
+    run stopped early (a device time limit) still leaves what it measured."""
+    sys.path.insert(0, str(BENCH))
+    import run
+
+    out = tmp_path / "bench"
+    snapshots = []
+    real_write = run.write_results
+
+    def spy(out_dir, records, *args, **kw):
+        result = real_write(out_dir, records, *args, **kw)
+        snapshots.append((len(records), json.loads((out_dir / "results.json").read_text())["meta"]["complete"]))
+        return result
+
+    run.write_results = spy
+    try:
+        rc = run.main(["--smoke", "--data", "bundled", "--in-process", "--sections", "quality",
+                       "--quality-ns", "30,40", "--out", str(out)])
+    finally:
+        run.write_results = real_write
+    assert rc == 0
+    payload = json.loads((out / "results.json").read_text())
+    assert sorted({r["n"] for r in payload["records"]}) == [30, 40]
+    # one partial write per arm (2 sizes x 2 policies), then the final one
+    assert snapshots == [(1, False), (2, False), (3, False), (4, False), (4, True)]
+    with pytest.raises(SystemExit, match="--quality-ns"):
+        run.build_config(run.parse_args(["--smoke", "--quality-ns", "ten"]))
 
 
 def test_one_arm_in_its_own_process(tmp_path):

@@ -171,6 +171,22 @@ def _default_workers(accelerator: Any) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // max(1, accelerator.num_processes) - 1))
 
 
+def _feature_batch_size(eval_batch_size: int | None, batch_size: int, device_type: str) -> int:
+    """Batch size of the one forward pass over the data on the feature path.
+
+    An explicit `eval_batch_size` wins. On a GPU, at least 64 (throughput). On a CPU, at most 16:
+    measured on EfficientNet-Lite0 at 112 px, 2 cores, batches of 16 / 32 / 64 run at the same
+    images/s (435-463) while the activations' peak memory doubles with each step (+100 / +200 / +400 MiB).
+
+    Example:
+        >>> _feature_batch_size(None, 32, "cpu"), _feature_batch_size(None, 32, "cuda"), _feature_batch_size(8, 32, "cpu")
+        (16, 64, 8)
+    """
+    if eval_batch_size:
+        return eval_batch_size
+    return max(batch_size, 64) if device_type == "cuda" else min(batch_size, 16)
+
+
 def _wants_channels_last(model: Any) -> bool:
     import torch
 
@@ -311,9 +327,9 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
     spec = image_spec(processor, config.image_size)
     num_workers = config.num_workers if config.num_workers is not None else _default_workers(accelerator)
     channels_last = _wants_channels_last(model)
-    eval_ds = ImageClassificationDataset(data.eval, spec, train=False)
-
     use_features = policy.name == "head" and config.feature_cache != "off"
+    # the feature path reads each image exactly once: decode it on the fly instead of holding a cache
+    eval_ds = ImageClassificationDataset(data.eval, spec, train=False, cache=not use_features)
     if config.feature_cache == "on" and policy.name != "head":
         raise ConfigError(
             f"feature_cache: got 'on' with policy {policy.name!r}; cached features need a frozen backbone "
@@ -347,13 +363,13 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         if config.augment:
             say("feature cache: training images are not augmented on this path (features are computed once "
                 "with the eval transform); set feature_cache: off to train the head on augmented images")
-        feat_ds = ImageClassificationDataset(data.train, spec, train=False)
+        feat_ds = ImageClassificationDataset(data.train, spec, train=False, cache=False)
         precision = accelerator.mixed_precision
         key = [config.model, config.revision, getattr(data.train, "_fingerprint", None),
                getattr(data.eval, "_fingerprint", None), repr(spec), precision]
         cache_dir = config.feature_cache_dir
         t_feat = time.perf_counter()
-        fb = max(config.eval_batch_size or config.batch_size, 64)
+        fb = _feature_batch_size(config.eval_batch_size, config.batch_size, accelerator.device.type)
         train_f, train_y = features_for(model, feat_ds, accelerator=accelerator, batch_size=fb, split="train",
                                         cache_dir=cache_dir, key_parts=key, num_workers=num_workers,
                                         channels_last=channels_last, log=say)

@@ -474,6 +474,7 @@ class Runner:
         self.records: list[dict[str, Any]] = []
         self.work_root = Path(tempfile.mkdtemp(prefix="tl_hub_bench_"))
         self._counter = 0
+        self.on_record: Callable[[], Any] | None = None
 
     def spec(self, arm: str, **kw: Any) -> dict[str, Any]:
         cfg = self.config
@@ -519,6 +520,8 @@ class Runner:
                     shutil.rmtree(child, ignore_errors=True)
         record = {"arm": spec["arm"], **tag, "spec": {k: v for k, v in spec.items() if k != "workdir"}, "result": result}
         self.records.append(record)
+        if self.on_record is not None:
+            self.on_record()
         if "error" in result:
             self.log(f"     FAILED: {result['error'][-600:]}")
         else:
@@ -924,6 +927,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--malloc-tuning", action="store_true",
                    help="run every arm with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB (both tools alike)")
     p.add_argument("--with-60k", action="store_true", help="full mode: add N = 60,000 to the quality section")
+    p.add_argument("--quality-ns", default=None,
+                   help="comma list of training-set sizes for the quality section (e.g. 100,1000)")
     p.add_argument("--in-process", action="store_true", help="run arms in this process (no per-arm RSS)")
     p.add_argument("--data", choices=("full", "bundled"), default="full",
                    help="full: Fashion-MNIST from the Debian package (the published numbers); bundled: the "
@@ -956,6 +961,11 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         cfg.speed_repeats = cfg.tp_repeats = args.repeats
     if args.with_60k and cfg.mode == "full":
         cfg.quality_ns = (*cfg.quality_ns, 60000)
+    if args.quality_ns:
+        try:
+            cfg.quality_ns = tuple(int(v) for v in args.quality_ns.split(",") if v.strip())
+        except ValueError:
+            raise SystemExit(f"--quality-ns: expected a comma list of integers, got {args.quality_ns!r}") from None
     return cfg
 
 
@@ -982,16 +992,32 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     started = time.perf_counter()
+    command = "python tests/benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     runner = Runner(cfg, out_dir, log)
+    # results are rewritten after every arm, so a run that is stopped early still leaves its numbers
+    runner.on_record = lambda: write_results(out_dir, runner.records, cfg, command, started, final=False)
     log(f"tl_hub benchmark, {cfg.mode} mode, device {cfg.device}, precision {cfg.resolved_precision()}, "
         f"sections {','.join(cfg.sections)}; arms' work in {runner.work_root}")
     for name in cfg.sections:
         log(f"[{name}]")
         SECTIONS[name](runner)
-    summary = summarize(runner.records, cfg)
+    markdown, failed = write_results(out_dir, runner.records, cfg, command, started, final=True)
+    print()
+    print(markdown)
+    print(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    if failed:
+        print(f"{len(failed)} arm(s) failed; see their logs (paths in results.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_results(out_dir: Path, records: list[dict[str, Any]], cfg: BenchConfig, command: str,
+                  started: float, *, final: bool) -> tuple[str, list[dict[str, Any]]]:
+    """Write results.json and results.md for the records so far; returns (markdown, failed records)."""
+    summary = summarize(records, cfg)
     meta = {
         "mode": cfg.mode,
-        "command": "python tests/benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "machine": _machine(),
         "device": _device_name(cfg.device),
         "precision": cfg.resolved_precision(),
@@ -1002,20 +1028,17 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "total_s": time.perf_counter() - started,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z") if final else None,
+        "complete": final,
     }
-    payload = {"meta": meta, "summary": summary, "records": runner.records}
+    payload = {"meta": meta, "summary": summary, "records": records}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    failed = [r for r in runner.records if not _ok(r)]
+    failed = [r for r in records if not _ok(r)]
     markdown = to_markdown(summary, meta, failed)
+    if not final:
+        markdown = f"**Partial results: {len(records)} arm(s) so far; the run has not finished.**\n\n" + markdown
     (out_dir / "results.md").write_text(markdown + "\n")
-    print()
-    print(markdown)
-    print(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}")
-    if failed:
-        print(f"{len(failed)} arm(s) failed; see their logs (paths in results.json)", file=sys.stderr)
-        return 1
-    return 0
+    return markdown, failed
 
 
 if __name__ == "__main__":
