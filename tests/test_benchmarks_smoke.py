@@ -119,6 +119,14 @@ def test_quality_only_run_picks_its_sizes_and_keeps_partial_results(tmp_path):
     assert sorted({r["n"] for r in payload["records"]}) == [30, 40]
     # one partial write per arm (2 sizes x 2 policies), then the final one
     assert snapshots == [(1, False), (2, False), (3, False), (4, False), (4, True)]
+    # --merge: one table from several runs, each record keeping its source
+    merged = tmp_path / "merged"
+    assert run.main(["--merge", str(out / "results.json"), str(out / "results.json"), "--out", str(merged)]) == 0
+    both = json.loads((merged / "results.json").read_text())
+    assert len(both["records"]) == 8 and {r["source"] for r in both["records"]} == {0, 1}
+    assert "Sources:" in (merged / "results.md").read_text()
+    (tmp_path / "junk.json").write_text("{}")
+    assert run.main(["--merge", str(tmp_path / "junk.json"), "--out", str(merged)]) == 2
     with pytest.raises(SystemExit, match="--quality-ns"):
         run.build_config(run.parse_args(["--smoke", "--quality-ns", "ten"]))
 

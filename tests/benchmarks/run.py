@@ -935,6 +935,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="full: Fashion-MNIST from the Debian package (the published numbers); bundled: the "
                         "3k/2k subset inside tl_hub (smoke runs, machines without the package)")
     p.add_argument("--keep-work", action="store_true", help="keep each arm's images, outputs and logs")
+    p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
+                   help="combine the records of several results.json files (e.g. runs split across machines or "
+                        "sizes) into one results.json + results.md in --out; runs nothing")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     p.add_argument("--arm-result", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -978,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.arm_result).write_text(json.dumps(result, default=str))
         return 0
 
+    if args.merge:
+        return merge_results([Path(f) for f in args.merge], Path(args.out))
+
     import fashion_mnist
 
     try:
@@ -1009,6 +1015,48 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{len(failed)} arm(s) failed; see their logs (paths in results.json)", file=sys.stderr)
         return 1
+    return 0
+
+
+def merge_results(files: list[Path], out_dir: Path) -> int:
+    """One results.json + results.md from the records of several runs. Each record keeps where it ran
+    (`source`: the run's device, precision and command), and the markdown lists every source.
+
+    Example:
+        >>> # python tests/benchmarks/run.py --merge cpu/results.json gpu/results.json --out merged
+    """
+    records: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            payload = json.loads(file.read_text())
+            meta = payload["meta"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: --merge {file}: not a results.json written by this script ({exc})", file=sys.stderr)
+            return 2
+        source = {k: meta.get(k) for k in ("device", "precision", "machine", "command", "complete", "mode")}
+        source["file"] = str(file)
+        sources.append(source)
+        records += [{**r, "source": len(sources) - 1} for r in payload["records"]]
+    first = json.loads(files[0].read_text())["meta"]
+    cfg = BenchConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in first["config"].items()
+                         if k in BenchConfig.__dataclass_fields__ and k != "quality_epochs"})
+    summary = summarize(records, cfg)
+    meta = {**first, "mode": "merged", "command": "python tests/benchmarks/run.py --merge " + " ".join(map(str, files)),
+            "device": " + ".join(dict.fromkeys(s["device"] for s in sources)),
+            "machine": " + ".join(dict.fromkeys(s["machine"] for s in sources)),
+            "precision": " + ".join(dict.fromkeys(s["precision"] for s in sources)), "sources": sources,
+            "total_s": sum(json.loads(f.read_text())["meta"].get("total_s") or 0 for f in files), "complete": True}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "records": records},
+                                                     indent=2, default=str))
+    failed = [r for r in records if not _ok(r)]
+    lines = ["Sources:", ""] + [
+        f"{i}. {s['device']}, {s['precision']}: `{s['command']}`" + ("" if s["complete"] else " (stopped early)")
+        for i, s in enumerate(sources, 1)] + [""]
+    markdown = to_markdown(summary, meta, failed) + "\n" + "\n".join(lines)
+    (out_dir / "results.md").write_text(markdown + "\n")
+    print(markdown)
     return 0
 
 
