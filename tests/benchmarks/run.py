@@ -629,6 +629,10 @@ def _spread(values: list[float]) -> dict[str, float | int | None]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def _num(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def _ok(record: dict[str, Any]) -> bool:
     return "error" not in record["result"]
 
@@ -687,8 +691,8 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
             targets.append({
                 "target": f"speed N={n}: tl_hub >= 10x faster than Trainer (head), equal or better accuracy",
                 "value": f"{row['speedup']['median']:.1f}x (min {row['speedup']['min']:.1f}, max "
-                         f"{row['speedup']['max']:.1f}); acc {row['tlhub_test_accuracy']['median']} vs "
-                         f"{row['trainer_test_accuracy']['median']}",
+                         f"{row['speedup']['max']:.1f}); acc {_num(row['tlhub_test_accuracy']['median'])} vs "
+                         f"{_num(row['trainer_test_accuracy']['median'])}",
                 "met": bool(row["speedup"]["median"] >= 10 and acc_ok),
             })
         if floor_ratios:
@@ -928,6 +932,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--malloc-tuning", action="store_true",
                    help="run every arm with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB (both tools alike)")
     p.add_argument("--with-60k", action="store_true", help="full mode: add N = 60,000 to the quality section")
+    p.add_argument("--speed-ns", default=None,
+                   help="comma list of training-set sizes for the speed section (e.g. 10000)")
     p.add_argument("--quality-ns", default=None,
                    help="comma list of training-set sizes for the quality section (e.g. 100,1000)")
     p.add_argument("--in-process", action="store_true", help="run arms in this process (no per-arm RSS)")
@@ -965,11 +971,14 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         cfg.speed_repeats = cfg.tp_repeats = args.repeats
     if args.with_60k and cfg.mode == "full":
         cfg.quality_ns = (*cfg.quality_ns, 60000)
-    if args.quality_ns:
-        try:
-            cfg.quality_ns = tuple(int(v) for v in args.quality_ns.split(",") if v.strip())
-        except ValueError:
-            raise SystemExit(f"--quality-ns: expected a comma list of integers, got {args.quality_ns!r}") from None
+    for option, attr in (("speed_ns", "speed_ns"), ("quality_ns", "quality_ns")):
+        value = getattr(args, option)
+        if value:
+            try:
+                setattr(cfg, attr, tuple(int(v) for v in value.split(",") if v.strip()))
+            except ValueError:
+                flag = "--" + option.replace("_", "-")
+                raise SystemExit(f"{flag}: expected a comma list of integers, got {value!r}") from None
     return cfg
 
 
