@@ -155,7 +155,7 @@ def small_bundle():
 def test_dataset_eval_items_are_deterministic_and_normalised(small_bundle):
     spec = image_spec(_timm_processor(), image_size=32)
     dataset = ImageClassificationDataset(small_bundle.train, spec, train=False)
-    assert dataset.pixels.dtype == torch.uint8 and dataset.pixels.shape == (40, 3, 32, 32)
+    assert dataset.pixels.dtype == torch.uint8 and dataset.pixels.shape == (40, 1, 32, 32)  # greyscale: 1 plane
     first, again = dataset[3], dataset[3]
     assert torch.equal(first["pixel_values"], again["pixel_values"])
     assert first["pixel_values"].dtype == torch.float32 and first["pixel_values"].shape == (3, 32, 32)
@@ -173,7 +173,7 @@ def test_dataset_eval_items_are_deterministic_and_normalised(small_bundle):
 def test_dataset_train_augmentation(small_bundle):
     spec = image_spec(_timm_processor(), image_size=32)
     dataset = ImageClassificationDataset(small_bundle.train, spec, train=True)
-    assert dataset.pixels.shape == (40, 3, spec.resize_size, spec.resize_size)
+    assert dataset.pixels.shape == (40, 1, spec.resize_size, spec.resize_size)
     torch.manual_seed(0)
     draws = [dataset[5]["pixel_values"] for _ in range(4)]
     assert all(d.shape == (3, 32, 32) for d in draws)
@@ -181,6 +181,43 @@ def test_dataset_train_augmentation(small_bundle):
     plain = ImageClassificationDataset(small_bundle.train, spec, train=True, augment=False)
     evaluation = ImageClassificationDataset(small_bundle.train, spec, train=False)
     assert torch.equal(plain[5]["pixel_values"], evaluation[5]["pixel_values"])
+
+
+def _grey_then_colour(n_grey: int, colour_at: list[int]):
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(n_grey):
+        if i in colour_at:
+            images.append(Image.fromarray(rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)))
+        else:
+            images.append(Image.fromarray(rng.integers(0, 256, (13, 17), dtype=np.uint8)))  # mode L
+    return Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n_grey)]},
+                             features=Features(image=ImageFeature(), label=ClassLabel(names=["a", "b"])))
+
+
+@pytest.mark.parametrize("colour_at", [[], [0], [7], [3, 11]])
+@pytest.mark.parametrize("train", [False, True])
+def test_greyscale_cache_keeps_one_plane_and_items_equal_the_uncached_ones(colour_at, train):
+    ds = _grey_then_colour(12, colour_at)
+    spec = ImageSpec(size=8, resize_size=10, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
+    cached = ImageClassificationDataset(ds, spec, train=train, num_threads=3)
+    uncached = ImageClassificationDataset(ds, spec, train=train, cache=False)
+    side = spec.resize_size if train else spec.size
+    assert cached.pixels.shape == (12, 3 if colour_at else 1, side, side)
+    for i in range(12):
+        assert torch.equal(cached.uint8(i), uncached.uint8(i)), i  # widening to RGB loses nothing
+        torch.manual_seed(i)
+        a = cached[i]["pixel_values"]
+        torch.manual_seed(i)
+        b = uncached[i]["pixel_values"]
+        assert a.shape == (3, 8, 8) and torch.equal(a, b), i  # same crop/flip draws, same pixels
+    loader = torch.utils.data.DataLoader(cached, batch_size=5)
+    assert next(iter(loader))["pixel_values"].shape == (5, 3, 8, 8)
+    raw = ImageClassificationDataset(ds, spec, train=train, uint8_items=True)
+    assert raw[2]["pixel_values"].shape == (3, side, side)
 
 
 def test_dataset_flip_only_mirrors(tmp_path):

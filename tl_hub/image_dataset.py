@@ -1,8 +1,8 @@
 """The training/eval torch Dataset over a `load_data` split: decode once, then serve epochs from memory.
 
-`ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x 3 x R x R``) and
-then serves epochs from memory: random resized crop + horizontal flip on the uint8 tensor for
-training, the deterministic eval crop (identical to `tl_hub.transforms.export_processor`'s processor)
+`ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x C x R x R``, C = 1
+for greyscale data) and then serves epochs from memory: random resized crop + horizontal flip on the
+uint8 tensor for training, the deterministic eval crop (identical to `tl_hub.transforms.export_processor`'s processor)
 otherwise. `augment_batch` does the training transform for a whole batch on its device (GPU).
 
 Example:
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,10 +143,12 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     """A torch Dataset over a `load_data` split: ``{"pixel_values", "labels", "index"}`` per item.
 
     With ``cache=True`` every image is decoded and resized **once** (threads; PIL and torchvision
-    release the GIL) into one uint8 tensor, ``N x 3 x R x R`` (R = ``spec.resize_size`` for training,
+    release the GIL) into one uint8 tensor, ``N x C x R x R`` (R = ``spec.resize_size`` for training,
     ``spec.size`` for eval), shared copy-on-write with forked DataLoader workers and through shared
-    memory with spawned ones. Later epochs only crop, flip and normalise. If the cache would exceed
-    ``cache_max_bytes`` (default: 40 % of RAM, at most 16 GiB) images are decoded per item instead
+    memory with spawned ones. C is 1 while every image is greyscale (its three RGB channels equal: a
+    third of the memory, and the per-item crop works on one plane) and 3 from the first colour image
+    on; items always have 3 channels. Later epochs only crop, flip and normalise. If the cache would
+    exceed ``cache_max_bytes`` (default: 40 % of RAM, at most 16 GiB) images are decoded per item instead
     (do that in DataLoader workers).
 
     Training items: random resized crop (area ``scale``, aspect 3/4..4/3) of the cached square,
@@ -234,27 +237,41 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return self._geometry(self._open(self._source.row(index), index))
 
     def _decode_all(self, num_threads: int | None) -> torch.Tensor:
-        pixels = torch.empty((len(self), 3, self.side, self.side), dtype=torch.uint8)
+        # One plane per image while all are greyscale; the first colour image widens the cache to 3
+        # planes (the greyscale ones written so far are copied into all three). Decoding runs outside
+        # the lock; only the cheap copy into the cache holds it.
+        cache = {"pixels": torch.empty((len(self), 1, self.side, self.side), dtype=torch.uint8)}
+        lock = threading.Lock()
         raw = self._source.raw()
         threads = num_threads or min(4, os.cpu_count() or 1)
         chunk = 256
 
         def work(args: tuple[int, Any]) -> None:
             index, row = args
-            pixels[index] = self._geometry(self._open(row, index))
+            image = self._geometry(self._open(row, index))
+            grey = bool(torch.equal(image[0], image[1]) and torch.equal(image[0], image[2]))
+            with lock:
+                pixels = cache["pixels"]
+                if pixels.shape[1] == 1 and not grey:
+                    pixels = cache["pixels"] = pixels.expand(-1, 3, -1, -1).contiguous()
+                pixels[index] = image[:1] if pixels.shape[1] == 1 else image
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
             for start in range(0, len(self), chunk):
                 rows = raw[start : start + chunk][self._source.column]
                 list(pool.map(work, enumerate(rows, start=start)))
-        return pixels
+        return cache["pixels"]
 
     def uint8(self, index: int) -> torch.Tensor:
-        """The cached (or freshly decoded) uint8 image before augmentation.
+        """The cached (or freshly decoded) uint8 image before augmentation, ``[3, R, R]`` (a greyscale
+        cache entry is returned as a 3-channel view of its one plane).
 
         Example:
             >>> # ds[i]["pixel_values"] == spec.normalize(ds.uint8(i)) when train=False
         """
+        return self._planes(index).expand(3, -1, -1)
+
+    def _planes(self, index: int) -> torch.Tensor:
         return self.pixels[index] if self.pixels is not None else self._decode(index)
 
     def transform_batch(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -270,9 +287,9 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
-        image = self.uint8(index)
+        image = self._planes(index)  # 1 or 3 planes: crop and resize them before widening to RGB
         if self.uint8_items:
-            return {"pixel_values": image, "labels": self.labels[index], "index": index}
+            return {"pixel_values": image.expand(3, -1, -1), "labels": self.labels[index], "index": index}
         if self.augment:
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.v2 import functional as tvF
@@ -287,7 +304,8 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             )
             if self.flip and bool(torch.rand(()) < 0.5):
                 image = image.flip(-1)
-        return {"pixel_values": self.spec.normalize(image), "labels": self.labels[index], "index": index}
+        pixels = self.spec.normalize(image.expand(3, -1, -1).contiguous())
+        return {"pixel_values": pixels, "labels": self.labels[index], "index": index}
 
 
 def _default_cache_budget() -> int:

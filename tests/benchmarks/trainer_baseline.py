@@ -2,7 +2,10 @@
 `examples/pytorch/image-classification/run_image_classification.py`.
 
 What it copies from that script: `AutoModelForImageClassification.from_pretrained(path, num_labels=...,
-id2label=..., label2id=..., ignore_mismatched_sizes=True)`; torchvision transforms applied on the fly
+id2label=..., label2id=..., ignore_mismatched_sizes=True)`; `import evaluate` and
+`evaluate.load("accuracy")` with its `compute_metrics` handed to the Trainer (the Hub's accuracy script
+cannot be fetched offline: the same script shipped inside tl_hub is loaded by path); torchvision
+transforms applied on the fly
 with `Dataset.set_transform` (train: RandomResizedCrop + RandomHorizontalFlip + ToTensor + Normalize;
 eval: Resize + CenterCrop + ToTensor + Normalize, mean/std from the image processor); a collate
 function that stacks `pixel_values` and `labels`; `Trainer(...).train()` then `trainer.save_model()`.
@@ -186,8 +189,11 @@ def run_trainer(
     Returns train_wall_s (data load + model load + train + save), train_runtime_s (Trainer's own),
     per-epoch images/s, trainable_params, test_accuracy (None without test_ds), eval_wall_s.
     """
+    import evaluate  # the example script imports it at the top (untimed here, like the other imports)
     import torch
     from transformers import AutoImageProcessor, Trainer, TrainingArguments
+
+    from tl_hub.metrics import metric_path
 
     t_start = time.perf_counter()
     if isinstance(train_ds, (str, Path)):
@@ -195,6 +201,11 @@ def run_trainer(
 
         train_ds = load_dataset("imagefolder", data_dir=str(train_ds), split="train")
     labels = train_ds.features["label"].names
+    metric = evaluate.load(metric_path("accuracy"))  # the script: evaluate.load("accuracy", cache_dir=...)
+
+    def compute_metrics(p: Any) -> dict[str, float]:
+        return metric.compute(predictions=np.argmax(p.predictions, axis=1), references=p.label_ids)
+
     model = load_model(run.model_path, labels, pretrained=run.pretrained)
     trainable_params = set_trainable(model, run.trainable)
     try:
@@ -226,7 +237,8 @@ def run_trainer(
     )
     timer = _epoch_timer()
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_ds, data_collator=collate_fn, callbacks=[timer]
+        model=model, args=args, train_dataset=train_ds, data_collator=collate_fn, callbacks=[timer],
+        compute_metrics=compute_metrics,
     )
     train_result = trainer.train()
     trainer.save_model()
