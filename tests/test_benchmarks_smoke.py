@@ -128,6 +128,8 @@ def test_quality_only_run_picks_its_sizes_and_keeps_partial_results(tmp_path):
     (tmp_path / "junk.json").write_text("{}")
     assert run.main(["--merge", str(tmp_path / "junk.json"), "--out", str(merged)]) == 2
     assert run.build_config(run.parse_args(["--smoke", "--speed-ns", "50,60"])).speed_ns == (50, 60)
+    later = run.build_config(run.parse_args(["--smoke", "--first-repeat", "1", "--repeats", "1"]))
+    assert (later.first_repeat, later.speed_repeats) == (1, 1)
     with pytest.raises(SystemExit, match="--quality-ns"):
         run.build_config(run.parse_args(["--smoke", "--quality-ns", "ten"]))
 

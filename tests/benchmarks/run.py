@@ -75,6 +75,7 @@ class BenchConfig:
     precision: str = "auto"  # auto: fp32 on CPU, bf16 on CUDA
     num_workers: int = 0
     malloc_tuning: bool = False
+    first_repeat: int = 0  # repeat indices start here (a later run adds repeats to an earlier one: --merge)
     # quality
     quality_ns: tuple[int, ...] = (100, 1000, 10000)
     quality_policies: tuple[str, ...] = POLICIES
@@ -574,7 +575,7 @@ def _order(arms: list[str], repeat: int) -> list[str]:
 def section_speed(runner: Runner) -> None:
     cfg = runner.config
     for n in cfg.speed_ns:
-        for rep in range(cfg.speed_repeats):
+        for rep in range(cfg.first_repeat, cfg.first_repeat + cfg.speed_repeats):
             for arm in _order(["floor", "tlhub", "trainer"], rep):
                 spec = runner.spec(
                     arm, n_train=n, policy="head", epochs=cfg.speed_epochs, learning_rate=cfg.head_lr
@@ -586,7 +587,7 @@ def section_throughput(runner: Runner) -> None:
     cfg = runner.config
     n = cfg.tp_steps * cfg.batch_size
     for policy in cfg.tp_policies:
-        for rep in range(cfg.tp_repeats):
+        for rep in range(cfg.first_repeat, cfg.first_repeat + cfg.tp_repeats):
             for arm in _order(["tlhub", "trainer"], rep):
                 spec = runner.spec(
                     arm,
@@ -928,6 +929,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--repeats", type=int, default=None, help="repeats for speed and throughput")
+    p.add_argument("--first-repeat", type=int, default=0,
+                   help="index of the first repeat (arm order alternates by index); to add repeats to an "
+                        "earlier run, then --merge both")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for both tools")
     p.add_argument("--malloc-tuning", action="store_true",
                    help="run every arm with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1GiB (both tools alike)")
@@ -969,6 +973,9 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         cfg.sections = wanted
     if args.repeats is not None:
         cfg.speed_repeats = cfg.tp_repeats = args.repeats
+    if args.first_repeat < 0:
+        raise SystemExit(f"--first-repeat: expected an integer >= 0, got {args.first_repeat}")
+    cfg.first_repeat = args.first_repeat
     if args.with_60k and cfg.mode == "full":
         cfg.quality_ns = (*cfg.quality_ns, 60000)
     for option, attr in (("speed_ns", "speed_ns"), ("quality_ns", "quality_ns")):
