@@ -2,8 +2,9 @@
 
 `ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x C x R x R``, C = 1
 for greyscale data) and then serves epochs from memory: random resized crop + horizontal flip on the
-uint8 tensor for training, the deterministic eval crop (identical to `tl_hub.transforms.export_processor`'s processor)
-otherwise. `augment_batch` does the training transform for a whole batch on its device (GPU).
+uint8 tensor for training, the deterministic eval crop (identical to
+`tl_hub.transforms.export_processor`'s processor) otherwise. `augment_batch` does the training
+transform for a whole batch on its device (GPU).
 
 Example:
     >>> from tl_hub.data import load_data

@@ -978,13 +978,13 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     cfg.first_repeat = args.first_repeat
     if args.with_60k and cfg.mode == "full":
         cfg.quality_ns = (*cfg.quality_ns, 60000)
-    for option, attr in (("speed_ns", "speed_ns"), ("quality_ns", "quality_ns")):
-        value = getattr(args, option)
+    for name in ("speed_ns", "quality_ns"):
+        value = getattr(args, name)
         if value:
             try:
-                setattr(cfg, attr, tuple(int(v) for v in value.split(",") if v.strip()))
+                setattr(cfg, name, tuple(int(v) for v in value.split(",") if v.strip()))
             except ValueError:
-                flag = "--" + option.replace("_", "-")
+                flag = "--" + name.replace("_", "-")
                 raise SystemExit(f"{flag}: expected a comma list of integers, got {value!r}") from None
     return cfg
 
