@@ -305,7 +305,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             )
             if self.flip and bool(torch.rand(()) < 0.5):
                 image = image.flip(-1)
-        pixels = self.spec.normalize(image.expand(3, -1, -1).contiguous())
+        pixels = self.spec.normalize(image.expand(3, -1, -1))  # the float copy is a dense 3-plane tensor
         return {"pixel_values": pixels, "labels": self.labels[index], "index": index}
 
 

@@ -1043,6 +1043,7 @@ def merge_results(files: list[Path], out_dir: Path) -> int:
     """
     records: list[dict[str, Any]] = []
     sources: list[dict[str, Any]] = []
+    metas: list[dict[str, Any]] = []
     for file in files:
         try:
             payload = json.loads(file.read_text())
@@ -1050,11 +1051,12 @@ def merge_results(files: list[Path], out_dir: Path) -> int:
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: --merge {file}: not a results.json written by this script ({exc})", file=sys.stderr)
             return 2
+        metas.append(meta)
         source = {k: meta.get(k) for k in ("device", "precision", "machine", "command", "complete", "mode")}
         source["file"] = str(file)
         sources.append(source)
         records += [{**r, "source": len(sources) - 1} for r in payload["records"]]
-    first = json.loads(files[0].read_text())["meta"]
+    first = metas[0]
     cfg = BenchConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in first["config"].items()
                          if k in BenchConfig.__dataclass_fields__ and k != "quality_epochs"})
     summary = summarize(records, cfg)
@@ -1062,7 +1064,7 @@ def merge_results(files: list[Path], out_dir: Path) -> int:
             "device": " + ".join(dict.fromkeys(s["device"] for s in sources)),
             "machine": " + ".join(dict.fromkeys(s["machine"] for s in sources)),
             "precision": " + ".join(dict.fromkeys(s["precision"] for s in sources)), "sources": sources,
-            "total_s": sum(json.loads(f.read_text())["meta"].get("total_s") or 0 for f in files), "complete": True}
+            "total_s": sum(m.get("total_s") or 0 for m in metas), "complete": True}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "records": records},
                                                      indent=2, default=str))
