@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from tl_hub.bundled import is_bundled, resolve_bundled_backbone
+from tl_hub.depth import find_head, mark_head
 from tl_hub.errors import CheckpointError, ConfigError, DataError, HubError
 
 logger = logging.getLogger("tl_hub")
-
-_HEAD_ATTR = "tl_hub_head_names"
-
 
 # ---------------------------------------------------------------------------------------------------
 # Input validation
@@ -292,52 +290,6 @@ def _fix_timm_config(config: Any) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def head_parameter_names(model: Any) -> list[str]:
-    """Names of the classification head's parameters (the layer that produces the logits).
-
-    Uses `model.tl_hub_head_names` when `load_backbone` set it; for timm models the classifier that
-    `timm_model.get_classifier()` returns; otherwise the innermost module with parameters whose output is
-    the logits tensor in one dummy forward pass.
-
-    Example:
-        >>> head_parameter_names(model)  # doctest: +SKIP
-        ['classifier.weight', 'classifier.bias']
-    """
-    names = getattr(model, _HEAD_ATTR, None)
-    if names:
-        return list(names)
-    return _find_head(model)
-
-
-def _find_head(model: Any) -> list[str]:
-    timm_model = getattr(model, "timm_model", None)
-    if timm_model is not None and hasattr(timm_model, "get_classifier"):
-        classifier = timm_model.get_classifier()
-        ids = {id(p) for p in classifier.parameters()}
-        names = [n for n, p in model.named_parameters() if id(p) in ids]
-        if names:
-            return names
-    names = _probe_head(model)
-    if not names:
-        raise CheckpointError(
-            f"model: cannot find the classification head of {type(model).__name__} (no layer with parameters "
-            "produces the logits); set model.tl_hub_head_names to the head's parameter names"
-        )
-    return names
-
-
-def _probe_head(model: Any) -> list[str]:
-    """The innermost parametrised module whose output *is* the logits (one dummy forward) is the head."""
-    from tl_hub.depth import trace_forward
-
-    producers = trace_forward(model).logits_producers
-    if not producers:
-        return []
-    name = producers[0]
-    module = model.get_submodule(name)
-    return [f"{name}.{n}" for n, _ in module.named_parameters(recurse=False)]
-
-
 def _reinit_head(model: Any, head_names: list[str]) -> None:
     """Give the head fresh random weights (the same init transformers uses for a new head)."""
     import torch
@@ -432,7 +384,7 @@ def load_backbone(
             else:
                 model = model_cls._from_config(config, **kwargs)
 
-    head = _find_head(model)
+    head = find_head(model)
     if pretrained and not keep_head and not set(head) <= fresh:
         # same number of labels but other names: transformers kept the old head; replace it
         _reinit_head(model, head)
@@ -445,7 +397,7 @@ def load_backbone(
                 "initialised: %s%s",
                 original, len(stray), ", ".join(stray[:8]), " ..." if len(stray) > 8 else "",
             )
-    setattr(model, _HEAD_ATTR, head)
+    mark_head(model, head)
     model.eval()
     return model
 

@@ -21,16 +21,22 @@ import hashlib
 import json
 import math
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tl_hub.errors import HubError
+from tl_hub.output_folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    METRICS_FILE,
+    RECIPE_FILE,
+    RUN_INFO_FILE,
+)
 
 TEMPLATE_NAME = "image_classification.md"
 CARD_HASH_KEY = "tl_hub_card_sha256"
-CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "training_curves.png"
 
 # What the bundled sources are, for the card text. Only real Hub ids ever go into the metadata.
 _BUNDLED_MODELS = {
@@ -61,14 +67,9 @@ def template_path() -> Path:
         >>> template_path().name
         'image_classification.md'
     """
-    packaged = resources.files("tl_hub") / "model_cards" / TEMPLATE_NAME
-    if packaged.is_file():
-        return Path(str(packaged))
-    source_tree = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
-    if source_tree.is_file():
-        return source_tree
-    raise HubError(f"model card template {TEMPLATE_NAME!r} not found in the tl_hub package nor at "
-                   f"{source_tree}; reinstall tl_hub (the wheel ships it as tl_hub/model_cards/)")
+    from tl_hub.paths import shipped_file
+
+    return shipped_file(f"model_cards/{TEMPLATE_NAME}", f"model_cards/{TEMPLATE_NAME}")
 
 
 def is_hub_repo_id(value: Any) -> bool:
@@ -133,7 +134,7 @@ def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str
         ['confusion_matrix.png', 'training_curves.png']
     """
     out = Path(output_dir)
-    metrics = _read_json(out / "metrics.json") if metrics is None else metrics
+    metrics = _read_json(out / METRICS_FILE) if metrics is None else metrics
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -429,7 +430,7 @@ def _hub_license(run_info: dict, recipe: dict) -> str:
 def build_card_inputs(output_dir: str | Path) -> dict[str, Any]:
     """Read what the card needs from an output folder: run_info, metrics, recipe text, config."""
     out = Path(output_dir)
-    recipe_text = (out / "recipe.yaml").read_text(encoding="utf-8") if (out / "recipe.yaml").is_file() else ""
+    recipe_text = (out / RECIPE_FILE).read_text(encoding="utf-8") if (out / RECIPE_FILE).is_file() else ""
     recipe: dict = {}
     if recipe_text:
         import yaml
@@ -439,8 +440,8 @@ def build_card_inputs(output_dir: str | Path) -> dict[str, Any]:
             recipe = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             recipe = {}
-    return {"run_info": _read_json(out / "run_info.json"), "metrics": _read_json(out / "metrics.json"),
-            "config": _read_json(out / "config.json"), "recipe_text": recipe_text, "recipe": recipe}
+    return {"run_info": _read_json(out / RUN_INFO_FILE), "metrics": _read_json(out / METRICS_FILE),
+            "config": _read_json(out / CONFIG_FILE), "recipe_text": recipe_text, "recipe": recipe}
 
 
 def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plots: list[str] | None = None):
@@ -612,7 +613,7 @@ def write_model_card(output_dir: str | Path, *, repo_id: str | None = None) -> P
         raise HubError(f"output_dir: {out} is not a folder; pass the folder a tl_hub training run wrote")
     plots = write_plots(out)
     card = render_model_card(out, repo_id=repo_id, plots=plots)
-    path = out / "README.md"
+    path = out / CARD_FILE
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(str(card), encoding="utf-8")
     tmp.replace(path)

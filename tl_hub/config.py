@@ -22,51 +22,34 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import sys
-import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
+from tl_hub.config_parsing import (
+    TOKEN_HELP,
+    closest,
+    coerce,
+    looks_like_token,
+    normalise_key,
+    normalise_keys,
+    read_yaml,
+    show,
+    split_overrides,
+    type_name,
+)
+from tl_hub.data.options import check_data_options
 from tl_hub.errors import ConfigError
+from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
+from tl_hub.validation import check_range
 
-__all__ = ["POLICIES", "RecipeConfig", "parse_overrides", "quickstart_config", "quickstart_path"]
+__all__ = ["RecipeConfig", "parse_overrides", "quickstart_config", "quickstart_path"]
 
-POLICIES = ("auto", "head", "partial", "full", "scratch", "lp-ft")
-
-# Keys people bring from other tools: a hint in the "unknown key" error (never silently accepted).
-_RENAMED = {
-    "model_name_or_path": "model",
-    "model_name": "model",
-    "model_revision": "revision",
-    "dataset_name": "dataset",
-    "dataset_config_name": "dataset_config",
-    "num_train_epochs": "epochs",
-    "num_epochs": "epochs",
-    "per_device_train_batch_size": "batch_size",
-    "train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "eval_batch_size",
-    "lr": "learning_rate",
-    "warmup": "warmup_ratio",
-    "lr_scheduler_type": "lr_scheduler",
-    "report_to": "log_with",
-    "with_tracking": "log_with",
-    "private": "hub_private",
-    "fp16": "mixed_precision",
-    "bf16": "mixed_precision",
-    "max_eval_samples": "max_train_samples",
-    "remove_unused_columns": None,
-}
-_SECRET_KEYS = {"token", "hub_token", "hf_token", "use_auth_token", "auth_token", "access_token", "api_key"}
-_TOKEN_VALUE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
-_NULL_STRINGS = {"none", "null", "~", ""}
-_TRUE_STRINGS = {"true", "yes", "1", "on", "y"}
-_FALSE_STRINGS = {"false", "no", "0", "off", "n"}
 
 
 def _f(default: Any, help: str, group: str) -> Any:
@@ -142,7 +125,7 @@ class RecipeConfig:
     num_workers: int | None = _f(None, "DataLoader worker processes (null = chosen from the CPU count).", "data")
 
     # --- freeze policy -----------------------------------------------------------------------
-    policy: Literal["auto", "head", "partial", "full", "scratch", "lp-ft"] = _f(
+    policy: RecipePolicy = _f(
         "auto",
         "What to train: auto (chosen from the data size, reason logged), head, partial, full, scratch, "
         "or lp-ft (head first, then everything).",
@@ -249,7 +232,7 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         hints = _type_hints()
         for f in dataclasses.fields(self):
-            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            value = coerce(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
         self._validate()
 
@@ -266,7 +249,7 @@ class RecipeConfig:
         """
         if not isinstance(values, Mapping):
             raise ConfigError(f"a recipe must be a mapping of key: value, got {type(values).__name__}: {values!r}")
-        return cls(**_normalise_keys(values))
+        return cls(**normalise_keys(values, _valid_keys()))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> RecipeConfig:
@@ -275,7 +258,7 @@ class RecipeConfig:
         Example:
             >>> cfg = RecipeConfig.from_yaml("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
         """
-        values = _normalise_keys(_read_yaml(Path(path)))
+        values = normalise_keys(read_yaml(Path(path)), _valid_keys())
         values.update(parse_overrides(overrides))
         return cls.from_dict(values)
 
@@ -332,7 +315,7 @@ class RecipeConfig:
         """
         values = self.to_dict()
         for key, value in changes.items():
-            values[_normalise_key(key)] = value
+            values[normalise_key(key, _valid_keys())] = value
         return type(self).from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,40 +357,6 @@ class RecipeConfig:
         return text
 
     # ------------------------------------------------------------------------------------------
-    @property
-    def greater_is_better(self) -> bool:
-        """Whether a larger `metric_for_best_model` is better (False for losses).
-
-        Example:
-            >>> RecipeConfig(dataset="beans", metric_for_best_model="loss").greater_is_better
-            False
-        """
-        return "loss" not in self.metric_for_best_model
-
-    def learning_rate_for(self, policy: str, phase: str | None = None) -> float:
-        """The peak learning rate a run uses: `learning_rate`, or the policy's default when it is null.
-
-        Defaults (AdamW): 1e-3 when only the head trains (policy head, lp-ft's head phase) or when the
-        whole network starts from random (scratch); 1e-4 when pretrained layers train (partial, full,
-        lp-ft's full phase).
-
-        Example:
-            >>> RecipeConfig(dataset="beans").learning_rate_for("head")
-            0.001
-            >>> RecipeConfig(dataset="beans", learning_rate=5e-5).learning_rate_for("head")
-            5e-05
-        """
-        if self.learning_rate is not None:
-            return self.learning_rate
-        if policy not in POLICIES or policy == "auto":
-            raise ConfigError(
-                f"policy: got {policy!r}; learning_rate_for needs a resolved policy "
-                f"({', '.join(p for p in POLICIES if p != 'auto')})"
-            )
-        if policy in ("head", "scratch") or (policy == "lp-ft" and phase == "head"):
-            return 1e-3
-        return 1e-4
-
     @classmethod
     def field_help(cls) -> dict[str, str]:
         """{field name: one-line help} in declaration order.
@@ -436,7 +385,7 @@ class RecipeConfig:
                 group = f.metadata["group"]
                 out.append(f"\n{group}:")
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            out.append(f"  --{f.name} {_type_name(hints[f.name])}  (default: {_show(default)})")
+            out.append(f"  --{f.name} {type_name(hints[f.name])}  (default: {show(default)})")
             out.append(f"      {f.metadata['help']}")
         return "\n".join(out)
 
@@ -452,8 +401,8 @@ class RecipeConfig:
         rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            kind = _type_name(hints[f.name]).replace("|", " or ")
-            rows.append(f"| `{f.name}` | {kind} | `{_show(default)}` | {f.metadata['help'].replace('|', '/')} |")
+            kind = type_name(hints[f.name]).replace("|", " or ")
+            rows.append(f"| `{f.name}` | {kind} | `{show(default)}` | {f.metadata['help'].replace('|', '/')} |")
         return "\n".join(rows)
 
     # ------------------------------------------------------------------------------------------
@@ -467,66 +416,52 @@ class RecipeConfig:
             raise ConfigError("model: empty; give a Hub model id, a local folder or bundled:efficientnet_lite0")
         if not self.output_dir:
             raise ConfigError("output_dir: empty; give the folder the run writes to (e.g. tl_hub_output/my_run)")
-        _check_range("epochs", self.epochs, low=1)
-        _check_range("batch_size", self.batch_size, low=1)
-        _check_range("eval_batch_size", self.eval_batch_size, low=1)
-        _check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, low=1)
-        _check_range("learning_rate", self.learning_rate, low=0, low_open=True, hint="a typical value is 1e-4")
-        _check_range("layer_decay", self.layer_decay, low=0, high=1, low_open=True, hint="1 disables the decay")
-        _check_range("weight_decay", self.weight_decay, low=0)
-        _check_range("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
-        _check_range("max_grad_norm", self.max_grad_norm, low=0, low_open=True, hint="use null to disable clipping")
-        _check_range("seed", self.seed, low=0, high=2**32 - 1)
-        _check_range("eval_fraction", self.eval_fraction, low=0, high=1, low_open=True, high_open=True)
-        _check_range("max_train_samples", self.max_train_samples, low=1)
-        _check_range("examples_per_label", self.examples_per_label, low=1)
-        _check_range("max_bad_fraction", self.max_bad_fraction, low=0, high=1)
-        _check_range("image_size", self.image_size, low=16, hint="e.g. 112 for a quick CPU run, 224 for most backbones")
-        _check_range("num_workers", self.num_workers, low=0)
-        _check_range("train_fraction", self.train_fraction, low=0, high=1, low_open=True)
-        _check_range("head_epochs_fraction", self.head_epochs_fraction, low=0, high=1, low_open=True, high_open=True)
-        _check_range("early_stopping_patience", self.early_stopping_patience, low=1)
-        _check_range("save_total_limit", self.save_total_limit, low=1, hint="use null to keep every checkpoint")
-        if isinstance(self.checkpointing_steps, int):
-            _check_range("checkpointing_steps", self.checkpointing_steps, low=1, hint="or 'epoch', or null")
-        if self.train_fraction is not None and self.policy not in ("auto", "partial"):
-            raise ConfigError(
-                f"train_fraction: got {self.train_fraction} with policy {self.policy!r}; it only applies to "
-                "policy partial (or auto). Remove it or set policy: partial"
-            )
-        if self.head_epochs_fraction is not None and self.policy not in ("auto", "lp-ft"):
-            raise ConfigError(
-                f"head_epochs_fraction: got {self.head_epochs_fraction} with policy {self.policy!r}; it only "
-                "applies to policy lp-ft (or auto). Remove it or set policy: lp-ft"
-            )
-        if self.feature_cache == "on" and self.policy in ("partial", "full", "scratch"):
-            raise ConfigError(
-                f"feature_cache: 'on' with policy {self.policy!r}; cached features need a frozen backbone "
-                "(policy head, lp-ft's first phase, or auto). Use feature_cache: auto or off"
-            )
+        self._validate_ranges()
+        check_data_options(eval_fraction=self.eval_fraction, on_bad_image=self.on_bad_image,
+                           max_bad_fraction=self.max_bad_fraction, max_train_samples=self.max_train_samples,
+                           examples_per_label=self.examples_per_label, image_size=self.image_size)
+        check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
+        uses_feature_cache(self.policy, self.feature_cache)
         if self.hub_model_id is not None and not _REPO_ID.match(self.hub_model_id):
             raise ConfigError(
                 f"hub_model_id: got {self.hub_model_id!r}; expected 'name' or 'org/name' (letters, digits, "
                 "'-', '_', '.'; at most 96 characters each)"
             )
-        metric = self.metric_for_best_model
-        if metric.startswith("eval_"):
-            metric = metric[len("eval_"):]
-            object.__setattr__(self, "metric_for_best_model", metric)
-        from tl_hub.metrics import BUILTIN_METRIC_KEYS
+        self._validate_metric()
+        for name in ("resume_from_checkpoint", "output_dir", "feature_cache_dir", "hub_model_id", "dataset", "model"):
+            if looks_like_token(getattr(self, name)):
+                raise ConfigError(
+                    f"{name}: the value looks like an access token; tokens never go in a recipe{TOKEN_HELP}"
+                )
 
+    def _validate_ranges(self) -> None:
+        check_range("epochs", self.epochs, low=1)
+        check_range("batch_size", self.batch_size, low=1)
+        check_range("eval_batch_size", self.eval_batch_size, low=1)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, low=1)
+        check_range("learning_rate", self.learning_rate, low=0, low_open=True, hint="a typical value is 1e-4")
+        check_range("layer_decay", self.layer_decay, low=0, high=1, low_open=True, hint="1 disables the decay")
+        check_range("weight_decay", self.weight_decay, low=0)
+        check_range("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        check_range("max_grad_norm", self.max_grad_norm, low=0, low_open=True, hint="use null to disable clipping")
+        check_range("seed", self.seed, low=0, high=2**32 - 1)
+        check_range("num_workers", self.num_workers, low=0)
+        check_range("early_stopping_patience", self.early_stopping_patience, low=1)
+        check_range("save_total_limit", self.save_total_limit, low=1, hint="use null to keep every checkpoint")
+        if isinstance(self.checkpointing_steps, int):
+            check_range("checkpointing_steps", self.checkpointing_steps, low=1, hint="or 'epoch', or null")
+
+    def _validate_metric(self) -> None:
+        from tl_hub.metrics import BUILTIN_METRIC_KEYS, metric_key
+
+        metric = metric_key(self.metric_for_best_model)
+        object.__setattr__(self, "metric_for_best_model", metric)
         if metric not in BUILTIN_METRIC_KEYS and not self.metrics:
             raise ConfigError(
                 f"metric_for_best_model: got {self.metric_for_best_model!r}; choose one of "
                 f"{', '.join(BUILTIN_METRIC_KEYS)}, or a key of an extra metric listed in `metrics`"
-                + _closest(metric, BUILTIN_METRIC_KEYS)
+                + closest(metric, BUILTIN_METRIC_KEYS)
             )
-        for name in ("resume_from_checkpoint", "output_dir", "feature_cache_dir", "hub_model_id", "dataset", "model"):
-            value = getattr(self, name)
-            if isinstance(value, str) and _TOKEN_VALUE.match(value):
-                raise ConfigError(
-                    f"{name}: the value looks like an access token; tokens never go in a recipe{_TOKEN_HELP}"
-                )
 
 
 def quickstart_path() -> Path:
@@ -536,18 +471,9 @@ def quickstart_path() -> Path:
         >>> quickstart_path().name
         'quickstart.yaml'
     """
-    from importlib import resources
+    from tl_hub.paths import shipped_file
 
-    packaged = resources.files("tl_hub") / "recipes" / "quickstart.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    source_tree = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "quickstart.yaml"
-    if source_tree.is_file():
-        return source_tree
-    raise ConfigError(
-        f"quickstart: recipe not found at {packaged} nor {source_tree}; reinstall tl_hub "
-        "(the wheel ships recipes/configs/quickstart.yaml as tl_hub/recipes/quickstart.yaml)"
-    )
+    return shipped_file("recipes/quickstart.yaml", "recipes/configs/quickstart.yaml")
 
 
 def quickstart_config(overrides: Sequence[str] = (), *, output_dir: str | None = None) -> RecipeConfig:
@@ -564,93 +490,22 @@ def quickstart_config(overrides: Sequence[str] = (), *, output_dir: str | None =
     return config if output_dir is None else config.replace(output_dir=str(output_dir))
 
 
-_TOKEN_HELP = (
-    " (recipes are saved next to the model and pushed). tl_hub reads the token from the HF_TOKEN "
-    "environment variable or from the login of `hf auth login`."
-)
-
-
 def parse_overrides(argv: Iterable[str]) -> dict[str, str]:
-    """`--key value`, `--key=value`, `key=value` and bare `--flag` (= true) into {key: raw string}.
+    """`--key value`, `--key=value`, `key=value` and bare `--flag` (= true) into {field name: raw string}.
 
-    Values stay strings; RecipeConfig coerces them by each field's type. A later repeat of a key wins.
+    Values stay strings; RecipeConfig coerces them by each field's type. A later repeat of a key wins;
+    an unknown key raises ConfigError with the closest valid one.
 
     Example:
         >>> parse_overrides(["--epochs", "3", "--lr_scheduler=linear", "seed=1", "--push_to_hub"])
         {'epochs': '3', 'lr_scheduler': 'linear', 'seed': '1', 'push_to_hub': 'true'}
     """
-    args = list(argv)
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = str(args[i])
-        if arg.startswith("--"):
-            body = arg[2:]
-            if "=" in body:
-                key, value = body.split("=", 1)
-                i += 1
-            elif i + 1 < len(args) and not str(args[i + 1]).startswith("--"):
-                key, value = body, str(args[i + 1])
-                i += 2
-            else:
-                key, value = body, "true"
-                i += 1
-        elif "=" in arg and not arg.startswith("-"):
-            key, value = arg.split("=", 1)
-            i += 1
-        else:
-            raise ConfigError(
-                f"unexpected argument {arg!r}: overrides look like --key value, --key=value or key=value "
-                "(e.g. --epochs 3)"
-            )
-        if not key:
-            raise ConfigError(f"argument {arg!r} has an empty key; write --key value")
-        out[_normalise_key(key)] = value
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# keys
+    valid = _valid_keys()
+    return {normalise_key(key, valid): value for key, value in split_overrides(argv)}
 
 
 def _valid_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(RecipeConfig)]
-
-
-def _normalise_key(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ConfigError(f"recipe keys must be strings, got {raw!r} ({type(raw).__name__})")
-    key = raw.strip().lstrip("-").replace("-", "_")
-    valid = _valid_keys()
-    if key in valid:
-        return key
-    if key.lower() in _SECRET_KEYS:
-        raise ConfigError(f"{raw!r}: tokens are never part of a recipe{_TOKEN_HELP}")
-    hint = ""
-    if key in _RENAMED:
-        hint = f" (tl_hub calls it {_RENAMED[key]!r})" if _RENAMED[key] else " (tl_hub has no such option)"
-    else:
-        hint = _closest(key, valid)
-    raise ConfigError(f"unknown key {raw!r}{hint}. Valid keys: {', '.join(valid)}")
-
-
-def _normalise_keys(values: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for raw_key, value in values.items():
-        key = _normalise_key(raw_key)
-        if key in out:
-            raise ConfigError(f"{key}: given twice (as {raw_key!r} and another spelling); keep one")
-        out[key] = value
-    return out
-
-
-def _closest(key: str, choices: Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# types
 
 
 _HINTS: dict[str, Any] = {}
@@ -662,195 +517,5 @@ def _type_hints() -> dict[str, Any]:
     return _HINTS
 
 
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) in (Union, types.UnionType)
-
-
-def _type_name(tp: Any) -> str:
-    if _is_union(tp):
-        parts = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
-        optional = type(None) in typing.get_args(tp)
-        return "|".join(parts) + ("|null" if optional else "")
-    if typing.get_origin(tp) is Literal:
-        return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
-    if typing.get_origin(tp) is list:
-        return "LIST"
-    return {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(tp, str(tp))
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return str(value)
-
-
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert `value` to the field type `tp` (strings parsed by the type), or raise ConfigError."""
-    if _is_union(tp):
-        args = typing.get_args(tp)
-        optional = type(None) in args
-        if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NULL_STRINGS):
-            if optional:
-                return None
-            raise ConfigError(f"{key}: may not be null; expected {_type_name(tp)}")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError as err:
-                errors.append(err)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    if value is None:
-        raise ConfigError(f"{key}: may not be null; expected {_type_name(tp)}")
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, bool) and "no" in choices and value is False:
-            return "no"  # YAML 1.1 reads a bare `no` as false
-        text = str(value).strip().lower() if isinstance(value, str) else value
-        if text in choices:
-            return text
-        raise ConfigError(
-            f"{key}: got {value!r}; choose one of {', '.join(map(str, choices))}"
-            + (_closest(str(text), [str(c) for c in choices]) if isinstance(text, str) else "")
-        )
-    if origin is list:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import yaml
-
-                try:
-                    value = yaml.safe_load(text)
-                except yaml.YAMLError as err:
-                    raise ConfigError(f"{key}: could not parse {text!r} as a list: {err}") from err
-            elif text.lower() in _NULL_STRINGS:
-                value = []
-            else:
-                value = [part.strip() for part in text.split(",") if part.strip()]
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list (YAML [a, b] or a,b on the command line), got {value!r}")
-        items = []
-        for item in value:
-            if isinstance(item, bool) or item is None or isinstance(item, (list, dict)):
-                raise ConfigError(f"{key}: list items must be strings, got {item!r} in {value!r}")
-            items.append(str(item))
-        return items
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE_STRINGS | _FALSE_STRINGS:
-            return value.strip().lower() in _TRUE_STRINGS
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise ConfigError(f"{key}: expected true or false (yes/no, 1/0), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r} (a boolean)")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                try:
-                    as_float = float(value.strip())
-                except ValueError:
-                    as_float = None
-                if as_float is not None and as_float.is_integer():
-                    return int(as_float)
-        raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r} (a boolean)")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number (e.g. 1e-4), got {value!r} ({type(value).__name__})")
-    if tp is str:
-        if isinstance(value, bool) or isinstance(value, (list, dict)):
-            raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
-        if isinstance(value, (int, float)):
-            return str(value)
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
-    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - guards new fields
-
-
-def _check_range(
-    key: str,
-    value: float | int | None,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    hint: str = "",
-) -> None:
-    if value is None:
-        return
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise ConfigError(f"{key}: got {value!r}; must be in {span}" + (f" ({hint})" if hint else ""))
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    class _StrictLoader(yaml.SafeLoader):
-        """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-    def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(
-                    f"{path}: key {key!r} appears twice (line {key_node.start_mark.line + 1}); keep one"
-                )
-            seen[key] = loader.construct_object(value_node, deep=deep)
-        return seen
-
-    _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-    if not path.is_file():
-        raise ConfigError(f"config: recipe file {str(path)!r} not found (see recipes/configs/ for examples)")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config: {path} is not valid YAML: {err}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: {path} must be a mapping of key: value, got a {type(data).__name__}")
-    return data

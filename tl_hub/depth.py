@@ -1,7 +1,8 @@
-"""Depth of every parameter of an image classifier: 0 = stem, then the blocks in execution order, then the
-neck (final norm/pooler/conv), and the maximum depth = the classification head.
+"""Model inspection: where the classification head is, the depth of every parameter (0 = stem, then the
+blocks in execution order, then the neck, the maximum depth = the head), and the one dummy forward
+pass both read (neck = the final norm/pooler/conv).
 
-Architecture-agnostic (no per-model tables):
+Depths, architecture-agnostic (no per-model tables):
 1. A parameter's *unit* is its module path cut after the 2nd "block boundary", where a boundary is a
    numbered child of a `ModuleList`/`Sequential` that itself has submodules (`stages.2.layers.1`,
    `layers.7`, `blocks.3`). Parameters with no boundary take the base-model prefix + first component
@@ -11,7 +12,8 @@ Architecture-agnostic (no per-model tables):
    model's native input size (registration order is wrong for some models, e.g. PoolFormer). A unit is
    "seen" when a module inside it that contains no other unit starts running. Units that never run
    (e.g. a `cls_token` held directly by the model) take the place of the next unit in parameter order.
-3. The head is the unit holding the head's parameters (`tl_hub.backbone.head_parameter_names`).
+3. The head is the unit holding the head's parameters (`head_parameter_names`: the names `load_backbone`
+   recorded, else the module whose output is the logits).
 4. Units before the first block -> depth 0 (stem); each block -> its own depth in execution order;
    non-block units between blocks join the next block; everything after the last block -> one "neck"
    depth; the head -> the maximum depth.
@@ -29,6 +31,8 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
+
+from tl_hub.errors import CheckpointError
 
 STEM, BLOCK, NECK, HEAD = "stem", "block", "neck", "head"
 
@@ -106,8 +110,6 @@ def depth_info(model: Any) -> DepthInfo:
         >>> info.kinds[0], info.kinds[-1]  # doctest: +SKIP
         ('stem', 'head')
     """
-    from tl_hub.backbone import head_parameter_names
-
     model = unwrap_model(model)
     head = head_parameter_names(model)
     signature = (tuple(n for n, _ in model.named_parameters()), tuple(head))
@@ -337,6 +339,61 @@ def _execution_order(model: Any, units: set[str]) -> dict[str, int]:
             continue
         order[unit] = len(order)
     return order
+
+
+# ---------------------------------------------------------------------------------------------------
+# The head
+# ---------------------------------------------------------------------------------------------------
+
+#: attribute where `load_backbone` records the head's parameter names (`mark_head`)
+HEAD_NAMES_ATTR = "tl_hub_head_names"
+
+
+def head_parameter_names(model: Any) -> list[str]:
+    """Names of the classification head's parameters (the layer that produces the logits).
+
+    Uses the names `load_backbone` recorded (`mark_head`) when present, else `find_head`.
+
+    Example:
+        >>> head_parameter_names(model)  # doctest: +SKIP
+        ['classifier.weight', 'classifier.bias']
+    """
+    names = getattr(model, HEAD_NAMES_ATTR, None)
+    if names:
+        return list(names)
+    return find_head(model)
+
+
+def mark_head(model: Any, names: list[str]) -> None:
+    """Record the head's parameter names on `model` (what `head_parameter_names` returns from then on)."""
+    setattr(model, HEAD_NAMES_ATTR, list(names))
+
+
+def find_head(model: Any) -> list[str]:
+    """Detect the head: for timm models the classifier that `timm_model.get_classifier()` returns;
+    otherwise the innermost module with parameters whose output *is* the logits tensor in one dummy
+    forward pass (`trace_forward`). Raises CheckpointError when there is none.
+
+    Example:
+        >>> find_head(model)  # doctest: +SKIP
+        ['classifier.weight', 'classifier.bias']
+    """
+    timm_model = getattr(model, "timm_model", None)
+    if timm_model is not None and hasattr(timm_model, "get_classifier"):
+        classifier = timm_model.get_classifier()
+        ids = {id(p) for p in classifier.parameters()}
+        names = [n for n, p in model.named_parameters() if id(p) in ids]
+        if names:
+            return names
+    producers = trace_forward(model).logits_producers
+    if not producers:
+        raise CheckpointError(
+            f"model: cannot find the classification head of {type(model).__name__} (no layer with parameters "
+            f"produces the logits); set model.{HEAD_NAMES_ATTR} to the head's parameter names"
+        )
+    name = producers[0]
+    module = model.get_submodule(name)
+    return [f"{name}.{n}" for n, _ in module.named_parameters(recurse=False)]
 
 
 # ---------------------------------------------------------------------------------------------------

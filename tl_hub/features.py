@@ -35,20 +35,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tl_hub.depth import HEAD_NAMES_ATTR, head_parameter_names
 from tl_hub.errors import DataError
-
-
-def _head_names(model: torch.nn.Module) -> list[str]:
-    names = getattr(model, "tl_hub_head_names", None)
-    if names:
-        return list(names)
-    try:
-        from tl_hub.backbone import head_parameter_names
-    except ImportError:  # pragma: no cover - backbone is part of the package
-        head_parameter_names = None
-    if head_parameter_names is not None:
-        return list(head_parameter_names(model))
-    raise DataError("model: cannot find its classification head; set model.tl_hub_head_names")
 
 
 def head_module_name(model: torch.nn.Module) -> str:
@@ -57,7 +45,7 @@ def head_module_name(model: torch.nn.Module) -> str:
     Example:
         >>> # ResNet: 'classifier.1'; timm wrapper: 'timm_model.classifier'
     """
-    names = _head_names(model)
+    names = head_parameter_names(model)
     parts = [n.split(".")[:-1] for n in names]
     common: list[str] = []
     for level in zip(*parts):
@@ -202,7 +190,7 @@ def cache_key(model: torch.nn.Module, parts: Sequence[Any]) -> str:
         False
     """
     h = hashlib.sha256()
-    head = set(_head_names(model)) if hasattr(model, "tl_hub_head_names") else set()
+    head = set(head_parameter_names(model)) if hasattr(model, HEAD_NAMES_ATTR) else set()
     for name, tensor in model.state_dict().items():
         if name in head:
             continue

@@ -33,57 +33,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tl_hub.errors import DataError, HubError, TlHubError
+from tl_hub.output_folder import CARD_FILE, CONFIG_FILE, RUN_INFO_FILE, check_output_folder, hub_files
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_FILES = ("run_info.json", "config.json", "model.safetensors")
-PUSHED_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "recipe.yaml",
-                "metrics.json", "run_info.json")
 LOGIN_HELP = "run `hf auth login` (or set the HF_TOKEN environment variable to a token with write access)"
 
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
-def check_output_dir(output_dir: str | Path) -> Path:
-    """Return the folder if it is a tl_hub output (run_info.json + config.json + model.safetensors).
-
-    Example:
-        >>> check_output_dir("not/a/run")
-        Traceback (most recent call last):
-        ...
-        tl_hub.errors.HubError: output_dir: 'not/a/run' is not a folder; pass the folder a tl_hub training run wrote (it holds run_info.json, config.json, model.safetensors)
-    """
-    out = Path(output_dir).expanduser()
-    if not out.is_dir():
-        raise HubError(f"output_dir: {str(output_dir)!r} is not a folder; pass the folder a tl_hub training run "
-                       f"wrote (it holds {', '.join(REQUIRED_FILES)})")
-    missing = [name for name in REQUIRED_FILES if not (out / name).is_file()]
-    if missing:
-        raise HubError(f"output_dir: {str(out)!r} is not a tl_hub output folder: missing {', '.join(missing)}. "
-                       "Push the folder that `tl-hub train` / tl_hub.finetune() wrote (its output_dir), "
-                       "or use huggingface_hub.upload_folder for other folders")
-    return out
-
-
-def files_to_push(output_dir: Path) -> dict[str, Path]:
-    """Repo path -> local file: the fixed list of Hub files plus the top-level PNG plots."""
-    files = {name: output_dir / name for name in PUSHED_FILES if (output_dir / name).is_file()}
-    for png in sorted(output_dir.glob("*.png")):
-        if png.is_file():
-            files[png.name] = png
-    return files
-
-
 def _validate_repo_id(repo_id: Any) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -340,7 +306,7 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
 
     from tl_hub.card import card_was_edited, write_model_card, write_plots
 
-    out = check_output_dir(output_dir)
+    out = check_output_folder(output_dir)
     repo_id = _validate_repo_id(repo_id)
     token = _token()
     api = HfApi(token=token)
@@ -348,14 +314,14 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
     with _hub_errors(repo_id, "push to"):
         if "/" not in repo_id:
             repo_id = f"{_retrying(backoff, 'whoami', api.whoami)['name']}/{repo_id}"
-        readme = out / "README.md"
+        readme = out / CARD_FILE
         if readme.is_file() and card_was_edited(readme.read_text(encoding="utf-8")):
             logger.warning("%s was edited after tl_hub wrote it: pushing it as it is (not re-rendered for %s)",
                            readme, repo_id)
             write_plots(out)
         else:
             write_model_card(out, repo_id=repo_id)
-        files = files_to_push(out)
+        files = hub_files(out)
         _check_no_token(files, token)  # before anything is created on the Hub
         try:
             existing = _retrying(backoff, "reading the repo", api.model_info, repo_id)
@@ -374,10 +340,10 @@ def _push(output_dir: str | Path, repo_id: str, *, private: bool | None, revisio
 
         def check_card(head: Any) -> None:
             remote_names = {s.rfilename for s in head.siblings or []}
-            if "README.md" in remote_names and not force:
-                remote_card = Path(_retrying(backoff, "reading README.md", api.hf_hub_download, repo_id, "README.md",
+            if CARD_FILE in remote_names and not force:
+                remote_card = Path(_retrying(backoff, "reading README.md", api.hf_hub_download, repo_id, CARD_FILE,
                                              revision=head.sha)).read_text(encoding="utf-8")
-                local_card = (out / "README.md").read_text(encoding="utf-8")
+                local_card = (out / CARD_FILE).read_text(encoding="utf-8")
                 if remote_card != local_card and card_was_edited(remote_card):
                     raise HubError(f"README.md of {repo_id!r} on the Hub was edited there (or was not written by "
                                    "tl_hub); pushing would overwrite it. Pass force=True (`tl-hub push --force`) to "
@@ -480,13 +446,13 @@ def tl_hub_parent(source: str, revision: str | None = None) -> str | None:
         return None
     local = Path(source).expanduser()
     if local.is_dir():
-        return source if (local / "run_info.json").is_file() else None
+        return source if (local / RUN_INFO_FILE).is_file() else None
     from huggingface_hub import file_exists
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import HFValidationError
 
     try:
-        return source if file_exists(source, "run_info.json", revision=revision) else None
+        return source if file_exists(source, RUN_INFO_FILE, revision=revision) else None
     except (HfHubHTTPError, HFValidationError, OSError):
         return None  # not reachable / not a repo: the backbone loader reports that itself
 
@@ -505,7 +471,7 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
 
     local = Path(str(repo_or_dir)).expanduser()
     if local.is_dir():
-        if not (local / "config.json").is_file():
+        if not (local / CONFIG_FILE).is_file():
             raise HubError(f"{str(repo_or_dir)!r}: folder has no config.json; pass a tl_hub output folder or a "
                            "Hub repo id")
         source = str(local)
@@ -592,32 +558,3 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
         for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
             results.append([{"label": id2label[i], "score": v} for v, i in zip(row_v, row_i, strict=True)])
     return results
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI handlers (tl_hub/cli.py)
-def push_command(args: Any) -> int:
-    """`tl-hub push OUTPUT_DIR REPO_ID [--private|--public] [--revision] [--commit-message] [--create-pr] [--force]`."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    url = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                      commit_message=args.commit_message, create_pr=args.create_pr,
-                      force=getattr(args, "force", False))
-    print(url)
-    return 0
-
-
-def predict_command(args: Any) -> int:
-    """`tl-hub predict REPO_OR_DIR IMAGE... [--top-k K] [--revision R] [--json]`."""
-    results = predict(args.model, list(args.images), top_k=args.top_k, revision=args.revision)
-    if args.json:
-        print(json.dumps([{"image": img, "predictions": preds} for img, preds in zip(args.images, results, strict=True)],
-                         indent=2))
-        return 0
-    for image, preds in zip(args.images, results, strict=True):
-        print(image)
-        width = max(len(p["label"]) for p in preds)
-        for p in preds:
-            print(f"  {p['label']:<{width}}  {p['score']:.4f}")
-    sys.stdout.flush()
-    return 0
-

@@ -8,47 +8,97 @@ Policies:
 - `lp-ft`   linear probing then fine-tuning (Kumar et al., 2022): the head trains alone for
             `head_epochs_fraction` of the epochs (phase "head"), then everything trains (phase "full").
 
-Frozen normalisation layers stay frozen for real: BatchNorm-style layers (and dropout) inside frozen
-depths are switched to a subclass whose `train()` always means `eval()`, so their running statistics
-never move, even when a training loop calls `model.train()`. The swap is undone when they are unfrozen.
+This module decides: the list of policies, the rules of their knobs, `choose_policy` (from the data
+size, with a reason in words), and what a run uses (`resolve_policy`, `peak_learning_rate`,
+`plan_phases`, `uses_feature_cache`). `tl_hub.freezing` applies a policy to a model.
 
 Example:
-    >>> from tl_hub import load_backbone, choose_policy, apply_policy, param_groups
     >>> policy = choose_policy(num_examples=20_000, num_labels=10)
-    >>> policy.name
-    'partial'
-    >>> model = load_backbone("bundled:efficientnet_lite0", ["cat", "dog"])  # doctest: +SKIP
-    >>> summary = apply_policy(model, policy)  # doctest: +SKIP
-    >>> optimizer = torch.optim.AdamW(param_groups(model, 1e-3, layer_decay=0.8, weight_decay=0.05))  # doctest: +SKIP
+    >>> policy.name, [p.name for p in plan_phases(policy, epochs=3)]
+    ('partial', ['partial'])
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
+import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tl_hub.errors import ConfigError
+from tl_hub.validation import check_range
 
-POLICIES = ("head", "partial", "full", "scratch", "lp-ft")
+#: a concrete freeze policy
+PolicyName = Literal["head", "partial", "full", "scratch", "lp-ft"]
+#: what a recipe may ask for: a concrete policy, or `auto` (chosen from the data size by `choose_policy`)
+RecipePolicy = Literal["auto", PolicyName]
+POLICIES: tuple[str, ...] = typing.get_args(PolicyName)
+AUTO = "auto"
 _ALIASES = {"lp_ft": "lp-ft", "lpft": "lp-ft", "linear-probe": "head", "frozen": "head", "finetune": "full"}
 
 #: default share of the block depths that train under `partial` (Lite0: 5 of 16 = its last 2 stages)
 DEFAULT_TRAIN_FRACTION = 0.3
 #: default share of the epochs that train only the head under `lp-ft`
 DEFAULT_HEAD_EPOCHS_FRACTION = 0.5
+#: default peak AdamW learning rates: only the head (or everything from random) trains / pretrained layers train
+HEAD_LEARNING_RATE = 1e-3
+BACKBONE_LEARNING_RATE = 1e-4
 
-# Thresholds of choose_policy, in images per label. Measured (OFFLINE_ASSETS, Fashion-MNIST, ImageNet
-# EfficientNet-Lite0, 112 px): at 100/label a frozen backbone (linear probe) beat re-training the last
-# 2 stages (0.84 vs 0.81); at 1,000/label re-training the last 2 stages won (0.888 vs 0.873).
-# The switch sits at the geometric middle of the two measured points.
+# Thresholds of choose_policy, in images per label, from the policy-quality measurements on Fashion-MNIST
+# with the ImageNet EfficientNet-Lite0 (README, "Benchmarks"): a frozen backbone won at 100 per label,
+# re-training the deepest layers at 1,000 per label; the switch sits at the geometric middle of the two.
 HEAD_MAX_PER_LABEL = 300
 PARTIAL_MEASURED_PER_LABEL = 1000
-# Full fine-tuning only with plenty of data per label and in total (not measured here: the common
-# practice that full fine-tuning pays off on ImageNet-scale data; at 100/label it lost, 0.801 vs 0.845).
+# Full fine-tuning only with plenty of data per label and in total: common practice, not measured here.
 FULL_MIN_PER_LABEL = 5000
 FULL_MIN_TOTAL = 50_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rules of the policy knobs (shared by RecipeConfig and FreezePolicy)
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_policy_knobs(policy: str, train_fraction: float | None, head_epochs_fraction: float | None) -> None:
+    """Raise ConfigError when a knob is out of range or set for a policy it does not apply to.
+
+    `train_fraction` (0, 1] applies to `partial`, `head_epochs_fraction` (0, 1) to `lp-ft`; both are
+    accepted with `auto`, which uses them if it picks that policy.
+
+    Example:
+        >>> check_policy_knobs("head", 0.5, None)
+        Traceback (most recent call last):
+        ...
+        tl_hub.errors.ConfigError: train_fraction: got 0.5 with policy 'head'; it applies to policy 'partial' only (or auto). Remove it or set policy: partial
+    """
+    check_range("train_fraction", train_fraction, low=0, high=1, low_open=True, hint="e.g. 0.3")
+    check_range("head_epochs_fraction", head_epochs_fraction, low=0, high=1, low_open=True, high_open=True,
+                hint="e.g. 0.5")
+    for key, value, owner in (("train_fraction", train_fraction, "partial"),
+                              ("head_epochs_fraction", head_epochs_fraction, "lp-ft")):
+        if value is not None and policy not in (AUTO, owner):
+            raise ConfigError(
+                f"{key}: got {value} with policy {policy!r}; it applies to policy {owner!r} only (or auto). "
+                f"Remove it or set policy: {owner}"
+            )
+
+
+def uses_feature_cache(policy: str, feature_cache: str) -> bool:
+    """Whether the head trains on features computed once (the backbone never changes under `head`).
+
+    `feature_cache` is "auto" (when the policy is `head`), "on" or "off". "on" with a policy that trains
+    backbone layers is refused; with `auto` the rule is applied again to the policy it resolves to.
+
+    Example:
+        >>> uses_feature_cache("head", "auto"), uses_feature_cache("partial", "auto"), uses_feature_cache("head", "off")
+        (True, False, False)
+    """
+    if feature_cache == "on" and policy not in ("head", AUTO):
+        raise ConfigError(
+            f"feature_cache: 'on' with policy {policy!r}; cached features need a frozen backbone (policy head, "
+            "or auto when it picks head). Use feature_cache: auto or off"
+        )
+    return policy == "head" and feature_cache != "off"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -86,22 +136,13 @@ class FreezePolicy:
         if name not in POLICIES:
             raise ConfigError(f"policy: got {raw!r}; choose one of {', '.join(POLICIES)} (or 'auto' in a recipe)")
         self.name = name
-        if self.train_fraction is not None and name != "partial":
-            raise ConfigError(f"train_fraction: got {self.train_fraction!r} for policy {name!r}; it applies to 'partial' only")
-        if self.head_epochs_fraction is not None and name != "lp-ft":
-            raise ConfigError(
-                f"head_epochs_fraction: got {self.head_epochs_fraction!r} for policy {name!r}; it applies to 'lp-ft' only"
-            )
+        check_policy_knobs(name, self.train_fraction, self.head_epochs_fraction)
         if name == "partial":
-            frac = DEFAULT_TRAIN_FRACTION if self.train_fraction is None else self.train_fraction
-            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
-                raise ConfigError(f"train_fraction: got {frac!r}; use a number in (0, 1], e.g. 0.3")
-            self.train_fraction = float(frac)
+            self.train_fraction = float(DEFAULT_TRAIN_FRACTION if self.train_fraction is None else self.train_fraction)
         if name == "lp-ft":
-            frac = DEFAULT_HEAD_EPOCHS_FRACTION if self.head_epochs_fraction is None else self.head_epochs_fraction
-            if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
-                raise ConfigError(f"head_epochs_fraction: got {frac!r}; use a number in (0, 1), e.g. 0.5")
-            self.head_epochs_fraction = float(frac)
+            self.head_epochs_fraction = float(
+                DEFAULT_HEAD_EPOCHS_FRACTION if self.head_epochs_fraction is None else self.head_epochs_fraction
+            )
 
     @property
     def pretrained(self) -> bool:
@@ -211,349 +252,112 @@ def choose_policy(num_examples: int, num_labels: int, *, num_depths: int | None 
 
 
 # ---------------------------------------------------------------------------------------------------
-# apply_policy
+# Resolution: the policy, learning rates and phases a run uses
 # ---------------------------------------------------------------------------------------------------
 
 
-class _AlwaysEval:
-    """Mixin: `train(mode)` always switches the module to eval mode (frozen statistics, no dropout)."""
+def resolve_policy(
+    requested: str,
+    *,
+    num_examples: int,
+    num_labels: int,
+    num_depths: int | None = None,
+    train_fraction: float | None = None,
+    head_epochs_fraction: float | None = None,
+) -> FreezePolicy:
+    """The concrete policy of a run: `choose_policy` for "auto" (keeping a requested `train_fraction` if it
+    picks `partial`), else the requested policy with its knobs.
 
-    _tl_hub_original_class: type
+    Example:
+        >>> resolve_policy("auto", num_examples=1_000, num_labels=10).name
+        'head'
+        >>> resolve_policy("partial", num_examples=10, num_labels=2, train_fraction=0.5).train_fraction
+        0.5
+    """
+    check_policy_knobs(requested, train_fraction, head_epochs_fraction)
+    if requested == AUTO:
+        chosen = choose_policy(num_examples, num_labels, num_depths=num_depths)
+        if train_fraction is not None and chosen.name == "partial":
+            chosen = FreezePolicy("partial", train_fraction=train_fraction, reason=chosen.reason)
+        return chosen
+    return FreezePolicy(requested, train_fraction=train_fraction, head_epochs_fraction=head_epochs_fraction,
+                        reason=f"set in the recipe (policy: {requested})")
 
-    def train(self, mode: bool = True) -> Any:
-        return super().train(False)  # type: ignore[misc]
 
+def peak_learning_rate(policy: str, phase: str | None = None, learning_rate: float | None = None) -> float:
+    """The peak AdamW learning rate of a policy (and lp-ft phase): `learning_rate` when given, else 1e-3 when
+    only the head trains (`head`, lp-ft's head phase) or everything starts from random (`scratch`), and
+    1e-4 when pretrained layers train (`partial`, `full`, lp-ft's full phase).
 
-_FROZEN_CLASSES: dict[type, type] = {}
-
-
-def _frozen_class(cls: type) -> type:
-    if cls not in _FROZEN_CLASSES:
-        _FROZEN_CLASSES[cls] = type(
-            f"Frozen{cls.__name__}", (_AlwaysEval, cls), {"_tl_hub_original_class": cls, "__module__": __name__}
+    Example:
+        >>> peak_learning_rate("head"), peak_learning_rate("lp-ft", "full"), peak_learning_rate("full", None, 5e-5)
+        (0.001, 0.0001, 5e-05)
+    """
+    if learning_rate is not None:
+        return learning_rate
+    if policy not in POLICIES:
+        raise ConfigError(
+            f"policy: got {policy!r}; a learning rate needs a resolved policy ({', '.join(POLICIES)})"
         )
-    return _FROZEN_CLASSES[cls]
+    if policy in ("head", "scratch") or (policy == "lp-ft" and phase == "head"):
+        return HEAD_LEARNING_RATE
+    return BACKBONE_LEARNING_RATE
 
 
-def is_frozen_module(module: Any) -> bool:
-    """True when `apply_policy` locked `module` in eval mode.
-
-    Example:
-        >>> import torch
-        >>> is_frozen_module(torch.nn.BatchNorm2d(3))
-        False
-    """
-    return isinstance(module, _AlwaysEval)
-
-
-def _freeze_module(module: Any) -> None:
-    if not is_frozen_module(module):
-        module.__class__ = _frozen_class(type(module))
-    module.train(False)
-
-
-def _unfreeze_module(module: Any, training: bool) -> None:
-    if is_frozen_module(module):
-        module.__class__ = type(module)._tl_hub_original_class
-        module.train(training)
-
-
-def _has_stats_or_noise(module: Any) -> bool:
-    """Modules whose train mode changes state or output: norms with running stats, dropout, drop-path."""
-    import torch.nn as nn
-
-    if isinstance(module, nn.modules.batchnorm._NormBase):
-        return bool(module.track_running_stats)
-    if isinstance(module, nn.modules.dropout._DropoutNd):
-        return True
-    return "droppath" in type(module).__name__.lower().replace("_", "")
-
-
-@dataclass
-class PolicySummary:
-    """What `apply_policy` did: parameter counts and one row per depth.
-
-    `rows`: list of {"depth", "kind", "modules", "params", "trainable"}.
+@dataclass(frozen=True)
+class PhasePlan:
+    """One training phase of a policy: its name, epochs, peak learning rate, and the `phase` argument that
+    `apply_policy` takes for it (lp-ft only; None otherwise).
 
     Example:
-        >>> summary = apply_policy(model, FreezePolicy("head"))  # doctest: +SKIP
-        >>> print(summary.table())  # doctest: +SKIP
+        >>> [p.name for p in plan_phases(FreezePolicy("lp-ft"), epochs=4)]
+        ['head', 'full']
     """
 
-    policy: str
-    phase: str | None
-    trainable_params: int
-    frozen_params: int
-    frozen_stat_layers: int
-    rows: list[dict[str, Any]]
-
-    @property
-    def trained_depths(self) -> list[int]:
-        return [r["depth"] for r in self.rows if r["trainable"]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return asdict(self)
-
-    def table(self) -> str:
-        """Markdown table: depth, kind, modules (abbreviated), parameters, trains/frozen."""
-        lines = ["| depth | kind | modules | params | status |", "|---:|---|---|---:|---|"]
-        short = _short_names(self.rows)
-        for r in self.rows:
-            status = "trains" if r["trainable"] else "frozen"
-            modules = _abbreviate([short[u] for u in r["modules"]])
-            lines.append(f"| {r['depth']} | {r['kind']} | {modules} | {r['params']:,} | {status} |")
-        total = self.trainable_params + self.frozen_params
-        share = self.trainable_params / total if total else 0.0
-        lines.append(
-            f"\n{self.trainable_params:,} of {total:,} parameters train ({share:.1%}); "
-            f"{self.frozen_stat_layers} norm/dropout layers locked in eval mode."
-        )
-        return "\n".join(lines)
+    name: str
+    epochs: int
+    learning_rate: float
+    lp_ft_phase: str | None = None
 
 
-def _short_names(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Display names of unit paths: the wrapper component shared by most units (`resnet.`, `timm_model.`,
-    `vit.`) and a following `encoder.` are dropped, so `resnet.encoder.stages.0.layers.1` -> `stages.0.layers.1`."""
-    units = [u for r in rows for u in r["modules"]]
-    firsts = [u.split(".")[0] for u in units if "." in u]
-    common = max(set(firsts), key=firsts.count) if firsts else None
-    short: dict[str, str] = {}
-    for u in units:
-        parts = u.split(".")
-        if common is not None and len(parts) >= 2 and parts[0] == common and firsts.count(common) * 2 >= len(units):
-            parts = parts[1:]
-        if len(parts) > 2 and parts[0] == "encoder":
-            parts = parts[1:]
-        short[u] = ".".join(parts)
-    return short
-
-
-def _abbreviate(names: list[str], width: int = 56) -> str:
-    """Join display names, at most about `width` characters, with a count of the ones left out."""
-    text = ", ".join(names)
-    if len(text) <= width:
-        return text
-    out: list[str] = []
-    for name in names:
-        if out and len(", ".join(out + [name])) > width - 10:
-            break
-        out.append(name)
-    return ", ".join(out) + f", … (+{len(names) - len(out)})"
-
-
-def trained_depths(info: Any, policy: FreezePolicy, phase: str | None = None) -> set[int]:
-    """Depths that train under `policy` (and `phase` for lp-ft), given a `tl_hub.depth.DepthInfo`.
+def plan_phases(policy: FreezePolicy, epochs: int, learning_rate: float | None = None) -> list[PhasePlan]:
+    """The phases a run trains: one phase named after the policy, or lp-ft's head phase
+    (`head_epochs_fraction` of the epochs, at least 1 and at most epochs - 1 when there are 2 or more) and
+    full phase.
 
     Example:
-        >>> sorted(trained_depths(depth_info(model), FreezePolicy("head")))  # doctest: +SKIP
-        [18]
+        >>> [(p.name, p.epochs, p.learning_rate) for p in plan_phases(FreezePolicy("lp-ft"), epochs=5)]
+        [('head', 2, 0.001), ('full', 3, 0.0001)]
+        >>> plan_phases(FreezePolicy("head"), epochs=3)[0].epochs
+        3
     """
-    from tl_hub.depth import BLOCK, HEAD, NECK
-
-    top = info.max_depth
-    name = policy.name
-    if name == "lp-ft":
-        name = "head" if phase in (None, "head") else "full"
-    if name == "head":
-        return {top}
-    if name in ("full", "scratch"):
-        return set(range(top + 1))
-    fraction = policy.train_fraction or DEFAULT_TRAIN_FRACTION
-    if fraction >= 1:
-        return set(range(top + 1))
-    blocks = [d for d, kind in enumerate(info.kinds) if kind == BLOCK]
-    k = max(1, math.ceil(fraction * len(blocks) - 1e-9)) if blocks else 0
-    chosen = set(blocks[len(blocks) - k:]) if k else set()
-    return chosen | {d for d, kind in enumerate(info.kinds) if kind in (NECK, HEAD)}
+    if policy.name != "lp-ft":
+        return [PhasePlan(policy.name, epochs, peak_learning_rate(policy.name, None, learning_rate))]
+    head_epochs = max(1, min(epochs - 1, round(epochs * policy.head_epochs_fraction)))
+    return [
+        PhasePlan("head", head_epochs, peak_learning_rate("lp-ft", "head", learning_rate), "head"),
+        PhasePlan("full", epochs - head_epochs, peak_learning_rate("lp-ft", "full", learning_rate), "full"),
+    ]
 
 
-def apply_policy(model: Any, policy: FreezePolicy | str, *, phase: str | None = None) -> PolicySummary:
-    """Freeze/unfreeze `model`'s parameters by depth and lock frozen norm/dropout layers in eval mode.
-
-    Args:
-        model: a model from `load_backbone` (or any classifier `depth_map` understands).
-        policy: a FreezePolicy or a policy name.
-        phase: `lp-ft` only: "head" (first; the default) or "full" (then).
-
-    Returns:
-        PolicySummary with trainable/frozen parameter counts and the per-depth table.
-
-    Call it before wrapping the model for distributed training (DDP records which parameters need
-    gradients when it is built); for lp-ft, the "full" phase needs a fresh wrapper/optimizer.
+def explain_policy(
+    num_examples: int, num_labels: int, *, requested: str = AUTO, num_depths: int | None = None
+) -> FreezePolicy:
+    """The policy for a dataset size with its reason; a requested policy's reason also says what `auto`
+    would have chosen and why (what `tl-hub policy` prints).
 
     Example:
-        >>> summary = apply_policy(model, "lp-ft", phase="head")  # doctest: +SKIP
-        >>> summary = apply_policy(model, "lp-ft", phase="full")  # doctest: +SKIP
+        >>> explain_policy(1_000, 10, requested="full").reason.startswith("policy full was requested")
+        True
     """
-    from tl_hub.depth import depth_info, unwrap_model
-
-    model = unwrap_model(model)
-    if isinstance(policy, str):
-        policy = FreezePolicy(policy)
-    if phase is not None:
-        if policy.name != "lp-ft":
-            raise ConfigError(f"phase: got {phase!r} for policy {policy.name!r}; phases apply to 'lp-ft' only")
-        if phase not in ("head", "full"):
-            raise ConfigError(f"phase: got {phase!r}; lp-ft has phases 'head' (first) and 'full' (then)")
-    info = depth_info(model)
-    train_set = trained_depths(info, policy, phase)
-
-    for name, param in model.named_parameters():
-        param.requires_grad_(info.depth_of[name] in train_set)
-
-    locked = 0
-    model_training = model.training
-    for path, module in model.named_modules():
-        if not path or not _has_stats_or_noise(module):
-            continue
-        params = list(module.parameters())
-        if params:
-            frozen = not any(p.requires_grad for p in params)
-        else:
-            depth = info.depth_of_module(path)
-            frozen = depth is not None and depth not in train_set
-        if frozen:
-            _freeze_module(module)
-            locked += 1
-        else:
-            _unfreeze_module(module, model_training)
-
-    rows = []
-    named = dict(model.named_parameters())
-    for depth, (kind, units) in enumerate(zip(info.kinds, info.units)):
-        count = sum(named[n].numel() for n, d in info.depth_of.items() if d == depth)
-        rows.append({"depth": depth, "kind": kind, "modules": list(units), "params": count,
-                     "trainable": depth in train_set})
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen_count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return PolicySummary(
-        policy=policy.name,
-        phase=("head" if phase is None else phase) if policy.name == "lp-ft" else None,
-        trainable_params=trainable,
-        frozen_params=frozen_count,
-        frozen_stat_layers=locked,
-        rows=rows,
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
+        raise ConfigError(f"labels: got {num_labels!r}; an image classifier needs at least 2 labels")
+    auto = choose_policy(num_examples, num_labels, num_depths=num_depths)
+    if requested in (None, "", AUTO):
+        return auto
+    chosen = FreezePolicy(requested)
+    chosen.reason = (
+        f"policy {chosen.name} was requested. For {num_examples:,} images and {num_labels} labels the automatic "
+        f"choice would be {auto.name}: {auto.reason}"
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Optimizer parameter groups
-# ---------------------------------------------------------------------------------------------------
-
-_NO_DECAY_NAMES = (
-    "pos_embed", "cls_token", "dist_token", "distillation_token", "mask_token", "register_tokens", "reg_token",
-    "position_embeddings", "position_embedding", "relative_position_bias_table", "absolute_pos_embed",
-)
-
-
-def _no_decay_names(model: Any) -> set[str]:
-    names: set[str] = set()
-    timm_model = getattr(model, "timm_model", None)
-    if timm_model is not None and hasattr(timm_model, "no_weight_decay"):
-        names |= {f"timm_model.{n}" for n in timm_model.no_weight_decay()}
-    return names
-
-
-def param_groups(
-    model: Any, lr: float, *, layer_decay: float = 1.0, weight_decay: float = 0.0
-) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with layer-wise LR decay and no weight decay on norms/biases/tokens.
-
-    Only parameters with `requires_grad` are included. The LR of depth d is
-    `lr * layer_decay ** (max_depth - d)`: the head gets `lr`, shallower depths less. Parameters with
-    ndim <= 1 (norm weights, biases, layer scales) and position/class tokens get weight_decay 0.
-
-    Example:
-        >>> groups = param_groups(model, 1e-3, layer_decay=0.75, weight_decay=0.05)  # doctest: +SKIP
-        >>> optimizer = torch.optim.AdamW(groups)  # doctest: +SKIP
-    """
-    from tl_hub.depth import depth_info, unwrap_model
-
-    model = unwrap_model(model)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-        raise ConfigError(f"learning_rate: got {lr!r}; use a positive number, e.g. 1e-3")
-    if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0 < layer_decay <= 1:
-        raise ConfigError(f"layer_decay: got {layer_decay!r}; use a number in (0, 1] (1.0 = same LR everywhere)")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ConfigError(f"weight_decay: got {weight_decay!r}; use a number >= 0")
-    info = depth_info(model)
-    top = info.max_depth
-    skip = _no_decay_names(model)
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        depth = info.depth_of[name]
-        leaf = name.rpartition(".")[2]
-        decay = param.ndim > 1 and name not in skip and leaf not in _NO_DECAY_NAMES and weight_decay > 0
-        key = (depth, decay)
-        if key not in groups:
-            groups[key] = {
-                "params": [],
-                "param_names": [],
-                "lr": lr * layer_decay ** (top - depth),
-                "weight_decay": float(weight_decay) if decay else 0.0,
-                "depth": depth,
-                "name": f"depth_{depth}" + ("" if decay else "_no_decay"),
-            }
-        groups[key]["params"].append(param)
-        groups[key]["param_names"].append(name)
-    if not groups:
-        raise ConfigError("param_groups: no parameter has requires_grad=True; nothing would train (check the policy)")
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], not k[1]))]
-
-
-# ---------------------------------------------------------------------------------------------------
-# `tl-hub policy`
-# ---------------------------------------------------------------------------------------------------
-
-
-def policy_command(examples: int, labels: int, model: str | None = None, policy: str | None = "auto") -> int:
-    """`tl-hub policy --examples N --labels K [--model SOURCE] [--policy P]`: print the choice and why.
-
-    With a model, also print its depth table: depth, modules, parameters, frozen/trains.
-
-    Example:
-        >>> policy_command(examples=1000, labels=10)  # doctest: +ELLIPSIS
-        policy: head
-        ...
-        0
-    """
-    from tl_hub.depth import depth_info
-
-    if isinstance(labels, bool) or not isinstance(labels, int) or labels < 2:
-        raise ConfigError(f"--labels: got {labels!r}; an image classifier needs at least 2 labels")
-    loaded = None
-    num_depths = None
-    if model:
-        from tl_hub.backbone import load_backbone
-
-        loaded = load_backbone(model, [f"label_{i}" for i in range(labels)])
-        num_depths = depth_info(loaded).max_depth + 1
-    auto = choose_policy(examples, labels, num_depths=num_depths)
-    if policy in (None, "", "auto"):
-        chosen = auto
-    else:
-        chosen = FreezePolicy(policy)
-        chosen.reason = (
-            f"policy {chosen.name} was requested. For {examples:,} images and {labels} labels the automatic "
-            f"choice would be {auto.name}: {auto.reason}"
-        )
-    knobs = ""
-    if chosen.train_fraction is not None:
-        knobs = f" (train_fraction {chosen.train_fraction:g})"
-    if chosen.head_epochs_fraction is not None:
-        knobs = f" (head_epochs_fraction {chosen.head_epochs_fraction:g})"
-    print(f"policy: {chosen.name}{knobs}")
-    print(textwrap.fill(chosen.reason, width=100))
-    if loaded is not None:
-        phase = "head" if chosen.name == "lp-ft" else None
-        summary = apply_policy(loaded, chosen, phase=phase)
-        print()
-        title = f"{model}: {num_depths} depths"
-        if phase:
-            title += " (lp-ft phase 'head'; phase 'full' then trains every depth)"
-        print(title)
-        print(summary.table())
-    return 0
+    return chosen

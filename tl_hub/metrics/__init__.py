@@ -33,7 +33,9 @@ __all__ = [
     "BUILTIN_METRIC_KEYS",
     "SHIPPED_METRICS",
     "compute_metrics",
+    "greater_is_better",
     "load_metric",
+    "metric_key",
     "metric_path",
     "top_k_ids",
 ]
@@ -55,6 +57,28 @@ BUILTIN_METRIC_KEYS: tuple[str, ...] = (
     "top5_accuracy",
     "loss",
 )
+
+
+def metric_key(name: str) -> str:
+    """The key of an eval metric as `compute_metrics` reports it: `eval_f1_macro` -> `f1_macro`.
+
+    Example:
+        >>> metric_key("eval_accuracy"), metric_key("loss")
+        ('accuracy', 'loss')
+    """
+    return name.removeprefix("eval_")
+
+
+def greater_is_better(name: str) -> bool:
+    """Whether a larger value of metric `name` is better: False for any loss (`loss`, `eval_loss`,
+    `loss_weighted`, `focal_loss`...), True for every other metric.
+
+    Example:
+        >>> greater_is_better("eval_accuracy"), greater_is_better("eval_loss_weighted")
+        (True, False)
+    """
+    return "loss" not in metric_key(name)
+
 
 _LOADED: dict[str, Any] = {}
 _LOCK = threading.Lock()

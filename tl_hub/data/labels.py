@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tl_hub.errors import ConfigError, DataError
-from tl_hub.sources import Pool
+from tl_hub.data.sources import Pool
 
 __all__ = ["is_missing", "resolve_labels", "stratified_split", "per_label_subset", "capped_subset"]
 

@@ -3,12 +3,16 @@
 `ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x C x R x R``, C = 1
 for greyscale data) and then serves epochs from memory: random resized crop + horizontal flip on the
 uint8 tensor for training, the deterministic eval crop (identical to
-`tl_hub.transforms.export_processor`'s processor) otherwise. `augment_batch` does the training
-transform for a whole batch on its device (GPU).
+`tl_hub.data.transforms.export_processor`'s processor) otherwise.
+
+`augment_batch` does the training transform for a whole uint8 batch on its device, and
+``uint8_items=True`` makes the dataset serve the cached uint8 tensors for it. The training loop does not
+use these two yet: they are kept as the building blocks of the batched on-device augmentation path
+(uint8 batches copied to the GPU and cropped/flipped/normalised there).
 
 Example:
     >>> from tl_hub.data import load_data
-    >>> from tl_hub.transforms import ImageSpec
+    >>> from tl_hub.data.transforms import ImageSpec
     >>> bundle = load_data("bundled:fashion_mnist", examples_per_label=2)
     >>> dataset = ImageClassificationDataset(bundle.train, ImageSpec(size=32, resize_size=36), train=True)
     >>> dataset[0]["pixel_values"].shape
@@ -30,8 +34,8 @@ import torch
 from PIL import Image
 
 from tl_hub.errors import DataError
-from tl_hub.images import open_image
-from tl_hub.transforms import ImageSpec
+from tl_hub.data.images import open_image
+from tl_hub.data.transforms import ImageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ def augment_batch(
     if flip:
         mirror = (draws[4][:, 0] < 0.5).to(pixels.device).view(batch, 1, 1, 1)
         out = torch.where(mirror, out.flip(-1), out)
-    scale_t, shift_t = (t.to(pixels.device) for t in spec._affine)
+    scale_t, shift_t = (t.to(pixels.device) for t in spec.affine)
     return out.mul_(scale_t).add_(shift_t)
 
 

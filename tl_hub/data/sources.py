@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tl_hub.errors import DataError
-from tl_hub.images import BadImageError, array_to_pil, encode_png, image_extensions, is_hidden, to_rgb
+from tl_hub.data.images import BadImageError, array_to_pil, encode_png, image_extensions, is_hidden, to_rgb
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -91,6 +91,71 @@ def _file_pool(name: str, paths: list[str], targets: list[Any], ids: list[str] |
 
     ds = Dataset.from_dict({"image": paths, "id": ids if ids is not None else paths}, features=_features())
     return Pool(name, ds, list(targets))
+
+
+# -- which reader -----------------------------------------------------------------------------------
+_TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+
+
+def read_source(source: Any, *, image_column: str | None = None, label_column: str | None = None,
+                config: str | None = None, revision: str | None = None) -> SourceResult:
+    """Read any supported source with the reader its kind calls for.
+
+    Kinds, checked in this order: a `datasets.DatasetDict`/`Dataset`, ``(images, labels)``, a dict of
+    columns, ``bundled:<name>``, an existing folder (saved dataset or image folder) or file (CSV, TSV,
+    JSONL, JSON, parquet), something path-shaped that does not exist (an error), else a Hub dataset id.
+
+    Example:
+        >>> import numpy as np
+        >>> read_source({"img": [np.zeros((4, 4), np.uint8)] * 2, "y": ["a", "b"]}).image_column
+        'img'
+    """
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(source, DatasetDict):
+        return read_hf(dict(source), "DatasetDict", "dataset", image_column, label_column)
+    if isinstance(source, Dataset):
+        return read_hf({"train": source}, "Dataset", "dataset", image_column, label_column)
+    if isinstance(source, tuple) and len(source) == 2:
+        return read_memory(source[0], source[1])
+    if isinstance(source, Mapping):
+        columns = list(source.keys())
+        img = _pick_column(columns, image_column, IMAGE_COLUMN_NAMES, "image", "in-memory dict")
+        lab = _pick_column(columns, label_column, LABEL_COLUMN_NAMES, "label", "in-memory dict")
+        result = read_memory(source[img], source[lab])
+        result.image_column, result.label_column = img, lab
+        return result
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(
+            f"source: got {type(source).__name__}; give a Hub dataset id, a folder, a CSV/JSONL file, "
+            "bundled:fashion_mnist, a datasets.Dataset, (images, labels) or {'image': [...], 'label': [...]}"
+        )
+    text = os.fspath(source)
+    if text.startswith("bundled:"):
+        return read_bundled(text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _read_local(path, text, image_column, label_column)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).suffix.lower() in (
+        *_TABLE_SUFFIXES, ".parquet", ".zip"
+    ):
+        raise DataError(f"source {text!r}: no such file or folder (and it is not a Hub dataset id like 'org/name')")
+    return read_hub(text, config, revision, image_column, label_column)
+
+
+def _read_local(path: Path, text: str, image_column: str | None, label_column: str | None) -> SourceResult:
+    if path.is_dir():
+        if is_saved_dataset(path):
+            return read_saved(path, image_column, label_column)
+        return read_image_folder(path)
+    suffix = path.suffix.lower()
+    if suffix in _TABLE_SUFFIXES:
+        return read_table(path, image_column, label_column)
+    if suffix == ".parquet":
+        return read_saved(path, image_column, label_column)
+    raise DataError(
+        f"source {text!r}: a file of type {suffix or '(none)'}; use a .csv, .jsonl or .parquet file or a folder"
+    )
 
 
 # -- image folders ----------------------------------------------------------------------------------
@@ -461,7 +526,9 @@ def read_bundled(name: str) -> SourceResult:
         ['T-shirt/top', 'Trouser']
     """
     if name == "bundled:fashion_mnist":
-        data_path = Path(__file__).parent / "bundled_data" / "fashion_mnist.npz"
+        from importlib import resources
+
+        data_path = Path(str(resources.files("tl_hub") / "bundled_data" / "fashion_mnist.npz"))
         if not data_path.is_file():
             raise DataError(f"bundled:fashion_mnist: {data_path} is missing from the installation; reinstall tl-hub")
         with np.load(data_path, allow_pickle=False) as data:

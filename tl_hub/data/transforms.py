@@ -12,8 +12,7 @@ Three resize back ends are reproduced bit-for-bit:
 * ``"timm"`` - ``TimmWrapperImageProcessor`` (timm eval transform: PIL resize, torchvision centre
   crop, which rounds its offset).
 
-`ImageClassificationDataset` and `augment_batch` live in `tl_hub.image_dataset` and are importable
-from here too.
+The torch dataset that applies these transforms is `tl_hub.data.dataset.ImageClassificationDataset`.
 
 Example:
     >>> from transformers import ViTImageProcessor
@@ -37,7 +36,8 @@ import torch
 from PIL import Image
 
 from tl_hub.errors import ConfigError, DataError
-from tl_hub.images import open_image
+from tl_hub.data.images import open_image
+from tl_hub.data.options import check_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class ImageSpec:
         # (x / 255 - mean) / std  ==  x * scale + shift, precomputed once
         affine = ((1.0 / (255.0 * std)).float(), (-mean / std).float())
         object.__setattr__(self, "_affine", affine)
+
+    @property
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)``, each ``[3, 1, 1]`` float32: normalising is ``x * scale + shift`` for uint8 ``x``."""
+        return self._affine
 
     @property
     def crop_pct(self) -> float:
@@ -173,7 +178,7 @@ class ImageSpec:
         return pixels.to(torch.float32).mul_(scale).add_(shift)
 
     def eval_transform(self, image: Image.Image) -> torch.Tensor:
-        """Full eval transform of any PIL image (converted with `tl_hub.images.to_rgb`): float32 ``[3, S, S]``.
+        """Full eval transform of any PIL image (converted with `tl_hub.data.images.to_rgb`): float32 ``[3, S, S]``.
 
         Example:
             >>> from PIL import Image
@@ -206,8 +211,7 @@ def image_spec(processor: Any, image_size: int | None = None) -> ImageSpec:
         >>> image_spec(ViTImageProcessor(), image_size=96).size
         96
     """
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8):
-        raise ConfigError(f"image_size: got {image_size!r}; use an integer >= 8 (e.g. 112 on CPU), or None")
+    check_image_size(image_size)
     if _is_timm(processor):
         cfg = dict(processor.data_config)
         base = int(cfg["input_size"][-1])
@@ -375,7 +379,7 @@ _EXPORTED_TIMM: list[type] = []
 def _exported_timm_class() -> type:
     """A TimmWrapperImageProcessor whose save_pretrained writes its settings where transformers reads them
     (the model's config.json) instead of silently saving nothing. Created once, importable (picklable) as
-    ``tl_hub.transforms.ExportedTimmWrapperImageProcessor``."""
+    ``tl_hub.data.transforms.ExportedTimmWrapperImageProcessor``."""
     if not _EXPORTED_TIMM:
         from transformers import TimmWrapperImageProcessor
 
@@ -392,10 +396,6 @@ def _exported_timm_class() -> type:
 def __getattr__(name: str) -> Any:
     if name == "ExportedTimmWrapperImageProcessor":
         return _exported_timm_class()
-    if name in ("ImageClassificationDataset", "augment_batch"):  # defined in tl_hub.image_dataset
-        from tl_hub import image_dataset
-
-        return getattr(image_dataset, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -417,11 +417,4 @@ def save_processor(processor: Any, output_dir: str | os.PathLike) -> None:
     processor.save_pretrained(Path(output_dir))
 
 
-__all__ = [
-    "ImageSpec",
-    "image_spec",
-    "export_processor",
-    "save_processor",
-    "ImageClassificationDataset",
-    "augment_batch",
-]
+__all__ = ["ImageSpec", "image_spec", "export_processor", "save_processor"]

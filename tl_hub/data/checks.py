@@ -1,0 +1,118 @@
+"""Decode every selected image once before training: bad files are found, named and replaced up front.
+
+A training subset keeps its size: each bad row is replaced by a good, not-yet-selected row of the same
+label (seeded). `apply_bad_image_policy` then stops the run (``on_bad_image="error"``, or more than
+``max_bad_fraction`` bad) or records the skip in the report.
+
+Example:
+    >>> import numpy as np
+    >>> from tl_hub.data.sources import read_memory
+    >>> pool = read_memory([b"not an image", b"nor this"], ["a", "b"]).pools["train"]
+    >>> bad, entries = check_rows(pool, np.array([0, 1]))
+    >>> sorted(bad), entries[0]["kind"]
+    ([0, 1], 'bad_image')
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from tl_hub.data.images import check_image
+from tl_hub.data.report import DataReport
+from tl_hub.data.sources import Pool
+from tl_hub.errors import DataError
+
+__all__ = ["check_rows", "check_train_rows", "apply_bad_image_policy"]
+
+_CHUNK = 512
+
+
+def check_rows(pool: Pool, rows: np.ndarray) -> tuple[set[int], list[dict[str, str]]]:
+    """Decode the given rows once (a few threads); return the bad row numbers and their report entries.
+
+    Rows of a pool that was checked when it was read (in-memory arrays) are not decoded again.
+    """
+    from datasets import Image
+
+    if pool.checked or len(rows) == 0:
+        return set(), []
+    raw = pool.dataset.cast_column("image", Image(decode=False))
+    bad: set[int] = set()
+    entries: list[dict[str, str]] = []
+
+    def check(args: tuple[int, Any, str]) -> tuple[int, str, str | None]:
+        row, value, ident = args
+        return row, ident, check_image(value, where=ident)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as threads:
+        for start in range(0, len(rows), _CHUNK):
+            chunk = [int(r) for r in rows[start : start + _CHUNK]]
+            batch = raw.select(chunk)
+            for row, ident, reason in threads.map(check, zip(chunk, batch["image"], batch["id"])):
+                if reason is not None:
+                    bad.add(row)
+                    entries.append({"id": ident, "reason": reason, "kind": "bad_image"})
+    return bad, entries
+
+
+def check_train_rows(
+    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int
+) -> tuple[np.ndarray, set[int], list[dict[str, str]]]:
+    """Check the selected training rows; when a subset was drawn, replace each bad row by a good,
+    not-yet-selected row of the same label (seeded), so subset sizes stay what was asked for.
+
+    Returns (good rows sorted, bad rows, report entries of the bad ones).
+    """
+    bad, entries = check_rows(pool, selected)
+    good = [int(r) for r in selected if int(r) not in bad]
+    if not bad or len(selected) == len(available):
+        return np.array(good, dtype=np.int64), bad, entries
+    rng = np.random.default_rng(seed + 1)
+    spare = np.setdiff1d(available, selected)
+    spare = spare[rng.permutation(len(spare))]
+    queues = {int(c): [int(r) for r in spare[codes[spare] == c]] for c in np.unique(codes[spare])}
+    deficit = Counter(int(codes[r]) for r in bad)
+    while deficit:
+        batch = []
+        for code, need in list(deficit.items()):
+            queue = queues.get(code, [])
+            take, queues[code] = queue[:need], queue[need:]
+            batch += take
+            if not take:
+                del deficit[code]
+        if not batch:
+            break
+        new_bad, new_entries = check_rows(pool, np.array(batch, dtype=np.int64))
+        bad |= new_bad
+        entries += new_entries
+        for row in batch:
+            if row not in new_bad:
+                good.append(row)
+                deficit[int(codes[row])] -= 1
+        deficit = Counter({c: n for c, n in deficit.items() if n > 0})
+    return np.array(sorted(good), dtype=np.int64), bad, entries
+
+
+def apply_bad_image_policy(report: DataReport, on_bad_image: str, max_bad_fraction: float) -> None:
+    """Raise DataError listing the bad images when the policy says stop; else note the skip in the report."""
+    if not report.bad_images:
+        return
+    bad = [s for s in report.skipped if s["kind"] == "bad_image"]
+    listing = "; ".join(f"{s['id']}: {s['reason']}" for s in bad[:10]) + (" ..." if len(bad) > 10 else "")
+    fraction = report.bad_images / max(1, report.images_checked)
+    if on_bad_image == "error":
+        raise DataError(
+            f"{report.bad_images} bad image(s) with on_bad_image='error': {listing}; fix or remove them, "
+            "or use on_bad_image='skip'"
+        )
+    if fraction > max_bad_fraction:
+        raise DataError(
+            f"{report.bad_images} of {report.images_checked} images are bad ({fraction:.1%} > max_bad_fraction="
+            f"{max_bad_fraction:g}): {listing}; fix or remove them, or raise max_bad_fraction"
+        )
+    report.notes.append(f"skipped {report.bad_images} bad image(s) ({fraction:.2%})")

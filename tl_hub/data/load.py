@@ -1,0 +1,311 @@
+"""`load_data`: any common image source -> train/eval `datasets.Dataset`s, label names and a report.
+
+Sources: a Hub dataset id (``config``, ``split``, ``revision``), an image folder (one subfolder per
+class, optionally under ``train/``, ``validation/``, ``test/``), a CSV/JSONL file (image path and
+label columns; paths relative to the file), a ``save_to_disk`` folder or parquet file, a
+`datasets.Dataset`/`DatasetDict`, in-memory data (``(images, labels)`` or ``{"image": [...],
+"label": [...]}`` with PIL images, numpy/torch arrays, paths or bytes), and the bundled offline sets
+``bundled:fashion_mnist`` and ``bundled:digits``.
+
+Both splits have the columns ``image`` (``datasets.Image()``), ``label`` (``ClassLabel`` with the
+names) and ``id`` (the file path, or ``"<split>[<row>]"``). The report accounts for every input
+file/row: used (train/eval), not selected (subsampling), or skipped with the reason.
+
+The steps, in order: read the source into pools (`tl_hub.data.sources`), pick the train and eval
+splits, resolve label names and codes (`tl_hub.data.labels`), split or subsample the rows, decode every
+selected image once (`tl_hub.data.checks`), check that every label can be trained and evaluated.
+
+Example:
+    >>> bundle = load_data("bundled:fashion_mnist", examples_per_label=10)
+    >>> bundle.labels[:3], len(bundle.train), len(bundle.eval)
+    (['T-shirt/top', 'Trouser', 'Pullover'], 100, 2000)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows
+from tl_hub.data.labels import capped_subset, is_missing, per_label_subset, resolve_labels, stratified_split
+from tl_hub.data.options import check_data_options
+from tl_hub.data.report import DataReport
+from tl_hub.data.sources import EVAL_SPLIT_ORDER, Pool, SourceResult, read_source
+from tl_hub.errors import ConfigError, DataError
+
+__all__ = ["load_data", "DataBundle"]
+
+
+@dataclass
+class DataBundle:
+    """What `load_data` returns.
+
+    Example:
+        >>> b = load_data("bundled:digits", examples_per_label=5)  # doctest: +SKIP
+        >>> b.train.features["label"].names == b.labels  # doctest: +SKIP
+        True
+    """
+
+    train: Any
+    eval: Any
+    labels: list[str]
+    report: DataReport
+
+    def __repr__(self) -> str:
+        return f"DataBundle(train={len(self.train)}, eval={len(self.eval)}, labels={self.labels!r})"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the caller of `load_data` asked for (its keyword arguments)."""
+
+    labels: Sequence[str] | None
+    image_column: str | None
+    label_column: str | None
+    config: str | None
+    split: str | None
+    eval_split: str | None
+    revision: str | None
+    eval_fraction: float
+    seed: int
+    max_train_samples: int | None
+    examples_per_label: int | None
+    on_bad_image: str
+    max_bad_fraction: float
+
+
+@dataclass
+class _Rows:
+    """The pools in use, their label codes, and the chosen row numbers of each side."""
+
+    train_pool: Pool
+    eval_pool: Pool
+    train_codes: np.ndarray
+    eval_codes: np.ndarray
+    train: np.ndarray
+    eval: np.ndarray
+    available: np.ndarray  # every labelled training row the subset was drawn from
+
+
+def load_data(
+    source: Any,
+    *,
+    labels: Sequence[str] | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    config: str | None = None,
+    split: str | None = None,
+    eval_split: str | None = None,
+    revision: str | None = None,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    examples_per_label: int | None = None,
+    on_bad_image: str = "skip",
+    max_bad_fraction: float = 0.01,
+) -> DataBundle:
+    """Load, label, split and check an image-classification dataset from any common source.
+
+    Args:
+        source: Hub id, folder, CSV/JSONL/parquet file, saved dataset folder, ``bundled:fashion_mnist``,
+            ``bundled:digits``, a `datasets.Dataset`/`DatasetDict`, ``(images, labels)`` or a dict of lists.
+        labels: label names in class-id order. Default: the ClassLabel names, else the sorted names
+            found, else ``"0".."K-1"`` for integer labels (integers keep their meaning).
+        image_column, label_column: column names (detected when None).
+        config, revision: Hub dataset config and revision.
+        split: the training split (default ``"train"``, or the only split).
+        eval_split: the eval split; default: the source's validation/test split, else a stratified
+            ``eval_fraction`` split of train with ``seed`` (singleton labels stay in train).
+        max_train_samples: stratified random cap on training examples (every label kept).
+        examples_per_label: class-balanced training subset (seeded).
+        on_bad_image: ``"skip"`` (report and drop) or ``"error"``; more than ``max_bad_fraction`` bad
+            images is an error either way.
+
+    Raises:
+        DataError: unreadable source, unknown labels, empty labels, eval labels unseen in train,
+            too many bad images. ConfigError: invalid options.
+
+    Example:
+        >>> import numpy as np
+        >>> images = [np.full((8, 8), v, np.uint8) for v in range(20)]
+        >>> bundle = load_data((images, ["dark"] * 10 + ["light"] * 10), eval_fraction=0.2)
+        >>> bundle.labels, len(bundle.train), len(bundle.eval)
+        (['dark', 'light'], 16, 4)
+    """
+    import datasets
+
+    check_data_options(eval_fraction=eval_fraction, on_bad_image=on_bad_image, max_bad_fraction=max_bad_fraction,
+                       max_train_samples=max_train_samples, examples_per_label=examples_per_label)
+    request = _Request(labels, image_column, label_column, config, split, eval_split, revision, eval_fraction,
+                       seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction)
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        return _load(source, request)
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _load(source: Any, request: _Request) -> DataBundle:
+    result = read_source(source, image_column=request.image_column, label_column=request.label_column,
+                         config=request.config, revision=request.revision)
+    split = _train_split(result, request.split)
+    eval_name = _eval_split(result.pools, split, request.eval_split, result.description)
+    used = {split: result.pools[split]} | ({eval_name: result.pools[eval_name]} if eval_name else {})
+    names, codes = resolve_labels(used, request.labels, result.declared_labels)
+    report = _new_report(result, request, names, split, used)
+    rows = _split_rows(report, request, used, codes, split, eval_name, names)
+    _subsample(report, request, rows, names)
+    _check_images(report, request, rows, result)
+    _check_labels_covered(report, rows, names, split, result.description)
+    train = _finish(rows.train_pool, rows.train, rows.train_codes, names)
+    evaluation = _finish(rows.eval_pool, rows.eval, rows.eval_codes, names)
+    report.sizes = {"train": len(train), "eval": len(evaluation)}
+    report.used_train, report.used_eval = len(train), len(evaluation)
+    return DataBundle(train=train, eval=evaluation, labels=names, report=report)
+
+
+def _train_split(result: SourceResult, split: str | None) -> str:
+    pools = result.pools
+    if split is None:
+        split = "train" if "train" in pools else (next(iter(pools)) if len(pools) == 1 else None)
+        if split is None:
+            raise DataError(
+                f"split: {result.description} has splits {sorted(pools)} and none is 'train'; pass split=..."
+            )
+    elif split not in pools:
+        raise DataError(f"split: got {split!r}, but {result.description} has splits {sorted(pools)}")
+    if not pools[split].targets:
+        reasons = Counter(item["reason"].split(" (")[0] for item in result.skipped).most_common(3)
+        raise DataError(
+            f"{result.description}: found no images to train on in split {split!r}"
+            + (f" ({len(result.skipped)} entries skipped: {reasons})" if result.skipped else "")
+            + "; expected <root>/<label>/<image> folders, a CSV/JSONL with image and label columns, or a dataset "
+            "with an image and a label column"
+        )
+    return split
+
+
+def _eval_split(pools: dict[str, Pool], train_split: str, eval_split: str | None, source: str) -> str | None:
+    if eval_split is not None:
+        if eval_split not in pools:
+            raise DataError(f"eval_split: got {eval_split!r}, but {source} has splits {sorted(pools)}")
+        if eval_split == train_split:
+            raise ConfigError(f"eval_split: got {eval_split!r}, the same as the training split; pick another split")
+        return eval_split
+    for name in EVAL_SPLIT_ORDER:  # the first labelled validation/test split (Hub test splits are often -1)
+        if name in pools and name != train_split and any(not is_missing(t) for t in pools[name].targets):
+            return name
+    return None
+
+
+def _new_report(result: SourceResult, request: _Request, names: list[str], split: str,
+                used: dict[str, Pool]) -> DataReport:
+    report = DataReport(
+        source=result.description, source_type=result.source_type, labels=names,
+        image_column=result.image_column, label_column=result.label_column, train_split=split,
+        options={"eval_fraction": request.eval_fraction, "seed": request.seed,
+                 "max_train_samples": request.max_train_samples, "examples_per_label": request.examples_per_label,
+                 "on_bad_image": request.on_bad_image, "max_bad_fraction": request.max_bad_fraction,
+                 "labels": list(request.labels) if request.labels else None},
+        notes=list(result.notes),
+    )
+    report.unused_splits = {k: len(p.targets) for k, p in result.pools.items() if k not in used}
+    report.skipped = list(result.skipped)
+    report.entries_found = len(result.skipped) + sum(len(p.targets) for p in used.values())
+    return report
+
+
+def _split_rows(report: DataReport, request: _Request, used: dict[str, Pool], codes: dict[str, np.ndarray],
+                split: str, eval_name: str | None, names: list[str]) -> _Rows:
+    """Unlabelled rows go to the report; the eval rows are the eval split's, else a stratified split."""
+    for pool_name, pool_codes in codes.items():
+        unlabelled = np.flatnonzero(pool_codes < 0)
+        if len(unlabelled):
+            ids = used[pool_name].dataset.select_columns(["id"]).select(unlabelled.tolist())["id"]
+            report.skipped.extend({"id": str(i), "reason": "no label", "kind": "no_label"} for i in ids)
+    train_codes = codes[split]
+    labelled = np.flatnonzero(train_codes >= 0)
+    if eval_name:
+        report.eval_split, report.eval_from = eval_name, f"the dataset's own {eval_name!r} split"
+        return _Rows(used[split], used[eval_name], train_codes, codes[eval_name], labelled,
+                     np.flatnonzero(codes[eval_name] >= 0), labelled)
+    train_rows, eval_rows, singletons = stratified_split(train_codes, labelled, request.eval_fraction, request.seed)
+    report.eval_from = f"stratified {request.eval_fraction:g} split of {split!r} (seed {request.seed})"
+    report.singleton_labels = [names[c] for c in singletons]
+    if singletons:
+        report.notes.append(
+            f"{len(singletons)} label(s) have a single example; kept in train, absent from eval: "
+            f"{report.singleton_labels}"
+        )
+    return _Rows(used[split], used[split], train_codes, train_codes, train_rows, eval_rows, train_rows)
+
+
+def _subsample(report: DataReport, request: _Request, rows: _Rows, names: list[str]) -> None:
+    per_label, cap = request.examples_per_label, request.max_train_samples
+    if per_label is not None:
+        rows.train = per_label_subset(rows.train, rows.train_codes, int(per_label), request.seed)
+        present, counts = np.unique(rows.train_codes[rows.train], return_counts=True)
+        short = {names[c]: int(n) for c, n in zip(present, counts) if n < per_label}
+        if short:
+            report.notes.append(f"examples_per_label={per_label}: fewer available for {short}")
+    if cap is not None and len(rows.train) > cap:
+        rows.train = capped_subset(rows.train, rows.train_codes, int(cap), request.seed)
+
+
+def _check_images(report: DataReport, request: _Request, rows: _Rows, result: SourceResult) -> None:
+    """Decode every selected image once; bad ones are replaced (train subsets), dropped and reported."""
+    rows.train, bad_train, bad_train_entries = check_train_rows(
+        rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed
+    )
+    bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval)
+    rows.eval = np.array([r for r in rows.eval if int(r) not in bad_eval], dtype=np.int64)
+    report.not_selected = len(rows.available) - len(rows.train) - len(bad_train)
+    checked = 0 if rows.train_pool.checked else len(rows.train) + len(bad_train)
+    checked += 0 if rows.eval_pool.checked else len(rows.eval) + len(bad_eval)
+    missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")
+    report.images_checked = checked + missing
+    report.bad_images = len(bad_train) + len(bad_eval) + missing
+    report.skipped.extend(bad_train_entries + bad_eval_entries)
+    apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)
+
+
+def _check_labels_covered(report: DataReport, rows: _Rows, names: list[str], split: str, description: str) -> None:
+    report.per_label = {"train": _counts(rows.train_codes, rows.train, names),
+                        "eval": _counts(rows.eval_codes, rows.eval, names)}
+    unseen = [name for name in names if report.per_label["eval"][name] and not report.per_label["train"][name]]
+    if unseen:
+        raise DataError(
+            f"eval split {report.eval_split!r} has labels that the training split {split!r} does not: {unseen}; "
+            "add training images for them or drop them from the eval split"
+        )
+    empty = [name for name, n in report.per_label["train"].items() if n == 0]
+    if empty:
+        raise DataError(
+            f"labels {empty} have no training images in {description}"
+            + (" (some images were bad)" if report.bad_images else "")
+            + "; add images for them, remove their folders, or pass labels= without them"
+        )
+    if len(rows.eval) == 0:
+        raise DataError(
+            f"no eval images: {description} has {len(rows.train)} usable training images and none could "
+            "be held out; add images (at least 2 for some label) or give an eval split"
+        )
+
+
+def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str]) -> Any:
+    from datasets import ClassLabel
+
+    ds = pool.dataset.select([int(r) for r in rows]) if len(rows) != len(pool.dataset) else pool.dataset
+    ds = ds.add_column("label", [int(c) for c in codes[rows]], feature=ClassLabel(names=list(names)))
+    return ds.select_columns(["image", "label", "id"])
+
+
+def _counts(codes: np.ndarray, rows: np.ndarray, names: list[str]) -> dict[str, int]:
+    found = Counter(int(c) for c in codes[rows])
+    return {name: found.get(i, 0) for i, name in enumerate(names)}

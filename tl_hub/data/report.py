@@ -1,0 +1,96 @@
+"""`DataReport`: what `load_data` found, decided and skipped, for the console, run_info.json and the card.
+
+Example:
+    >>> report = DataReport(source="photos/", source_type="imagefolder", labels=["cat", "dog"])
+    >>> report.accounted, report.to_dict()["bad_fraction"]
+    (True, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DataReport"]
+
+
+@dataclass
+class DataReport:
+    """Everything `load_data` found, decided and skipped; ``to_dict()`` goes into run_info.json.
+
+    ``entries_found = used_train + used_eval + not_selected + skipped`` always holds (see
+    `accounted`): every file or row the source offered is in exactly one bucket, and every skipped
+    one is listed in ``skipped`` with its reason.
+
+    Example:
+        >>> r = DataReport(source="x", source_type="in-memory", labels=["a", "b"])
+        >>> r.to_dict()["labels"]
+        ['a', 'b']
+    """
+
+    source: str
+    source_type: str
+    labels: list[str]
+    image_column: str | None = None
+    label_column: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
+    eval_from: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+    per_label: dict[str, dict[str, int]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    entries_found: int = 0
+    used_train: int = 0
+    used_eval: int = 0
+    not_selected: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    images_checked: int = 0
+    bad_images: int = 0
+    singleton_labels: list[str] = field(default_factory=list)
+    unused_splits: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accounted(self) -> bool:
+        """True when every found entry is used, not selected, or skipped with a reason."""
+        return self.entries_found == self.used_train + self.used_eval + self.not_selected + len(self.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict.
+
+        Example:
+            >>> import json
+            >>> json.dumps(DataReport(source="x", source_type="csv", labels=[]).to_dict())[:14]
+            '{"source": "x"'
+        """
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["bad_fraction"] = self.bad_images / self.images_checked if self.images_checked else 0.0
+        out["accounted"] = self.accounted
+        return out
+
+    def summary(self) -> str:
+        """A few human-readable lines (printed by the CLI and put in the model card).
+
+        Example:
+            >>> print(DataReport(source="x", source_type="csv", labels=["a"]).summary().splitlines()[0])
+            data: x (csv), 1 labels
+        """
+        lines = [f"data: {self.source} ({self.source_type}), {len(self.labels)} labels"]
+        lines.append(
+            f"  train: {self.sizes.get('train', 0)} ({self.train_split}); eval: {self.sizes.get('eval', 0)} "
+            f"({self.eval_from})"
+        )
+        lines.append(
+            f"  entries found: {self.entries_found} = {self.used_train} train + {self.used_eval} eval + "
+            f"{self.not_selected} not selected + {len(self.skipped)} skipped"
+        )
+        if self.images_checked:
+            lines.append(f"  images decoded to check: {self.images_checked}, bad: {self.bad_images}")
+        reasons = Counter(item["reason"].split(" (")[0] for item in self.skipped)
+        for reason, count in reasons.most_common(8):
+            lines.append(f"  skipped {count}: {reason}")
+        if self.singleton_labels:
+            lines.append(f"  labels with a single example (kept in train only): {self.singleton_labels}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
