@@ -141,64 +141,78 @@ def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str
     import matplotlib.pyplot as plt
 
     written: list[str] = []
-    matrix = metrics.get("confusion_matrix")
-    labels = metrics.get("labels") or []
-    if matrix and all(isinstance(r, list) for r in matrix):
-        import numpy as np
-
-        cm = np.asarray(matrix, dtype=float)
-        n = cm.shape[0]
-        names = labels if len(labels) == n else [str(i) for i in range(n)]
-        size = min(4 + 0.45 * n, 14)
-        fig, ax = plt.subplots(figsize=(size, size * 0.9))
-        rows = cm.sum(axis=1, keepdims=True)
-        share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
-                            color="white" if share[i, j] > 0.5 else "black")
-        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(n), names, fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("Confusion matrix, evaluation split\n(counts; colour = share of the true label)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / CONFUSION_PNG, dpi=100, metadata={"Software": None})
-        plt.close(fig)
+    if _plot_confusion(plt, metrics, out / CONFUSION_PNG):
         written.append(CONFUSION_PNG)
-    epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
-    if epochs:
-        xs = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
-        fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-        if any(e.get("train_loss") is not None for e in epochs):
-            ax_loss.plot(xs, [e.get("train_loss", float("nan")) for e in epochs], "o-", label="train loss")
-        if any(e.get("eval_loss") is not None for e in epochs):
-            ax_loss.plot(xs, [e.get("eval_loss", float("nan")) for e in epochs], "s-", label="eval loss")
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_title("loss")
-        ax_loss.legend()
-        eval_keys = sorted({k for e in epochs for k in e if k.startswith("eval_") and k != "eval_loss"
-                            and isinstance(e[k], (int, float))})
-        for key in eval_keys:
-            ax_metric.plot(xs, [e.get(key, float("nan")) for e in epochs], "o-", label=key[5:])
-        best = metrics.get("best_epoch")
-        if best is not None:
-            ax_metric.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
-        ax_metric.set_xlabel("epoch")
-        from matplotlib.ticker import MaxNLocator
-
-        for axis in (ax_loss, ax_metric):
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_metric.set_title("evaluation metrics")
-        if eval_keys or best is not None:
-            ax_metric.legend()
-        fig.tight_layout()
-        fig.savefig(out / CURVES_PNG, dpi=100, metadata={"Software": None})
-        plt.close(fig)
+    if _plot_curves(plt, metrics, out / CURVES_PNG):
         written.append(CURVES_PNG)
     return written
+
+
+def _plot_confusion(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
+    matrix = metrics.get("confusion_matrix")
+    labels = metrics.get("labels") or []
+    if not matrix or not all(isinstance(r, list) for r in matrix):
+        return False
+    import numpy as np
+
+    cm = np.asarray(matrix, dtype=float)
+    n = cm.shape[0]
+    names = labels if len(labels) == n else [str(i) for i in range(n)]
+    size = min(4 + 0.45 * n, 14)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix, evaluation split\n(counts; colour = share of the true label)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def _plot_curves(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
+    epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
+    if not epochs:
+        return False
+    xs = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    if any(e.get("train_loss") is not None for e in epochs):
+        ax_loss.plot(xs, [e.get("train_loss", float("nan")) for e in epochs], "o-", label="train loss")
+    if any(e.get("eval_loss") is not None for e in epochs):
+        ax_loss.plot(xs, [e.get("eval_loss", float("nan")) for e in epochs], "s-", label="eval loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_title("loss")
+    ax_loss.legend()
+    eval_keys = sorted({k for e in epochs for k in e if k.startswith("eval_") and k != "eval_loss"
+                        and isinstance(e[k], (int, float))})
+    for key in eval_keys:
+        ax_metric.plot(xs, [e.get(key, float("nan")) for e in epochs], "o-", label=key[5:])
+    best = metrics.get("best_epoch")
+    if best is not None:
+        ax_metric.axvline(best, color="grey", linestyle="--", label=f"best epoch ({best})")
+    ax_metric.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax_loss, ax_metric):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_metric.set_title("evaluation metrics")
+    if eval_keys or best is not None:
+        ax_metric.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -457,65 +471,86 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         >>> card.data.pipeline_tag  # doctest: +SKIP
         'image-classification'
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     out = Path(output_dir)
     inputs = build_card_inputs(out)
-    run_info, metrics, config, recipe = inputs["run_info"], inputs["metrics"], inputs["config"], inputs["recipe"]
+    labels = _labels(inputs)
+    model_name = repo_id.split("/")[-1] if repo_id else out.resolve().name
+    if plots is None:
+        plots = [p for p in (CONFUSION_PNG, CURVES_PNG) if (out / p).is_file()]
+    card_data = _card_metadata(inputs, model_name)
+    ctx = _card_context(inputs, labels, title=repo_id or model_name, model_id=repo_id or str(out), repo_id=repo_id,
+                        plots=plots)
+    return _with_hash(ModelCard(_render_template(card_data, ctx)))
+
+
+def _labels(inputs: dict[str, Any]) -> list[str]:
+    run_info, metrics, config = inputs["run_info"], inputs["metrics"], inputs["config"]
     labels = list(run_info.get("labels") or metrics.get("labels") or [])
     if not labels and isinstance(config.get("id2label"), dict):
         labels = [config["id2label"][k] for k in sorted(config["id2label"], key=lambda k: int(k))]
-    data = run_info.get("data") or {}
-    policy = run_info.get("policy") or {}
-    base_meta, base_text = _base_model_section(run_info)
-    dataset_id, dataset_type, dataset_text = _dataset_info(data)
-    final = metrics.get("final") or {}
-    model_name = repo_id.split("/")[-1] if repo_id else out.resolve().name
-    eval_split = data.get("eval_split") or "eval"
+    return labels
 
+
+def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
+    """The card's YAML metadata as a `ModelCardData`: library, task, base model, dataset, license, tags, and
+    the headline metrics as model-index eval results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    run_info, final = inputs["run_info"], inputs["metrics"].get("final") or {}
+    data, policy = run_info.get("data") or {}, run_info.get("policy") or {}
+    base_meta, _ = _base_model_section(run_info)
+    dataset_id, dataset_type, _ = _dataset_info(data)
+    dataset_name = str(data.get("name") or dataset_id or Path(str(data.get("source") or dataset_type)).name)
     eval_results = []
     for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "top5_accuracy"):
         value = final.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             eval_results.append(EvalResult(
                 task_type="image-classification", task_name="Image Classification",
-                dataset_type=dataset_type, dataset_name=str(data.get("name") or dataset_id
-                                                             or Path(str(data.get("source") or dataset_type)).name),
-                dataset_split=str(eval_split), metric_type=_METRIC_IDS[key], metric_name=_METRIC_NAMES[key],
-                metric_value=round(float(value), 6),
+                dataset_type=dataset_type, dataset_name=dataset_name,
+                dataset_split=str(data.get("eval_split") or "eval"), metric_type=_METRIC_IDS[key],
+                metric_name=_METRIC_NAMES[key], metric_value=round(float(value), 6),
                 metric_args={"average": "macro"} if key.endswith("_macro") else ({"k": 5} if key == "top5_accuracy" else None),
             ))
     tags = ["tl-hub", "transfer-learning", "image-classification"]
     if policy.get("name"):
         tags.append(f"policy-{policy['name']}")
-    hub_license = _hub_license(run_info, recipe)
-    card_data = ModelCardData(
+    return ModelCardData(
         library_name="transformers", pipeline_tag="image-classification", base_model=base_meta,
         datasets=[dataset_id] if dataset_id else None,
         metrics=sorted({_METRIC_IDS[k] for k in final if k in _METRIC_IDS}) or None,
-        license=hub_license, tags=tags, model_name=model_name,
+        license=_hub_license(run_info, inputs["recipe"]), tags=tags, model_name=model_name,
         eval_results=eval_results or None,
     )
-    if plots is None:
-        plots = [p for p in (CONFUSION_PNG, CURVES_PNG) if (out / p).is_file()]
+
+
+def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, model_id: str, repo_id: str | None,
+                  plots: list[str]) -> dict[str, Any]:
+    """Everything the template's body reads (as `tl`): texts and ready-made Markdown tables."""
+    run_info, metrics, config = inputs["run_info"], inputs["metrics"], inputs["config"]
+    data, policy = run_info.get("data") or {}, run_info.get("policy") or {}
+    final = metrics.get("final") or {}
     header, label_rows = _examples_per_label(data, labels)
     n_skipped, skipped_rows, reasons = _skipped(data)
     splits = _split_sizes(data)
+    eval_split = data.get("eval_split") or "eval"
     eval_size = next((r[1] for r in splits if r[0] in (eval_split, "eval", "validation", "test")), None)
     hyper = run_info.get("hyperparameters") or {}
     versions = run_info.get("framework_versions") or {}
-    best = metrics.get("best_epoch")
-    ctx = {
-        "model_id": repo_id or str(out),
+    hub_license = _hub_license(run_info, inputs["recipe"])
+    return {
+        "model_id": model_id,
         "repo_id": repo_id,
-        "title": repo_id or model_name,
+        "title": title,
         "labels": labels,
         "label_list": ", ".join(f"`{n}`" for n in labels),
-        "base_text": base_text,
+        "base_text": _base_model_section(run_info)[1],
         "architecture": ", ".join(config.get("architectures") or []) or config.get("architecture") or None,
         "parent": run_info.get("parent_model"),
         "policy": _policy_section(policy) if policy else None,
-        "dataset_text": dataset_text,
+        "dataset_text": _dataset_info(data)[2],
         "eval_from": data.get("eval_from") or None,
         "data_notes": [str(n) for n in data.get("notes") or []],
         "accounting": _accounting(data),
@@ -532,7 +567,7 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "final_table": _md_table(["metric", "value"], [[_METRIC_NAMES.get(k, k), v] for k, v in final.items()
                                                       if isinstance(v, (int, float))]) if final else "",
         "metric_for_best": metrics.get("metric_for_best_model"),
-        "best_epoch": best,
+        "best_epoch": metrics.get("best_epoch"),
         "epochs_table": _epochs_table(metrics),
         "per_label_table": _per_label_table(metrics, labels),
         "confusion_png": CONFUSION_PNG if CONFUSION_PNG in plots else None,
@@ -547,7 +582,6 @@ def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plo
         "license_note": "the license of the bundled EfficientNet-Lite0 weights" if hub_license == "apache-2.0"
         and run_info.get("base_model") == "bundled:efficientnet_lite0" else "",
     }
-    return _with_hash(ModelCard(_render_template(card_data, ctx)))
 
 
 def _render_template(card_data, ctx: dict[str, Any]) -> str:

@@ -7,48 +7,146 @@ Example:
     $ tl-hub push ./quickstart_out my-user/fashion-lite0
     $ tl-hub predict my-user/fashion-lite0 shoe.png
 
-Each sub-command is a thin wrapper over a library function; heavy imports happen inside the handlers so
-`tl-hub --help` is instant. Errors meant for the user (tl_hub.errors.TlHubError) are printed without a
-traceback and exit with status 2.
+Every command-line handler lives here and calls a library function with typed arguments; the library
+never sees an argparse Namespace. Progress goes through the `tl_hub` logger, which `main` shows on the
+console (`tl_hub.reporting.use_console`). Heavy imports happen inside the handlers so `tl-hub --help` is
+instant. Errors meant for the user (tl_hub.errors.TlHubError) are printed without a traceback and exit
+with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
 from collections.abc import Sequence
 
 
-def _cmd_policy(args: argparse.Namespace) -> int:
-    from tl_hub.policy import policy_command
+# ----------------------------------------------------------------------------------------------
+# handlers
+# ----------------------------------------------------------------------------------------------
+def train_command(config_path: str, overrides: list[str]) -> int:
+    """`tl-hub train CONFIG [--key value ...]`: run a recipe.
 
-    return policy_command(examples=args.examples, labels=args.labels, model=args.model, policy=args.policy)
+    Example:
+        >>> train_command("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
+        0
+    """
+    from tl_hub.config import RecipeConfig
+    from tl_hub.finetuning import finetune
 
-
-def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from tl_hub.finetuning import train_command
-
-    return train_command(args.config, overrides)
-
-
-def _cmd_quickstart(args: argparse.Namespace, overrides: list[str]) -> int:
-    from tl_hub.finetuning import quickstart_command
-
-    return quickstart_command(output_dir=args.output_dir, overrides=overrides)
-
-
-def _cmd_push(args: argparse.Namespace) -> int:
-    from tl_hub.hub import push_command
-
-    return push_command(args)
+    finetune(RecipeConfig.from_yaml(config_path, overrides))
+    return 0
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from tl_hub.hub import predict_command
+def quickstart_command(output_dir: str | None = None, overrides: list[str] | None = None) -> int:
+    """`tl-hub quickstart`: the offline demo recipe (bundled Lite0 on bundled Fashion-MNIST).
 
-    return predict_command(args)
+    Example:
+        >>> quickstart_command("quickstart_out")  # doctest: +SKIP
+        0
+    """
+    from tl_hub.config import quickstart_config
+    from tl_hub.finetuning import finetune
+
+    config = quickstart_config(list(overrides or []), output_dir=output_dir)
+    print(f"tl-hub quickstart: {config.model} on {config.dataset}, image_size {config.image_size}, "
+          f"policy {config.policy}, {config.epochs} epochs -> {config.output_dir}", flush=True)
+    finetune(config)
+    return 0
 
 
+def policy_command(examples: int, labels: int, model: str | None = None, policy: str | None = "auto") -> int:
+    """`tl-hub policy --examples N --labels K [--model SOURCE] [--policy P]`: print the choice and why, and
+    with a model its depth table (depth, modules, parameters, frozen/trains).
+
+    Example:
+        >>> policy_command(examples=1000, labels=10)  # doctest: +ELLIPSIS
+        policy: head
+        ...
+        0
+    """
+    from tl_hub.errors import ConfigError
+    from tl_hub.policy import explain_policy
+
+    if isinstance(labels, bool) or not isinstance(labels, int) or labels < 2:
+        raise ConfigError(f"--labels: got {labels!r}; an image classifier needs at least 2 labels")
+    loaded, num_depths = None, None
+    if model:
+        from tl_hub.backbone import load_backbone
+        from tl_hub.depth import depth_info
+
+        loaded = load_backbone(model, [f"label_{i}" for i in range(labels)])
+        num_depths = depth_info(loaded).max_depth + 1
+    chosen = explain_policy(examples, labels, requested=policy or "auto", num_depths=num_depths)
+    knobs = ""
+    if chosen.train_fraction is not None:
+        knobs = f" (train_fraction {chosen.train_fraction:g})"
+    if chosen.head_epochs_fraction is not None:
+        knobs = f" (head_epochs_fraction {chosen.head_epochs_fraction:g})"
+    print(f"policy: {chosen.name}{knobs}")
+    print(textwrap.fill(chosen.reason, width=100))
+    if loaded is not None:
+        from tl_hub.freezing import apply_policy
+
+        phase = "head" if chosen.name == "lp-ft" else None
+        summary = apply_policy(loaded, chosen, phase=phase)
+        title = f"{model}: {num_depths} depths"
+        if phase:
+            title += " (lp-ft phase 'head'; phase 'full' then trains every depth)"
+        print(f"\n{title}\n{summary.table()}")
+    return 0
+
+
+def push_command(output_dir: str, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                 commit_message: str | None = None, create_pr: bool = False, force: bool = False) -> int:
+    """`tl-hub push OUTPUT_DIR REPO_ID [--private|--public] [--revision] [--commit-message] [--create-pr] [--force]`:
+    push, then print the commit URL (progress lines come through the logger).
+
+    Example:
+        >>> push_command("tl_hub_output/quickstart", "me/fashion-lite0")  # doctest: +SKIP
+        https://huggingface.co/me/fashion-lite0/commit/...
+        0
+    """
+    from tl_hub.hub import push_to_hub
+
+    url = push_to_hub(output_dir, repo_id, private=private, revision=revision, commit_message=commit_message,
+                      create_pr=create_pr, force=force)
+    print(url)
+    return 0
+
+
+def predict_command(model: str, images: list[str], *, top_k: int = 5, revision: str | None = None,
+                    as_json: bool = False) -> int:
+    """`tl-hub predict REPO_OR_DIR IMAGE... [--top-k K] [--revision R] [--json]`: a table, or JSON.
+
+    Example:
+        >>> predict_command("me/fashion-lite0", ["shoe.png"], top_k=2)  # doctest: +SKIP
+        shoe.png
+          Sneaker  0.9300
+          Sandal   0.0500
+        0
+    """
+    from tl_hub.hub import predict
+
+    results = predict(model, list(images), top_k=top_k, revision=revision)
+    if as_json:
+        print(json.dumps([{"image": img, "predictions": preds} for img, preds in zip(images, results, strict=True)],
+                         indent=2))
+        return 0
+    for image, preds in zip(images, results, strict=True):
+        print(image)
+        width = max(len(p["label"]) for p in preds)
+        for p in preds:
+            print(f"  {p['label']:<{width}}  {p['score']:.4f}")
+    sys.stdout.flush()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the parser and the entry point
+# ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `tl-hub` (sub-commands and their options)."""
     parser = argparse.ArgumentParser(prog="tl-hub", description=__doc__.split("\n\n")[0])
@@ -93,34 +191,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.command == "train":
+        return train_command(args.config, extra)
+    if args.command == "quickstart":
+        return quickstart_command(output_dir=args.output_dir, overrides=extra)
+    if args.command == "policy":
+        return policy_command(examples=args.examples, labels=args.labels, model=args.model, policy=args.policy)
+    if args.command == "push":
+        return push_command(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                            commit_message=args.commit_message, create_pr=args.create_pr, force=args.force)
+    if args.command == "predict":
+        return predict_command(args.model, list(args.images), top_k=args.top_k, revision=args.revision,
+                               as_json=args.json)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse only admits the commands above
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tl-hub` console script; returns the exit status."""
     from tl_hub.errors import TlHubError
+    from tl_hub.reporting import use_console
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    takes_overrides = args.command in {"train", "quickstart"}
-    if extra and not takes_overrides:
+    if extra and args.command not in {"train", "quickstart"}:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    use_console()
     try:
-        if args.command == "train":
-            return _cmd_train(args, extra)
-        if args.command == "quickstart":
-            return _cmd_quickstart(args, extra)
-        if args.command == "policy":
-            return _cmd_policy(args)
-        if args.command == "push":
-            return _cmd_push(args)
-        if args.command == "predict":
-            return _cmd_predict(args)
+        return _dispatch(args, extra)
     except TlHubError as err:
         print(f"tl-hub {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,38 +1,63 @@
 """`finetune()`: data -> backbone -> freeze policy -> train -> evaluate -> a Hub-ready folder (-> push).
 
+`finetune` is the steps below, called one after the other; each is a function of its own:
+
+1. `resolve_config`      the recipe: a RecipeConfig, a YAML path or a dict, with keyword overrides
+2. `make_accelerator`    (tl_hub.hardware) CPU, one GPU or many processes, the precision
+3. `prepare_output_dir`  refuse to overwrite another run, write the recipe, find the checkpoint to resume
+4. `load_run_data`       the dataset's train/eval splits, labels and report (tl_hub.data)
+5. `load_model_and_policy` the backbone with a new head, the freeze policy (auto resolved), applied;
+   `load_preprocessing` the backbone's image processor and the image geometry the run uses
+6. `train_model`         the head on cached features, or the images through the training loop
+7. `metrics_document`, `run_facts`, then `write_output_folder`: the one writer of the Hub-ready folder
+   (weights, processor, metrics, run facts, model card)
+8. `push_output_folder`  one verified commit to the Hub, when the recipe asks for it
+
+The same function runs under `python`, `accelerate launch` (1 or N processes, CPU or GPU) and
+`tl-hub train`; only the main process writes files and reports progress (through the `tl_hub` logger).
+
 Example:
     >>> import tl_hub
     >>> result = tl_hub.finetune(dataset="bundled:fashion_mnist", model="bundled:efficientnet_lite0",
     ...                          image_size=112, epochs=10, output_dir="out")  # doctest: +SKIP
     >>> result.metrics["accuracy"], result.policy.name  # doctest: +SKIP
     (0.85, 'head')
-
-The same function runs under `python`, `accelerate launch` (1 or N processes, CPU or GPU) and
-`tl-hub train`; only the main process writes files and prints progress.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError
-
-# files a tl_hub run writes into output_dir (overwrite_output_dir replaces only these)
-OUTPUT_FILES = (
-    "model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml", "metrics.json",
-    "run_info.json", "README.md", "confusion_matrix.png", "training_curves.png",
+from tl_hub.hardware import (
+    default_workers,
+    describe_device,
+    feature_batch_size,
+    make_accelerator,
+    tune_cpu_allocator,
+    wants_channels_last,
 )
-# keys that may differ between a run and its resumption
+from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RUN_INFO_FILE, remove_run_files
+from tl_hub.policy import FreezePolicy, plan_phases, resolve_policy, uses_feature_cache
+from tl_hub.reporting import main_process_reporter, use_console
+
+__all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
+           "metrics_document", "prepare_output_dir", "push_output_folder", "resolve_config", "run_facts",
+           "train_model", "write_output_folder"]
+
+# recipe keys that may differ between a run and its resumption
 _RESUME_FREE_KEYS = {"resume_from_checkpoint", "overwrite_output_dir", "push_to_hub", "hub_model_id",
                      "hub_private", "log_with", "num_workers", "feature_cache_dir", "output_dir"}
+_HEADLINE_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
 
 
 @dataclass
@@ -48,8 +73,9 @@ class FinetuneResult:
         best_epoch: epoch (1-based) of the saved model.
         history: one dict per epoch (train_loss, learning_rate, images_per_second, eval_*).
         feature_cache_used: whether the head trained on cached features.
-        train_runtime_s: seconds from data loading to the saved folder.
+        train_runtime_s: seconds of training (the feature pass included).
         push_url: the commit URL when pushed.
+        labels: the label names, in class-id order.
 
     Example:
         >>> FinetuneResult("out", {"accuracy": 1.0}, None).metrics["accuracy"]
@@ -68,172 +94,18 @@ class FinetuneResult:
     labels: list[str] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------
-def _resolve_config(config: Any, overrides: dict[str, Any]) -> Any:
-    from tl_hub.config import RecipeConfig
+@dataclass
+class Training:
+    """What `train_model` hands on: the loop's result and how the training ran."""
 
-    if config is None:
-        return RecipeConfig.from_dict(overrides)
-    if isinstance(config, (str, os.PathLike)):
-        cfg = RecipeConfig.from_yaml(config)
-    elif isinstance(config, RecipeConfig):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = RecipeConfig.from_dict(config)
-    else:
-        raise ConfigError(f"config: got {type(config).__name__}; pass a RecipeConfig, a YAML path, a dict or None")
-    return cfg.replace(**overrides) if overrides else cfg
-
-
-def _resolve_precision(requested: str | None, say: Any) -> str:
-    import torch
-
-    value = requested or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
-    value = str(value).lower()
-    if value == "fp16" and not torch.cuda.is_available():
-        say("mixed_precision: fp16 was requested, but torch ignores fp16 autocast on CPU; training in "
-            "float32 instead (use bf16 on CPUs that support it)")
-        return "no"
-    return value
-
-
-def _make_accelerator(config: Any, output_dir: Path) -> Any:
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration
-
-    def early_say(msg: str) -> None:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(msg, flush=True)
-
-    precision = _resolve_precision(config.mixed_precision, early_say)
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, precision):
-        AcceleratorState._reset_state()  # a second run in the same Python process with another precision
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=precision,
-        # batch_size is the global batch: same training on 1 or N processes (accelerate >= 1.x ignores
-        # the old `split_batches=` argument; it must go through DataLoaderConfiguration)
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-        log_with=list(config.log_with) or None,
-        project_dir=str(output_dir),
-    )
-
-
-def _recipe_dict(config: Any) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS}
-
-
-def _check_output_dir(config: Any, output_dir: Path, say: Any) -> None:
-    """Refuse to overwrite a non-empty folder unless it is this recipe's run or overwrite is set."""
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    if not output_dir.is_dir():
-        raise ConfigError(f"output_dir: {output_dir} exists and is not a folder; choose another output_dir")
-    from tl_hub.config import RecipeConfig
-
-    recipe = output_dir / "recipe.yaml"
-    same = False
-    if recipe.is_file():
-        try:
-            same = _recipe_dict(RecipeConfig.from_yaml(recipe)) == _recipe_dict(config)
-        except ConfigError:
-            same = False
-    if same:
-        return
-    if config.overwrite_output_dir:
-        removed = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
-        for name in removed:
-            (output_dir / name).unlink()
-        if (output_dir / "checkpoints").exists():
-            shutil.rmtree(output_dir / "checkpoints")
-            removed.append("checkpoints/")
-        say(f"overwrite_output_dir: replaced {', '.join(removed) or 'nothing'} in {output_dir} (other files kept)")
-        return
-    contents = sorted(p.name for p in output_dir.iterdir())[:8]
-    what = "holds a run of a different recipe" if recipe.is_file() else "is not empty"
-    raise ConfigError(
-        f"output_dir: {output_dir} {what} ({', '.join(contents)}). Use another output_dir, set "
-        "overwrite_output_dir: true to replace tl_hub's files there, or rerun the recipe that wrote it "
-        "with resume_from_checkpoint: latest."
-    )
-
-
-def _default_workers(accelerator: Any) -> int:
-    import torch
-
-    if not torch.cuda.is_available():
-        return 0  # the decode-once cache makes items cheap; forking workers costs more on few cores
-    return max(1, min(8, (os.cpu_count() or 2) // max(1, accelerator.num_processes) - 1))
-
-
-def _feature_batch_size(eval_batch_size: int | None, batch_size: int, device_type: str) -> int:
-    """Batch size of the one forward pass over the data on the feature path.
-
-    An explicit `eval_batch_size` wins. On an accelerator, at least 64 (throughput). On a CPU, at most 16:
-    measured on EfficientNet-Lite0 at 112 px, 2 cores, batches of 16 / 32 / 64 run at the same
-    images/s (435-463) while the activations' peak memory doubles with each step (+100 / +200 / +400 MiB).
-
-    Example:
-        >>> _feature_batch_size(None, 32, "cpu"), _feature_batch_size(None, 32, "cuda"), _feature_batch_size(8, 32, "cpu")
-        (16, 64, 8)
-    """
-    if eval_batch_size:
-        return eval_batch_size
-    return max(batch_size, 64) if device_type != "cpu" else min(batch_size, 16)
-
-
-def _wants_channels_last(model: Any, device_type: str = "cpu") -> bool:
-    """channels_last memory format for conv nets on the CPU (+25-75 % fp32 throughput measured there).
-
-    Not on CUDA: on an H200 in bf16, tl_hub's loop with channels_last trained EfficientNet-Lite0 at
-    0.55-0.65x the Trainer's images/s (default layout), and its first epoch took 5-14 s where the
-    Trainer's took 1 s (depthwise convolutions in that layout). So GPU runs keep PyTorch's default
-    layout, like the Trainer (not yet re-measured on a GPU). Not for ViTs, whose only conv is the
-    patch embedding.
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 1) for _ in range(8)])
-        >>> _wants_channels_last(net, "cpu"), _wants_channels_last(net, "cuda")
-        (True, False)
-    """
-    import torch
-
-    if device_type != "cpu":
-        return False
-    convs = sum(1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    return convs >= 8
-
-
-def _framework_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "accelerate", "datasets", "evaluate", "timm", "huggingface_hub", "safetensors"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def _device_name(accelerator: Any) -> str:
-    import torch
-
-    if accelerator.device.type == "cuda":
-        return f"{accelerator.num_processes} x {torch.cuda.get_device_name(accelerator.device)}"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from tl_hub.checkpoint import atomic_write_json
-
-    atomic_write_json(path, data)
+    outcome: Any  # tl_hub.train.TrainResult
+    final_metrics: dict[str, Any]  # every metric of the saved (best) model
+    last_phase_summary: Any  # lp-ft: the PolicySummary of its last phase (the first phase's is load_model_and_policy's)
+    feature_cache_used: bool
+    feature_info: dict[str, Any] | None
+    seconds: float
+    learning_rate: float
+    learning_rate_full_phase: float | None  # lp-ft's second phase
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,279 +128,480 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         >>> result = finetune("recipes/configs/quickstart.yaml", epochs=3)  # doctest: +SKIP
         >>> print(result.output_dir, result.metrics["accuracy"])  # doctest: +SKIP
     """
-    import numpy as np
-    import torch
-    from accelerate.utils import set_seed
-
-    from tl_hub import __version__
-    from tl_hub import checkpoint as ckpt
-    from tl_hub.backbone import load_backbone, load_image_processor
-    from tl_hub.data import load_data
-    from tl_hub.depth import depth_map
-    from tl_hub.metrics import compute_metrics
-    from tl_hub.policy import FreezePolicy, apply_policy, choose_policy, param_groups
-    from tl_hub.train import Phase, TrainArgs, find_resume_checkpoint, simple_param_groups, train
-    from tl_hub.transforms import ImageClassificationDataset, export_processor, image_spec, save_processor
-
-    t_start = time.perf_counter()
-    config = _resolve_config(config, overrides)
-    if not config.dataset:
-        raise ConfigError("dataset: got null; name a Hub dataset id, a folder, a CSV/JSONL file or bundled:fashion_mnist")
+    use_console()
+    started = time.perf_counter()
+    config = resolve_config(config, overrides)
     output_dir = Path(config.output_dir).expanduser()
-    accelerator = _make_accelerator(config, output_dir)
+    accelerator = make_accelerator(config.mixed_precision, log_with=config.log_with, project_dir=output_dir)
     if accelerator.device.type == "cpu":
-        from tl_hub.train import tune_cpu_allocator
+        tune_cpu_allocator()
+    say = main_process_reporter(accelerator)
+    resume = prepare_output_dir(config, accelerator)
+    data = load_run_data(config)
+    say(data.report.summary())
+    model, policy, summary = load_model_and_policy(config, data, say=say)
+    processor, spec = load_preprocessing(config)
+    if config.log_with:
+        accelerator.init_trackers("tl_hub", config={k: v for k, v in config.to_dict().items()
+                                                    if isinstance(v, (int, float, str, bool))})
+    training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
+    summary = training.last_phase_summary or summary
+    metrics_doc = metrics_document(training, data.labels)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
+        write_output_folder(output_dir, model, processor, spec, metrics_doc, run_info, repo_id=config.hub_model_id)
+    accelerator.wait_for_everyone()
+    if config.log_with:
+        accelerator.end_training()
+    push_url = push_output_folder(config, output_dir, accelerator)
+    _report_end(say, config, output_dir, metrics_doc, training)
+    return FinetuneResult(
+        output_dir=str(output_dir), metrics=training.final_metrics, policy=policy, summary=summary,
+        best_epoch=training.outcome.best_epoch, history=training.outcome.history,
+        feature_cache_used=training.feature_cache_used, train_runtime_s=training.seconds, push_url=push_url,
+        labels=list(data.labels),
+    )
 
-        tune_cpu_allocator()  # +20-45 % CPU training throughput: fewer page faults (see its docstring)
-    main = accelerator.is_main_process
 
-    def say(msg: str) -> None:
-        if main:
-            print(msg, flush=True)
+# ----------------------------------------------------------------------------------------------
+# 1. the recipe
+# ----------------------------------------------------------------------------------------------
+def resolve_config(config: Any, overrides: dict[str, Any]) -> RecipeConfig:
+    """A validated RecipeConfig from a RecipeConfig, a YAML path, a dict or None, with `overrides` applied.
 
-    if main:
+    Example:
+        >>> resolve_config(None, {"dataset": "beans", "epochs": 2}).epochs
+        2
+    """
+    if config is None:
+        return RecipeConfig.from_dict(overrides)
+    if isinstance(config, (str, os.PathLike)):
+        cfg = RecipeConfig.from_yaml(config)
+    elif isinstance(config, RecipeConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = RecipeConfig.from_dict(config)
+    else:
+        raise ConfigError(f"config: got {type(config).__name__}; pass a RecipeConfig, a YAML path, a dict or None")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. the output folder and the checkpoint to resume from
+# ----------------------------------------------------------------------------------------------
+def prepare_output_dir(config: RecipeConfig, accelerator: Any) -> Path | None:
+    """Make the output folder ready (main process) and return the checkpoint to resume from, or None.
+
+    A non-empty folder is refused unless it holds a run of the same recipe (a resumption) or
+    `overwrite_output_dir` is set (then only tl_hub's own files go). The recipe is written; temporary
+    folders of an interrupted checkpoint write are removed; a fresh start deletes old checkpoints.
+
+    Example:
+        >>> prepare_output_dir(RecipeConfig(dataset="beans", output_dir="out"), make_accelerator())  # doctest: +SKIP
+    """
+    from tl_hub import checkpoint as ckpt
+    from tl_hub.train import find_resume_checkpoint
+
+    say = main_process_reporter(accelerator)
+    output_dir = Path(config.output_dir).expanduser()
+    checkpoint_dir = output_dir / CHECKPOINTS_DIR
+    if accelerator.is_main_process:
         _check_output_dir(config, output_dir, say)
         output_dir.mkdir(parents=True, exist_ok=True)
-        config.to_yaml(output_dir / "recipe.yaml")
-    accelerator.wait_for_everyone()
-    ckpt_dir = output_dir / "checkpoints"
-    if main:
-        for stale in ckpt.remove_incomplete(ckpt_dir):
+        config.to_yaml(output_dir / RECIPE_FILE)
+        for stale in ckpt.remove_incomplete(checkpoint_dir):
             say(f"removed an incomplete checkpoint left by an interrupted run: {stale.name}")
     accelerator.wait_for_everyone()
-    resume = find_resume_checkpoint(ckpt_dir, config.resume_from_checkpoint)
+    resume = find_resume_checkpoint(checkpoint_dir, config.resume_from_checkpoint)
     if config.resume_from_checkpoint == "latest" and resume is None:
         say("resume_from_checkpoint: latest -- no checkpoint yet, starting from the beginning")
-    if resume is None and main and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)  # a fresh start never mixes with an older run's checkpoints
+    if resume is None and accelerator.is_main_process and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # a fresh start never mixes with an older run's checkpoints
     accelerator.wait_for_everyone()
+    return resume
 
-    # ---------------- data ----------------
+
+def _check_output_dir(config: RecipeConfig, output_dir: Path, say: Callable[[str], None]) -> None:
+    """Refuse to overwrite a non-empty folder unless it is this recipe's run or overwrite is set."""
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if not output_dir.is_dir():
+        raise ConfigError(f"output_dir: {output_dir} exists and is not a folder; choose another output_dir")
+    recipe = output_dir / RECIPE_FILE
+    same = False
+    if recipe.is_file():
+        try:
+            same = _recipe_dict(RecipeConfig.from_yaml(recipe)) == _recipe_dict(config)
+        except ConfigError:
+            same = False
+    if same:
+        return
+    if config.overwrite_output_dir:
+        removed = remove_run_files(output_dir)
+        say(f"overwrite_output_dir: replaced {', '.join(removed) or 'nothing'} in {output_dir} (other files kept)")
+        return
+    contents = sorted(p.name for p in output_dir.iterdir())[:8]
+    what = "holds a run of a different recipe" if recipe.is_file() else "is not empty"
+    raise ConfigError(
+        f"output_dir: {output_dir} {what} ({', '.join(contents)}). Use another output_dir, set "
+        "overwrite_output_dir: true to replace tl_hub's files there, or rerun the recipe that wrote it "
+        "with resume_from_checkpoint: latest."
+    )
+
+
+def _recipe_dict(config: RecipeConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS}
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. data, 5. backbone and policy
+# ----------------------------------------------------------------------------------------------
+def load_run_data(config: RecipeConfig) -> Any:
+    """The recipe's dataset as a `tl_hub.data.DataBundle` (splits seeded by the recipe's seed).
+
+    Example:
+        >>> load_run_data(RecipeConfig(dataset="bundled:digits", examples_per_label=5)).labels[:2]  # doctest: +SKIP
+        ['0', '1']
+    """
+    from accelerate.utils import set_seed
+
+    from tl_hub.data import load_data
+
     set_seed(config.seed)
-    data = load_data(
+    return load_data(
         config.dataset, labels=config.labels, image_column=config.image_column, label_column=config.label_column,
         config=config.dataset_config, split=config.train_split, eval_split=config.eval_split,
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
     )
-    say(data.report.summary())
-    labels = list(data.labels)
 
-    # ---------------- backbone + policy ----------------
-    requested = str(config.policy)
-    pretrained = requested != "scratch"
+
+def load_model_and_policy(config: RecipeConfig, data: Any, *,
+                          say: Callable[[str], None] = lambda message: None) -> tuple[Any, FreezePolicy, Any]:
+    """The backbone with a head for the data's labels, the freeze policy (auto resolved from the data size,
+    said with its reason) and its PolicySummary after applying its first phase.
+
+    Example:
+        >>> model, policy, summary = load_model_and_policy(config, data)  # doctest: +SKIP
+    """
+    from accelerate.utils import set_seed
+
+    from tl_hub.backbone import load_backbone
+    from tl_hub.depth import depth_info
+    from tl_hub.freezing import apply_policy
+
     set_seed(config.seed)
-    model = load_backbone(config.model, labels, revision=config.revision, pretrained=pretrained,
-                          trust_remote_code=config.trust_remote_code)
-    if requested == "auto":
-        num_depths = max(depth_map(model).values()) + 1
-        policy = choose_policy(len(data.train), len(labels), num_depths=num_depths)
-        if config.train_fraction is not None and policy.name == "partial":
-            policy = FreezePolicy("partial", train_fraction=config.train_fraction, reason=policy.reason)
+    model = load_backbone(config.model, list(data.labels), revision=config.revision,
+                          pretrained=config.policy != "scratch", trust_remote_code=config.trust_remote_code)
+    num_depths = depth_info(model).max_depth + 1 if config.policy == "auto" else None
+    policy = resolve_policy(config.policy, num_examples=len(data.train), num_labels=len(data.labels),
+                            num_depths=num_depths, train_fraction=config.train_fraction,
+                            head_epochs_fraction=config.head_epochs_fraction)
+    if config.policy == "auto":
         say(f"policy: {policy.name} (auto) -- {policy.reason}")
     else:
-        kw: dict[str, Any] = {}
-        if requested == "partial" and config.train_fraction is not None:
-            kw["train_fraction"] = config.train_fraction
-        if requested == "lp-ft" and config.head_epochs_fraction is not None:
-            kw["head_epochs_fraction"] = config.head_epochs_fraction
-        policy = FreezePolicy(requested, reason="set in the recipe (policy: %s)" % requested, **kw)
         say(f"policy: {policy.name} (set in the recipe)")
-    first_phase = "head" if policy.name == "lp-ft" else None
-    summary = apply_policy(model, policy, phase=first_phase)
+    summary = apply_policy(model, policy, phase=plan_phases(policy, config.epochs)[0].lp_ft_phase)
     say(f"trainable parameters: {summary.trainable_params:,} of {summary.trainable_params + summary.frozen_params:,}")
+    return model, policy, summary
+
+
+def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
+    """The backbone's image processor and the `ImageSpec` of the run (`image_size` overrides its size).
+
+    Example:
+        >>> processor, spec = load_preprocessing(RecipeConfig(dataset="beans", image_size=112))  # doctest: +SKIP
+        >>> spec.size  # doctest: +SKIP
+        112
+    """
+    from tl_hub.backbone import load_image_processor
+    from tl_hub.data.transforms import image_spec
 
     processor = load_image_processor(config.model, revision=config.revision)
-    spec = image_spec(processor, config.image_size)
-    num_workers = config.num_workers if config.num_workers is not None else _default_workers(accelerator)
-    channels_last = _wants_channels_last(model, accelerator.device.type)
-    use_features = policy.name == "head" and config.feature_cache != "off"
-    # the feature path reads each image exactly once: decode it on the fly instead of holding a cache
-    eval_ds = ImageClassificationDataset(data.eval, spec, train=False, cache=not use_features)
-    if config.feature_cache == "on" and policy.name != "head":
-        raise ConfigError(
-            f"feature_cache: got 'on' with policy {policy.name!r}; cached features need a frozen backbone "
-            "(policy head). Use feature_cache: auto or off."
-        )
-    lr_main = config.learning_rate_for(policy.name, first_phase)
+    return processor, image_spec(processor, config.image_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. training
+# ----------------------------------------------------------------------------------------------
+def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, policy: FreezePolicy, spec: Any, *,
+                resume: Path | None = None, say: Callable[[str], None] = lambda message: None) -> Training:
+    """Train as the policy says: under `head` (unless `feature_cache: off`) the backbone runs once over the
+    data and the head trains on its features; otherwise the images go through the loop, phase by phase.
+    `model` holds the best epoch's weights afterwards.
+
+    Example:
+        >>> training = train_model(config, accelerator, data, model, policy, spec)  # doctest: +SKIP
+        >>> training.outcome.best_epoch  # doctest: +SKIP
+        3
+    """
+    from tl_hub.train import TrainArgs
+
+    use_features = uses_feature_cache(policy.name, config.feature_cache)
+    channels_last = wants_channels_last(model, accelerator.device.type)
+    plan = plan_phases(policy, config.epochs, config.learning_rate)
     args = TrainArgs(
         epochs=config.epochs, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-        learning_rate=lr_main, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        learning_rate=plan[0].learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
         lr_scheduler=config.lr_scheduler, gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm, seed=config.seed, checkpointing_steps=config.checkpointing_steps,
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
-        metric_for_best_model=config.metric_for_best_model, greater_is_better=config.greater_is_better,
-        skip_nonfinite_batches=config.skip_nonfinite_batches, num_workers=num_workers,
+        metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
+        num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features,
     )
+    loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
+    started = time.perf_counter()
+    if use_features:
+        outcome, feature_info = _train_on_features(loop, model, spec, plan, channels_last)
+    else:
+        outcome, feature_info = _train_on_images(loop, model, policy, spec, plan), None
+    return Training(
+        outcome=outcome, final_metrics=outcome.best_metrics or loop.metrics_fn(outcome.best_eval),
+        last_phase_summary=_last_phase_summary(model, policy, plan), feature_cache_used=use_features,
+        feature_info=feature_info,
+        seconds=time.perf_counter() - started, learning_rate=plan[0].learning_rate,
+        learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None,
+    )
+
+
+@dataclass
+class _LoopInputs:
+    """What both training paths hand to `tl_hub.train.train`."""
+
+    config: RecipeConfig
+    accelerator: Any
+    data: Any
+    args: Any  # TrainArgs
+    resume: Path | None
+    say: Callable[[str], None]
+    metrics_fn: Callable[[Any], dict[str, Any]]
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.config.output_dir).expanduser() / CHECKPOINTS_DIR
+
+    @property
+    def train_ids(self) -> list[str] | None:
+        return list(self.data.train["id"]) if "id" in self.data.train.column_names else None
+
+
+def _metrics_fn(labels: list[str], extra_metrics: list[str]) -> Callable[[Any], dict[str, Any]]:
+    from tl_hub.metrics import compute_metrics
 
     def metrics_fn(ev: Any) -> dict[str, Any]:
-        return compute_metrics(ev.predictions, ev.labels, labels, logits=ev.logits, extra_metrics=config.metrics)
+        return compute_metrics(ev.predictions, ev.labels, labels, logits=ev.logits, extra_metrics=extra_metrics)
 
-    if config.log_with:
-        accelerator.init_trackers("tl_hub", config={k: v for k, v in config.to_dict().items()
-                                                    if isinstance(v, (int, float, str, bool))})
-    ids = list(data.train["id"]) if "id" in data.train.column_names else None
+    return metrics_fn
 
-    # ---------------- train ----------------
-    t_train = time.perf_counter()
-    if use_features:
-        from tl_hub.features import FeatureDataset, HeadOnFeatures, features_for, head_module
 
-        if config.augment:
-            say("feature cache: training images are not augmented on this path (features are computed once "
-                "with the eval transform); set feature_cache: off to train the head on augmented images")
-        feat_ds = ImageClassificationDataset(data.train, spec, train=False, cache=False)
-        precision = accelerator.mixed_precision
-        key = [config.model, config.revision, getattr(data.train, "_fingerprint", None),
-               getattr(data.eval, "_fingerprint", None), repr(spec), precision]
-        cache_dir = config.feature_cache_dir
-        t_feat = time.perf_counter()
-        fb = _feature_batch_size(config.eval_batch_size, config.batch_size, accelerator.device.type)
-        train_f, train_y = features_for(model, feat_ds, accelerator=accelerator, batch_size=fb, split="train",
-                                        cache_dir=cache_dir, key_parts=key, num_workers=num_workers,
-                                        channels_last=channels_last, log=say)
-        eval_f, eval_y = features_for(model, eval_ds, accelerator=accelerator, batch_size=fb, split="eval",
-                                      cache_dir=cache_dir, key_parts=key, num_workers=num_workers,
-                                      channels_last=channels_last, log=say)
-        feat_time = time.perf_counter() - t_feat
-        n_img = len(feat_ds) + len(eval_ds)
-        say(f"feature cache: {n_img} images through the frozen backbone once in {feat_time:.1f} s "
-            f"({n_img / max(feat_time, 1e-9):.0f} img/s, precision {precision}); the head trains on "
-            f"{train_f.shape[-1]}-d features for {config.epochs} epoch(s)")
-        head_model = HeadOnFeatures(head_module(model))
-        phases = [Phase("head", config.epochs,
-                        lambda m: simple_param_groups(m, lr_main, config.weight_decay))]
-        outcome = train(head_model, FeatureDataset(train_f, train_y), FeatureDataset(eval_f, eval_y), args=args,
-                        accelerator=accelerator, checkpoint_dir=ckpt_dir, phases=phases, metrics_fn=metrics_fn,
-                        resume_from=resume, ids=ids, log=say)
-        feature_info = {"images": n_img, "seconds": feat_time, "images_per_second": n_img / max(feat_time, 1e-9),
-                        "dim": int(train_f[0].numel()), "disk_cache": cache_dir}
-    else:
-        def groups_for(lr: float) -> Any:
-            return lambda m: param_groups(m, lr, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
+def _last_phase_summary(model: Any, policy: FreezePolicy, plan: list[Any]) -> Any:
+    if len(plan) < 2:
+        return None
+    from tl_hub.freezing import apply_policy
 
-        if policy.name == "lp-ft":
-            head_epochs = max(1, min(config.epochs - 1, round(config.epochs * policy.head_epochs_fraction)))
-            lr_full = config.learning_rate_for("lp-ft", "full")
-            phases = [
-                Phase("head", head_epochs, groups_for(lr_main), setup=lambda m: apply_policy(m, policy, phase="head"),
-                      learning_rate=lr_main),
-                Phase("full", config.epochs - head_epochs, groups_for(lr_full),
-                      setup=lambda m: apply_policy(m, policy, phase="full"), learning_rate=lr_full),
-            ]
-        else:
-            phases = [Phase(policy.name, config.epochs, groups_for(lr_main), setup=lambda m: apply_policy(m, policy))]
-        train_ds = ImageClassificationDataset(data.train, spec, train=True, augment=config.augment)
-        outcome = train(model, train_ds, eval_ds, args=args, accelerator=accelerator, checkpoint_dir=ckpt_dir,
-                        phases=phases, metrics_fn=metrics_fn, resume_from=resume, ids=ids, log=say)
-        feature_info = None
-        if policy.name == "lp-ft":
-            summary = apply_policy(model, policy, phase="full")
-    train_time = time.perf_counter() - t_train
+    return apply_policy(model, policy, phase=plan[-1].lp_ft_phase)
 
-    # ---------------- final metrics of the best model ----------------
-    final = outcome.best_metrics or metrics_fn(outcome.best_eval)
-    headline = {k: final[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
-                if k in final}
+
+def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: Any, plan: list[Any]) -> Any:
+    """The images through the loop, one loop phase per planned phase (lp-ft: the head, then everything)."""
+    from tl_hub import train as loop_module
+    from tl_hub.data.dataset import ImageClassificationDataset
+    from tl_hub.freezing import apply_policy, param_groups
+
+    config = loop.config
+
+    def phase(step: Any) -> Any:
+        def groups(m: Any) -> list[dict[str, Any]]:
+            return param_groups(m, step.learning_rate, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
+
+        def setup(m: Any) -> Any:
+            return apply_policy(m, policy, phase=step.lp_ft_phase)
+
+        return loop_module.Phase(step.name, step.epochs, groups, setup=setup, learning_rate=step.learning_rate)
+
+    train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment)
+    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False)
+    return loop_module.train(
+        model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
+        phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
+        ids=loop.train_ids, log=loop.say,
+    )
+
+
+def _train_on_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any],
+                       channels_last: bool) -> tuple[Any, dict[str, Any]]:
+    """The frozen backbone once over train and eval images (features cached on disk when asked), then the
+    head alone through the loop, trained in place inside `model`."""
+    from tl_hub import train as loop_module
+    from tl_hub.data.dataset import ImageClassificationDataset
+    from tl_hub.features import FeatureDataset, HeadOnFeatures, features_for, head_module
+    from tl_hub.freezing import simple_param_groups
+
+    config, accelerator = loop.config, loop.accelerator
+    if config.augment:
+        loop.say("feature cache: training images are not augmented on this path (features are computed once "
+                 "with the eval transform); set feature_cache: off to train the head on augmented images")
+    # the feature path reads each image exactly once: decode on the fly instead of holding a cache
+    datasets = {"train": ImageClassificationDataset(loop.data.train, spec, train=False, cache=False),
+                "eval": ImageClassificationDataset(loop.data.eval, spec, train=False, cache=False)}
+    key = [config.model, config.revision, _fingerprint(loop.data.train), _fingerprint(loop.data.eval), repr(spec),
+           accelerator.mixed_precision]
+    batch = feature_batch_size(config.eval_batch_size, config.batch_size, accelerator.device.type)
+    started = time.perf_counter()
+    features = {split: features_for(model, ds, accelerator=accelerator, batch_size=batch, split=split,
+                                     cache_dir=config.feature_cache_dir, key_parts=key, num_workers=loop.args.num_workers,
+                                     channels_last=channels_last, log=loop.say)
+                for split, ds in datasets.items()}
+    seconds = time.perf_counter() - started
+    n_images = len(datasets["train"]) + len(datasets["eval"])
+    dim = int(features["train"][0][0].numel())
+    loop.say(f"feature cache: {n_images} images through the frozen backbone once in {seconds:.1f} s "
+             f"({n_images / max(seconds, 1e-9):.0f} img/s, precision {accelerator.mixed_precision}); the head trains "
+             f"on {features['train'][0].shape[-1]}-d features for {config.epochs} epoch(s)")
+    (step,) = plan
+    phases = [loop_module.Phase(step.name, step.epochs,
+                                lambda m: simple_param_groups(m, step.learning_rate, config.weight_decay))]
+    outcome = loop_module.train(
+        HeadOnFeatures(head_module(model)), FeatureDataset(*features["train"]), FeatureDataset(*features["eval"]),
+        args=loop.args, accelerator=accelerator, checkpoint_dir=loop.checkpoint_dir, phases=phases,
+        metrics_fn=loop.metrics_fn, resume_from=loop.resume, ids=loop.train_ids, log=loop.say,
+    )
+    info = {"images": n_images, "seconds": seconds, "images_per_second": n_images / max(seconds, 1e-9),
+            "dim": dim, "disk_cache": config.feature_cache_dir}
+    return outcome, info
+
+
+def _fingerprint(dataset: Any) -> str | None:
+    """The `datasets` fingerprint of a split (it changes whenever the rows or their content change); the
+    library keeps it in a private attribute and offers no public accessor."""
+    return getattr(dataset, "_fingerprint", None)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. the Hub-ready folder
+# ----------------------------------------------------------------------------------------------
+def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
+    """metrics.json: the epoch history, the best epoch and its metrics (headline scalars first), per-label
+    scores, the confusion matrix, and the feature pass when there was one.
+
+    Example:
+        >>> sorted(metrics_document(training, ["cat", "dog"]))[:3]  # doctest: +SKIP
+        ['best_epoch', 'confusion_matrix', 'epochs']
+    """
+    outcome, final = training.outcome, training.final_metrics
+    headline = {k: final[k] for k in _HEADLINE_METRICS if k in final}
     headline.update({k: v for k, v in final.items() if k not in headline and k not in {"per_label", "confusion_matrix"}
                      and isinstance(v, (int, float))})
-    metrics_doc = {
+    doc = {
         "epochs": outcome.history, "best_epoch": outcome.best_epoch,
         "metric_for_best_model": outcome.metric_for_best_model, "final": headline,
         "per_label": final.get("per_label", {}), "confusion_matrix": final.get("confusion_matrix", []),
-        "labels": labels, "num_eval_examples": int(len(outcome.best_eval.labels)) if outcome.best_eval else None,
+        "labels": list(labels), "num_eval_examples": int(len(outcome.best_eval.labels)) if outcome.best_eval else None,
         "nonfinite_batches_skipped": outcome.nonfinite_skipped,
     }
-    if feature_info:
-        metrics_doc["feature_extraction"] = feature_info
+    if training.feature_info:
+        doc["feature_extraction"] = training.feature_info
+    return doc
 
-    # ---------------- the Hub-ready folder (main process only) ----------------
-    accelerator.wait_for_everyone()
-    run_info = {}
-    if main:
-        from tl_hub.hub import tl_hub_parent
 
-        model.to(memory_format=torch.contiguous_format)
-        model.save_pretrained(output_dir)
-        save_processor(export_processor(processor, spec), output_dir)
-        _write_json(output_dir / "metrics.json", metrics_doc)
-        hyper = {k: getattr(config, k) for k in (
-            "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
-            "warmup_ratio", "max_grad_norm", "seed", "image_size", "augment", "metric_for_best_model",
-            "early_stopping_patience")}
-        hyper.update(learning_rate=lr_main, image_size=spec.size, eval_batch_size=args.eval_batch_size or args.batch_size)
-        if policy.name == "lp-ft":
-            hyper["learning_rate_full_phase"] = config.learning_rate_for("lp-ft", "full")
-        run_info = {
-            "tl_hub_version": __version__, "base_model": config.model, "base_model_revision": config.revision,
-            "parent_model": tl_hub_parent(config.model, config.revision), "labels": labels,
-            "policy": {**policy.to_dict(), "summary": summary.to_dict()}, "data": data.report.to_dict(),
-            "hyperparameters": hyper, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-            "framework_versions": _framework_versions(), "num_processes": accelerator.num_processes,
-            "mixed_precision": accelerator.mixed_precision, "device": _device_name(accelerator),
-            "train_runtime_s": round(train_time, 2), "total_runtime_s": round(time.perf_counter() - t_start, 2),
-            "feature_cache_used": bool(use_features), "resumed_from": outcome.resumed_from,
-            "stopped_early": outcome.stopped_early,
-        }
-        _write_json(output_dir / "run_info.json", run_info)
+def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezePolicy, summary: Any, spec: Any,
+              training: Training, started: float) -> dict[str, Any]:
+    """run_info.json: what was trained from what, how, on which machine and software, for how long.
+
+    Example:
+        >>> run_facts(config, accelerator, data, policy, summary, spec, training, started)["policy"]["name"]  # doctest: +SKIP
+        'head'
+    """
+    from tl_hub import __version__
+    from tl_hub.hub import tl_hub_parent
+
+    hyper = {k: getattr(config, k) for k in (
+        "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
+        "warmup_ratio", "max_grad_norm", "seed", "image_size", "augment", "metric_for_best_model",
+        "early_stopping_patience")}
+    hyper.update(learning_rate=training.learning_rate, image_size=spec.size,
+                 eval_batch_size=config.eval_batch_size or config.batch_size)
+    if training.learning_rate_full_phase is not None:
+        hyper["learning_rate_full_phase"] = training.learning_rate_full_phase
+    return {
+        "tl_hub_version": __version__, "base_model": config.model, "base_model_revision": config.revision,
+        "parent_model": tl_hub_parent(config.model, config.revision), "labels": list(data.labels),
+        "policy": {**policy.to_dict(), "summary": summary.to_dict()}, "data": data.report.to_dict(),
+        "hyperparameters": hyper, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "framework_versions": _framework_versions(), "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision, "device": describe_device(accelerator),
+        "train_runtime_s": round(training.seconds, 2), "total_runtime_s": round(time.perf_counter() - started, 2),
+        "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
+        "stopped_early": training.outcome.stopped_early,
+    }
+
+
+def _framework_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "accelerate", "datasets", "evaluate", "timm", "huggingface_hub", "safetensors"):
         try:
-            from tl_hub.card import write_model_card
-        except ImportError:
-            write_model_card = None
-        if write_model_card is not None:
-            write_model_card(output_dir, repo_id=config.hub_model_id)
-    accelerator.wait_for_everyone()
-    if config.log_with:
-        accelerator.end_training()
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
 
-    push_url = None
-    if config.push_to_hub and main:
+
+def write_output_folder(output_dir: Path, model: Any, processor: Any, spec: Any, metrics_doc: dict[str, Any],
+                        run_info: dict[str, Any], *, repo_id: str | None = None) -> None:
+    """Write the Hub-ready folder (main process only): the weights and config with the label names, the
+    processor that reproduces the eval transform, metrics.json, run_info.json, then the model card and its
+    plots, which are rendered from those files (`tl_hub.output_folder.RUN_FILES` lists them all).
+
+    Example:
+        >>> write_output_folder(Path("out"), model, processor, spec, metrics_doc, run_info)  # doctest: +SKIP
+    """
+    import torch
+
+    from tl_hub.card import write_model_card
+    from tl_hub.checkpoint import atomic_write_json
+    from tl_hub.data.transforms import export_processor, save_processor
+
+    model.to(memory_format=torch.contiguous_format)
+    model.save_pretrained(output_dir)
+    save_processor(export_processor(processor, spec), output_dir)
+    atomic_write_json(output_dir / METRICS_FILE, metrics_doc)
+    atomic_write_json(output_dir / RUN_INFO_FILE, run_info)
+    write_model_card(output_dir, repo_id=repo_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. push, and the last lines
+# ----------------------------------------------------------------------------------------------
+def push_output_folder(config: RecipeConfig, output_dir: Path, accelerator: Any) -> str | None:
+    """Push the folder to `hub_model_id` (default: the folder's name in your namespace) when the recipe
+    says `push_to_hub`; the main process pushes, the others wait. Returns the commit URL, or None.
+
+    Example:
+        >>> push_output_folder(config.replace(push_to_hub=True), Path("out"), accelerator)  # doctest: +SKIP
+        'https://huggingface.co/me/out/commit/...'
+    """
+    url = None
+    if config.push_to_hub and accelerator.is_main_process:
         from tl_hub.hub import push_to_hub
 
         repo = config.hub_model_id or output_dir.resolve().name
-        push_url = push_to_hub(output_dir, repo, private=config.hub_private)
-        say(f"pushed to the Hub: {push_url}")
+        url = push_to_hub(output_dir, repo, private=config.hub_private)
+        main_process_reporter(accelerator)(f"pushed to the Hub: {url}")
     accelerator.wait_for_everyone()
+    return url
 
-    best_note = f" (best epoch {outcome.best_epoch} of {len(outcome.history)})" if outcome.best_epoch else ""
-    say("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in headline.items()) + best_note
-        + f" on {metrics_doc['num_eval_examples']} images; training took {train_time:.1f} s")
+
+def _report_end(say: Callable[[str], None], config: RecipeConfig, output_dir: Path, metrics_doc: dict[str, Any],
+                training: Training) -> None:
+    outcome = training.outcome
+    best = f" (best epoch {outcome.best_epoch} of {len(outcome.history)})" if outcome.best_epoch else ""
+    say("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics_doc["final"].items()) + best
+        + f" on {metrics_doc['num_eval_examples']} images; training took {training.seconds:.1f} s")
     say(f"Hub-ready folder: {output_dir.resolve()}")
     if not config.push_to_hub:
         say(f"push it with:  tl-hub push {output_dir} USER/REPO")
-    return FinetuneResult(
-        output_dir=str(output_dir), metrics=final, policy=policy, summary=summary, best_epoch=outcome.best_epoch,
-        history=outcome.history, feature_cache_used=bool(use_features), train_runtime_s=train_time,
-        push_url=push_url, labels=labels,
-    )
-
-
-def train_command(config_path: str, overrides: list[str]) -> int:
-    """`tl-hub train CONFIG [--key value ...]`: run a recipe; return the exit status.
-
-    Example:
-        >>> train_command("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
-        0
-    """
-    from tl_hub.config import RecipeConfig
-
-    finetune(RecipeConfig.from_yaml(config_path, overrides))
-    return 0
-
-
-def quickstart_command(output_dir: str | None = None, overrides: list[str] | None = None) -> int:
-    """`tl-hub quickstart`: the offline demo recipe (bundled Lite0 on bundled Fashion-MNIST).
-
-    Example:
-        >>> quickstart_command("quickstart_out")  # doctest: +SKIP
-        0
-    """
-    from tl_hub.config import quickstart_config
-
-    config = quickstart_config(list(overrides or []), output_dir=output_dir)
-    print(f"tl-hub quickstart: {config.model} on {config.dataset}, image_size {config.image_size}, "
-          f"policy {config.policy}, {config.epochs} epochs -> {config.output_dir}", flush=True)
-    finetune(config)
-    return 0

@@ -42,6 +42,7 @@ from typing import Any
 
 from tl_hub.errors import DataError, HubError, TlHubError
 from tl_hub.output_folder import CARD_FILE, CONFIG_FILE, RUN_INFO_FILE, check_output_folder, hub_files
+from tl_hub.reporting import use_console
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def verify_remote(api: Any, repo_id: str, revision: str, files: dict[str, Path])
     """Raise HubError unless every local file exists remotely at `revision` with the same size and hash.
 
     Example:
-        >>> verify_remote(HfApi(), "me/model", commit_sha, files_to_push(out))  # doctest: +SKIP
+        >>> verify_remote(HfApi(), "me/model", commit_sha, hub_files(out))  # doctest: +SKIP
     """
     from huggingface_hub.hf_api import RepoFile
 
@@ -274,6 +275,7 @@ def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool | None = 
         >>> push_to_hub("outputs/fashion", "me/fashion-lite0")  # doctest: +SKIP
         'https://huggingface.co/me/fashion-lite0/commit/1a2b...'
     """
+    use_console()
     state = _distributed_state()
     if state is None:
         return _push(output_dir, repo_id, private=private, revision=revision, commit_message=commit_message,

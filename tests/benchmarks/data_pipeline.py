@@ -128,7 +128,7 @@ def model_rates(size: int, batch: int, steps: int, repeats: int, device: str, bf
 def pipeline_rates(source: Any, spec: Any, batch: int, repeats: int, workers: list[int], device: str = "cpu",
                    **load_kwargs: Any) -> dict[str, float]:
     from tl_hub.data import load_data
-    from tl_hub.transforms import ImageClassificationDataset
+    from tl_hub.data.dataset import ImageClassificationDataset
 
     holder: dict[str, Any] = {}
 
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    from tl_hub.transforms import image_spec
+    from tl_hub.data.transforms import image_spec
 
     spec = image_spec(_processor(), image_size=args.image_size)
     workers = [int(w) for w in args.workers.split(",")]

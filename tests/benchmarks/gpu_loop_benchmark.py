@@ -36,8 +36,9 @@ def main() -> None:
 
     from tl_hub.backbone import load_backbone
     from tl_hub.features import FeatureDataset, HeadOnFeatures, extract_features, head_module
-    from tl_hub.policy import FreezePolicy, apply_policy, param_groups
-    from tl_hub.train import Phase, TrainArgs, simple_param_groups, train
+    from tl_hub.freezing import apply_policy, param_groups, simple_param_groups
+    from tl_hub.policy import FreezePolicy
+    from tl_hub.train import Phase, TrainArgs, train
 
     p = argparse.ArgumentParser()
     p.add_argument("model")

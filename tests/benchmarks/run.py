@@ -260,7 +260,8 @@ def _trainable_names(model_source: str, labels: list[str], policy: str, n_train:
     if policy in ("full", "scratch"):
         return None
     from tl_hub.backbone import load_backbone
-    from tl_hub.policy import FreezePolicy, apply_policy, choose_policy
+    from tl_hub.freezing import apply_policy
+    from tl_hub.policy import FreezePolicy, choose_policy
 
     model = load_backbone(model_source, labels)
     pol = choose_policy(n_train, len(labels)) if policy == "auto" else FreezePolicy(policy)
