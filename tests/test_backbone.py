@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import ORIGINAL_LABELS, TINY_ARCHS, tiny_checkpoint
 
+from helpers.tiny_models import ORIGINAL_LABELS, TINY_ARCHS, tiny_checkpoint
 from tl_hub.backbone import head_parameter_names, load_backbone, load_image_processor, resolve_source
 from tl_hub.errors import CheckpointError, ConfigError, DataError, HubError, TlHubError
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-from tiny_models import TINY_ARCHS
 
+from helpers.tiny_models import TINY_ARCHS
 from tl_hub.backbone import load_backbone
 from tl_hub.depth import BLOCK, HEAD, NECK, STEM, depth_info, depth_map, native_input_size
 

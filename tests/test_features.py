@@ -6,6 +6,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from helpers.tiny_models import tiny_checkpoint
 from tl_hub.backbone import load_backbone
 from tl_hub.features import (
     FeatureDataset,
@@ -17,7 +18,6 @@ from tl_hub.features import (
 )
 from tl_hub.policy import apply_policy
 from tl_hub.train import Phase, TrainArgs, forward_logits, simple_param_groups, train
-from tiny_models import tiny_checkpoint
 
 torch.set_num_threads(1)
 LABELS = ["a", "b", "c"]

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 import tl_hub
 from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError
-from tiny_models import tiny_checkpoint
-from tl_outputs import synthetic_images
+from helpers.outputs import synthetic_images
+from helpers.tiny_models import tiny_checkpoint
 
 LABELS = ["red", "green", "blue"]
 

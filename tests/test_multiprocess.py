@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_models import tiny_checkpoint
-from tl_outputs import synthetic_images
+from helpers.outputs import synthetic_images
+from helpers.tiny_models import tiny_checkpoint
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

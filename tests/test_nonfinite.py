@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
-    from tiny_models import tiny_checkpoint
+    from helpers.tiny_models import tiny_checkpoint
 
     root = tmp_path_factory.mktemp("nonfinite")
     data = root / "data"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny_models import tiny_checkpoint
+from helpers.tiny_models import tiny_checkpoint
 from tl_hub.data import load_data
 from tl_hub.errors import ConfigError
 from tl_hub.transforms import ImageClassificationDataset, ImageSpec, export_processor, image_spec, save_processor
