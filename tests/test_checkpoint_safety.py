@@ -156,8 +156,7 @@ def test_a_missing_or_corrupt_file_fails_loudly_naming_it(tmp_path, name, damage
 
 def test_the_training_loop_never_silently_starts_afresh(tmp_path):
     """resume_from a checkpoint with a damaged RNG file: train() raises, naming the file."""
-    from accelerate import Accelerator
-
+    from helpers.accelerator import cpu_accelerator
     from tl_hub.train import Phase, TrainArgs, simple_param_groups, train
 
     class Data(torch.utils.data.Dataset):
@@ -180,7 +179,7 @@ def test_the_training_loop_never_silently_starts_afresh(tmp_path):
                 return self.fc(features)
 
         return train(Head(), Data(), Data(), args=TrainArgs(epochs=2, batch_size=4, progress=False),
-                     accelerator=Accelerator(cpu=True, split_batches=True), checkpoint_dir=tmp_path / "ck",
+                     accelerator=cpu_accelerator(), checkpoint_dir=tmp_path / "ck",
                      phases=[Phase("train", 2, simple_param_groups)], resume_from=resume, log=lambda m: None)
 
     run()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from accelerate import Accelerator
 
+from helpers.accelerator import cpu_accelerator
 from helpers.tiny_models import tiny_checkpoint
 from tl_hub.backbone import load_backbone
 from tl_hub.features import (
@@ -51,7 +51,7 @@ def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, ar
     head_ids = {id(p) for p in head_module(model).parameters()}
     assert {id(p) for n, p in model.named_parameters() if n in model.tl_hub_head_names} <= head_ids
     apply_policy(model, "head")
-    acc = Accelerator(cpu=True, split_batches=True)
+    acc = cpu_accelerator()
     train_ds, eval_ds = Pixels(12, 0), Pixels(7, 1)
     f, y = extract_features(model, train_ds, accelerator=acc, batch_size=4, progress=False)
     fe, ye = extract_features(model, eval_ds, accelerator=acc, batch_size=4, progress=False)
@@ -73,7 +73,7 @@ def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, ar
 
 def test_disk_cache_is_float16_and_reused(tmp_path):
     model = load_backbone(str(tiny_checkpoint("vit", tmp_path / "vit")), LABELS)
-    acc = Accelerator(cpu=True, split_batches=True)
+    acc = cpu_accelerator()
     ds = Pixels(6, 0)
     msgs: list[str] = []
     a = features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",

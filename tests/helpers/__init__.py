@@ -6,6 +6,7 @@
   like Hub checkpoints (the `tiny` fixture builds them once per session).
 - `helpers.outputs`: realistic tl_hub output folders for the card / Hub tests, without the training code.
 - `helpers.ports`: `free_port()`, a free TCP port on 127.0.0.1.
+- `helpers.accelerator`: `cpu_accelerator()`, the Accelerator tests hand to `tl_hub.train.train`.
 
 tests/ is on sys.path under pytest (the rootdir conftest), so tests import these as
 `from helpers.tiny_models import tiny_checkpoint`.
