@@ -1,7 +1,9 @@
-"""The Accelerate loop on tiny transformers models: training works, resume is bit-exact, faults are loud."""
+"""The Accelerate loop (tl_hub.train) on tiny transformers models: training works, resume is bit-exact,
+faults are loud (a damaged checkpoint is refused, never a silent fresh start)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -209,17 +211,20 @@ def test_nonfinite_loss_names_the_batch_images(tmp_path):
 
 
 def test_resume_refuses_a_corrupt_or_missing_file(tmp_path):
+    """train(resume_from=a damaged checkpoint) raises naming the file: the loop never silently starts afresh."""
     args = TrainArgs(epochs=1, batch_size=8, checkpointing_steps=1, progress=False, save_total_limit=None)
     _run(tmp_path, tiny_vit(), args)
-    latest = ckpt.list_checkpoints(tmp_path / "checkpoints")[0]  # mid-run (step 1 of 3)
-    assert ckpt.read_state(latest)["global_step"] == 1
-    (latest / ckpt.SCHEDULER_FILE).write_text("{not json")
+    first, second, third = ckpt.list_checkpoints(tmp_path / "checkpoints")[:3]
+    assert ckpt.read_state(first)["global_step"] == 1  # mid-run (step 1 of 3)
+    (first / ckpt.SCHEDULER_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="scheduler.json"):
-        _run(tmp_path, tiny_vit(), args, resume=latest)
-    (latest / ckpt.OPTIMIZER_TENSORS).unlink()
+        _run(tmp_path, tiny_vit(), args, resume=first)
+    (first / ckpt.OPTIMIZER_TENSORS).unlink()
     with pytest.raises(CheckpointError, match="optimizer.safetensors"):
-        _run(tmp_path, tiny_vit(), args, resume=latest)
+        _run(tmp_path, tiny_vit(), args, resume=first)
+    (third / ckpt.RNG_JSON).write_text(json.dumps({"python": [], "numpy": []}))  # valid JSON, wrong content
+    with pytest.raises(CheckpointError, match=ckpt.RNG_JSON):
+        _run(tmp_path, tiny_vit(), args, resume=third)
     # a different recipe is refused, not silently mixed
-    other = ckpt.list_checkpoints(tmp_path / "checkpoints")[1]
     with pytest.raises(CheckpointError, match="batch_size"):
-        _run(tmp_path, tiny_vit(), TrainArgs(epochs=1, batch_size=4, progress=False), resume=other)
+        _run(tmp_path, tiny_vit(), TrainArgs(epochs=1, batch_size=4, progress=False), resume=second)
