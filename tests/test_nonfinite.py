@@ -1,5 +1,6 @@
-"""Training faults (issue 6): a NaN/inf loss stops the run naming the step and the batch's image files;
-`skip_nonfinite_batches: true` skips such batches instead, counts them and reports them.
+"""Training faults (issue 6), as users meet them: a NaN/inf loss stops the run naming the step and the
+batch's image files; `skip_nonfinite_batches: true` skips such batches instead, counts them and reports
+them (metrics.json, the printed log). The loop-level result of a skipped batch is in tests/test_train.py.
 
 The runs are real `finetune` calls (tiny ViT, a folder of PNGs). The bad numbers come from two sources:
 an absurd learning rate (the weights blow up for real), and one image file whose batch is made to give
