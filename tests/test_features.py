@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from helpers.accelerator import cpu_accelerator
-from helpers.tiny_models import tiny_checkpoint
 from tl_hub.backbone import load_backbone
 from tl_hub.features import (
     FeatureDataset,
@@ -43,8 +42,8 @@ class Pixels(torch.utils.data.Dataset):
     [("vit", "classifier"), ("resnet", "classifier.1"), ("levit", None), ("timm_efficientnet", None),
      ("timm_vit", None), ("mobilenet_v2", "classifier")],
 )
-def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, arch, expected):
-    model = load_backbone(str(tiny_checkpoint(arch, tmp_path / arch)), LABELS)
+def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, tiny, arch, expected):
+    model = load_backbone(str(tiny(arch)), LABELS)
     name = head_module_name(model)
     if expected is not None:
         assert name == expected
@@ -71,8 +70,8 @@ def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, ar
     torch.testing.assert_close(full, from_features, rtol=1e-4, atol=1e-5)
 
 
-def test_disk_cache_is_float16_and_reused(tmp_path):
-    model = load_backbone(str(tiny_checkpoint("vit", tmp_path / "vit")), LABELS)
+def test_disk_cache_is_float16_and_reused(tmp_path, tiny):
+    model = load_backbone(str(tiny("vit")), LABELS)
     acc = cpu_accelerator()
     ds = Pixels(6, 0)
     msgs: list[str] = []

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import tl_hub
+from helpers.images import write_image_folder
 from helpers.ports import free_port
 from tl_hub.cli import main as cli_main
 from tl_hub.errors import HubError
 from tl_hub.hub import verify_remote
 
+COLOURS = ["red", "green", "blue"]  # the labels of helpers.outputs.make_output_dir's run
 EXPECTED_FILES = {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json", "README.md",
                   "recipe.yaml", "metrics.json", "run_info.json", "confusion_matrix.png", "training_curves.png"}
 
@@ -33,16 +34,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i in range(3):
-        arr = rng.integers(0, 90, (24, 24, 3)).astype(np.uint8)
-        arr[..., i] += 150
-        path = folder / f"img{i}.png"
-        Image.fromarray(arr).save(path)
-        paths.append(str(path))
-    return paths
+    """One image file per colour of the run (red, green, blue)."""
+    folder = write_image_folder(tmp_path_factory.mktemp("imgs"), COLOURS, per_label=1, seed=7)
+    return [str(next((folder / colour).iterdir())) for colour in COLOURS]
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +253,6 @@ def test_plain_transformers_pipeline_in_fresh_process(hub, run_dir, pushed, imag
 # ---------------------------------------------------------------------------------------------------
 # End to end with tl_hub.finetune: backbone + dataset from the (local) Hub → train → push → plain
 # transformers in a fresh process; then continue training from the pushed model.
-COLOURS = ["red", "green", "blue"]
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +263,7 @@ def hub_sources(hub, tmp_path_factory):
     from huggingface_hub import HfApi
     from transformers import ViTImageProcessor
 
-    from helpers.outputs import synthetic_images
+    from helpers.images import synthetic_images
     from helpers.tiny_models import tiny_checkpoint
 
     folder = tiny_checkpoint("vit", tmp_path_factory.mktemp("backbone") / "vit")

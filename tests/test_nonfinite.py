@@ -12,29 +12,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from helpers.images import write_image_folder
 
 pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    from helpers.tiny_models import tiny_checkpoint
-
+def assets(tmp_path_factory, tiny) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("nonfinite")
-    data = root / "data"
-    rng = np.random.default_rng(1)
-    for k, name in enumerate(["red", "green"]):
-        (data / name).mkdir(parents=True)
-        for i in range(8):
-            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
-            arr[..., k] += 150
-            Image.fromarray(arr).save(data / name / f"{'poison' if (k, i) == (1, 3) else i}.png")
-    return {"model": tiny_checkpoint("vit", root / "tiny_vit"), "data": data, "root": root}
+    data = write_image_folder(root / "data", ["red", "green"], per_label=8, seed=1)
+    (data / "green" / "11.png").rename(data / "green" / "poison.png")  # the file the `poison` fixture breaks
+    return {"model": tiny("vit"), "data": data, "root": root}
 
 
 def run(assets, out: str, **kw):

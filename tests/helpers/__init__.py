@@ -5,6 +5,7 @@
 - `helpers.tiny_models`: tiny random image-classification checkpoints of many architectures, saved
   like Hub checkpoints (the `tiny` fixture builds them once per session).
 - `helpers.outputs`: realistic tl_hub output folders for the card / Hub tests, without the training code.
+- `helpers.images`: synthetic labelled colour images, in memory or written as an image folder.
 - `helpers.ports`: `free_port()`, a free TCP port on 127.0.0.1.
 - `helpers.accelerator`: `cpu_accelerator()`, the Accelerator tests hand to `tl_hub.train.train`.
 
