@@ -1,4 +1,5 @@
-"""tl_hub.finetuning.finetune(): the whole flow on a tiny checkpoint and a small image folder; the output-folder contract."""
+"""tl_hub.finetuning.finetune(): the whole flow on a tiny checkpoint and a small image folder; the
+output-folder contract."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
 - `helpers.outputs`: realistic tl_hub output folders for the card / Hub tests, without the training code.
 - `helpers.images`: synthetic labelled colour images, in memory or written as an image folder.
 - `helpers.ports`: `free_port()`, a free TCP port on 127.0.0.1.
+- `helpers.processors`: `lite0_timm_processor()`, tf_efficientnet_lite0's timm image processor, offline.
 - `helpers.accelerator`: `cpu_accelerator()`, the Accelerator tests hand to `tl_hub.train.train`.
 
 tests/ is on sys.path under pytest (the rootdir conftest), so tests import these as
