@@ -17,7 +17,6 @@ import torch
 
 from helpers.images import write_image_folder
 
-pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
