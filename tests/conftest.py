@@ -7,22 +7,16 @@ imported by any test module, because those libraries read HF_ENDPOINT when they 
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from helpers.ports import free_port
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="tl_hub_tests_"))
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-HUB_PORT = _free_port()
+HUB_PORT = free_port()
 HUB_URL = f"http://127.0.0.1:{HUB_PORT}"
 # A token the local server maps to the user "tester"; a sentinel so tests can grep for leaks.
 HUB_TOKEN = "hf_tlhubSENTINELtoken0123456789abcdef"
@@ -53,7 +47,7 @@ def session_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The local Hub (tests/hub_server.py): one server per session on HUB_PORT, token HUB_TOKEN -> HUB_USER.
+# The local Hub (tests/helpers/hub_server.py): one server per session on HUB_PORT, token HUB_TOKEN -> HUB_USER.
 # A second, read-only account exists for 403 tests: HUB_READ_TOKEN -> HUB_READ_USER.
 HUB_READ_TOKEN = "hf_tlhubREADONLYtoken0123456789abcd"
 HUB_READ_USER = "reader"
@@ -62,7 +56,7 @@ HUB_READ_USER = "reader"
 class LocalHub:
     """Handle on the session's local Hub server, for tests.
 
-    Attributes: url, token, user, read_token, server (tests.hub_server.HubServer: .faults, .requests,
+    Attributes: url, token, user, read_token, server (helpers.hub_server.HubServer: .faults, .requests,
     .files(repo_id, repo_type, revision), .history(...), .tree(...), .repo(...)).
 
     Example:
@@ -111,10 +105,7 @@ class LocalHub:
 @pytest.fixture(scope="session")
 def hub():
     """The session's local Hub-compatible server (see LocalHub); every HF client already points at it."""
-    try:
-        from hub_server import HubServer  # tests/ is on sys.path (pytest rootdir-relative import)
-    except ImportError:
-        from tests.hub_server import HubServer
+    from helpers.hub_server import HubServer
 
     server = HubServer(
         port=HUB_PORT,
@@ -131,7 +122,7 @@ def hub():
 @pytest.fixture(scope="session")
 def tiny(session_dir: Path):
     """tiny("vit") -> path of a tiny random checkpoint of that architecture (built once per session)."""
-    from tiny_models import tiny_checkpoint
+    from helpers.tiny_models import tiny_checkpoint
 
     def get(arch: str) -> Path:
         return tiny_checkpoint(arch, session_dir / "tiny" / arch)

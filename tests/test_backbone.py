@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import ORIGINAL_LABELS, TINY_ARCHS, tiny_checkpoint
 
+from helpers.tiny_models import ORIGINAL_LABELS, TINY_ARCHS
 from tl_hub.backbone import head_parameter_names, load_backbone, load_image_processor, resolve_source
 from tl_hub.errors import CheckpointError, ConfigError, DataError, HubError, TlHubError
 
 LABELS = ["cat", "dog", "bird"]
-
-
-@pytest.fixture(scope="session")
-def tiny(session_dir):
-    def get(arch: str, labels=None, name: str | None = None) -> Path:
-        return tiny_checkpoint(arch, session_dir / "tiny" / (name or arch), labels=labels)
-
-    return get
 
 
 def _checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:

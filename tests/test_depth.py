@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
-from tiny_models import TINY_ARCHS
 
+from helpers.tiny_models import TINY_ARCHS
 from tl_hub.backbone import load_backbone
 from tl_hub.depth import BLOCK, HEAD, NECK, STEM, depth_info, depth_map, native_input_size
 
@@ -80,16 +78,31 @@ def test_flat_sequential_backbone_still_gets_blocks(tiny):
     assert depths["timm_model.features.0.weight"] < depths["timm_model.features.26.weight"]
 
 
-def test_cached_per_model_instance_and_recomputed_when_params_change(tiny):
+def test_cached_per_model_instance_and_recomputed_when_params_change(tiny, monkeypatch):
+    """One computation per model instance, from at most one dummy forward pass; a new parameter redoes both."""
+    import tl_hub.depth
+
     model = load_backbone(str(tiny("resnet")), LABELS)
-    start = time.perf_counter()
+    computed: list[object] = []
+    real_compute = tl_hub.depth._compute
+
+    def counting_compute(*args):
+        computed.append(args[0])
+        return real_compute(*args)
+
+    monkeypatch.setattr(tl_hub.depth, "_compute", counting_compute)
+    forwards: list[object] = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(module))
     first = depth_info(model)
-    elapsed = time.perf_counter() - start
+    assert computed == [model] and len(forwards) <= 1  # load_backbone may already have traced the model
+    traced = len(forwards)
     assert depth_info(model) is first
-    assert elapsed < 5.0
+    assert computed == [model] and len(forwards) == traced  # served from the cache: no work, no forward
     model.extra = torch.nn.Linear(2, 2)  # a new parameter is not in the cached map
     model.tl_hub_head_names = list(model.tl_hub_head_names)
-    assert depth_info(model) is not first
+    again = depth_info(model)
+    assert again is not first and "extra.weight" in again.depth_of
+    assert computed == [model, model] and len(forwards) == traced + 1  # recomputed from one new forward
 
 
 def test_native_input_size(tiny):

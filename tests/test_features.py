@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from accelerate import Accelerator
 
+from helpers.accelerator import cpu_accelerator
 from tl_hub.backbone import load_backbone
 from tl_hub.features import (
     FeatureDataset,
@@ -17,7 +17,6 @@ from tl_hub.features import (
 )
 from tl_hub.policy import apply_policy
 from tl_hub.train import Phase, TrainArgs, forward_logits, simple_param_groups, train
-from tiny_models import tiny_checkpoint
 
 torch.set_num_threads(1)
 LABELS = ["a", "b", "c"]
@@ -43,15 +42,15 @@ class Pixels(torch.utils.data.Dataset):
     [("vit", "classifier"), ("resnet", "classifier.1"), ("levit", None), ("timm_efficientnet", None),
      ("timm_vit", None), ("mobilenet_v2", "classifier")],
 )
-def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, arch, expected):
-    model = load_backbone(str(tiny_checkpoint(arch, tmp_path / arch)), LABELS)
+def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, tiny, arch, expected):
+    model = load_backbone(str(tiny(arch)), LABELS)
     name = head_module_name(model)
     if expected is not None:
         assert name == expected
     head_ids = {id(p) for p in head_module(model).parameters()}
     assert {id(p) for n, p in model.named_parameters() if n in model.tl_hub_head_names} <= head_ids
     apply_policy(model, "head")
-    acc = Accelerator(cpu=True, split_batches=True)
+    acc = cpu_accelerator()
     train_ds, eval_ds = Pixels(12, 0), Pixels(7, 1)
     f, y = extract_features(model, train_ds, accelerator=acc, batch_size=4, progress=False)
     fe, ye = extract_features(model, eval_ds, accelerator=acc, batch_size=4, progress=False)
@@ -71,9 +70,9 @@ def test_head_module_owns_the_head_and_fast_path_matches_full_model(tmp_path, ar
     torch.testing.assert_close(full, from_features, rtol=1e-4, atol=1e-5)
 
 
-def test_disk_cache_is_float16_and_reused(tmp_path):
-    model = load_backbone(str(tiny_checkpoint("vit", tmp_path / "vit")), LABELS)
-    acc = Accelerator(cpu=True, split_batches=True)
+def test_disk_cache_is_float16_and_reused(tmp_path, tiny):
+    model = load_backbone(str(tiny("vit")), LABELS)
+    acc = cpu_accelerator()
     ds = Pixels(6, 0)
     msgs: list[str] = []
     a = features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",

@@ -12,36 +12,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import tl_hub
+from helpers.images import write_image_folder
+from helpers.ports import free_port
 from tl_hub.cli import main as cli_main
 from tl_hub.errors import HubError
 from tl_hub.hub import verify_remote
 
+COLOURS = ["red", "green", "blue"]  # the labels of helpers.outputs.make_output_dir's run
 EXPECTED_FILES = {".gitattributes", "model.safetensors", "config.json", "preprocessor_config.json", "README.md",
                   "recipe.yaml", "metrics.json", "run_info.json", "confusion_matrix.png", "training_curves.png"}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from tl_outputs import make_output_dir
+    from helpers.outputs import make_output_dir
 
     return make_output_dir(tmp_path_factory.mktemp("hub") / "run")
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(7)
-    paths = []
-    for i in range(3):
-        arr = rng.integers(0, 90, (24, 24, 3)).astype(np.uint8)
-        arr[..., i] += 150
-        path = folder / f"img{i}.png"
-        Image.fromarray(arr).save(path)
-        paths.append(str(path))
-    return paths
+    """One image file per colour of the run (red, green, blue)."""
+    folder = write_image_folder(tmp_path_factory.mktemp("imgs"), COLOURS, per_label=1, seed=7)
+    return [str(next((folder / colour).iterdir())) for colour in COLOURS]
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +253,6 @@ def test_plain_transformers_pipeline_in_fresh_process(hub, run_dir, pushed, imag
 # ---------------------------------------------------------------------------------------------------
 # End to end with tl_hub.finetune: backbone + dataset from the (local) Hub → train → push → plain
 # transformers in a fresh process; then continue training from the pushed model.
-COLOURS = ["red", "green", "blue"]
 
 
 @pytest.fixture(scope="module")
@@ -267,10 +261,10 @@ def hub_sources(hub, tmp_path_factory):
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
     from huggingface_hub import HfApi
-    from tiny_models import tiny_checkpoint
     from transformers import ViTImageProcessor
 
-    from tl_outputs import synthetic_images
+    from helpers.images import synthetic_images
+    from helpers.tiny_models import tiny_checkpoint
 
     folder = tiny_checkpoint("vit", tmp_path_factory.mktemp("backbone") / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
@@ -377,7 +371,7 @@ def test_only_main_process_pushes(hub, run_dir, tmp_path):
     script.write_text(DISTRIBUTED_PUSH)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(_free_port()), str(script), str(run_dir), repo_id],
+                           "--master_port", str(free_port()), str(script), str(run_dir), repo_id],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [(tmp_path / f"rank{i}.txt").read_text().split() for i in range(2)]
@@ -388,14 +382,6 @@ def test_only_main_process_pushes(hub, run_dir, tmp_path):
     assert sum(r.method == "POST" and "/preupload/" in r.path for r in mine) == 1
     assert sum(r.method == "GET" and r.path == f"/api/models/{repo_id}" for r in mine) == 1  # only rank 0 asked
     assert len(hub.history(repo_id)) == 2
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_cli_push_errors_and_token_in_file_refused(hub, run_dir, tmp_path, capsys):

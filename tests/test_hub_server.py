@@ -1,4 +1,4 @@
-"""The local Hub server (tests/hub_server.py) against the unmodified huggingface_hub / transformers /
+"""The local Hub server (tests/helpers/hub_server.py) against the unmodified huggingface_hub / transformers /
 datasets / timm clients: a round trip of everything tl_hub and its tests rely on."""
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ def _random_case(seed: int, num_labels: int, n: int, present: int | None = None)
 
 @pytest.mark.parametrize(
     ("seed", "num_labels", "n", "present"),
-    [(0, 3, 50, None), (1, 10, 400, None), (2, 20, 300, None), (3, 10, 120, 6), (4, 2, 30, None)],
+    [(0, 3, 50, None), (1, 10, 400, None), (2, 20, 300, None), (3, 10, 120, 6), (4, 2, 30, None),
+     (11, 300, 10_000, None)],  # a large eval set: top-5 from ranked ids, not raw scores through Arrow
 )
 def test_matches_scikit_learn(seed, num_labels, n, present):
     refs, logits = _random_case(seed, num_labels, n, present)
@@ -185,16 +186,3 @@ def test_top_k_ids():
     big = rng.normal(size=(200, 50))
     assert np.array_equal(top_k_ids(big, 5), np.argsort(-big, axis=1)[:, :5])
 
-
-def test_large_eval_sets_stay_fast():
-    import time
-
-    rng = np.random.default_rng(11)
-    n, c = 10_000, 300
-    logits = rng.normal(size=(n, c)).astype(np.float32)
-    refs = rng.integers(0, c, n)
-    compute_metrics(None, refs[:10], [str(i) for i in range(c)], logits=logits[:10])  # load modules first
-    start = time.perf_counter()
-    r = compute_metrics(None, refs, [str(i) for i in range(c)], logits=logits)
-    assert time.perf_counter() - start < 5  # raw scores through Arrow took ~4 s here; ranked ids ~0.2 s
-    assert r["top5_accuracy"] == pytest.approx(skm.top_k_accuracy_score(refs, logits, k=5, labels=list(range(c))))

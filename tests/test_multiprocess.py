@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_models import tiny_checkpoint
-from tl_outputs import synthetic_images
+from helpers.images import write_image_folder
+from helpers.tiny_models import tiny_checkpoint
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,11 +32,7 @@ def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mp")
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not installed")
-    data = tmp_path / "imgs"
-    images, ys = synthetic_images(LABELS, 12, seed=0)
-    for i, (img, y) in enumerate(zip(images, ys)):
-        (data / LABELS[y]).mkdir(parents=True, exist_ok=True)
-        img.save(data / LABELS[y] / f"{i}.png")
+    data = write_image_folder(tmp_path / "imgs", LABELS, per_label=12, seed=0)
     model = tiny_checkpoint("vit", tmp_path / "vit")
     recipe = {"model": str(model), "dataset": str(data), "image_size": 32, "policy": "full", "epochs": 2,
               "batch_size": 8, "eval_batch_size": 5, "eval_fraction": 1 / 3, "seed": 0, "augment": True,

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-from tiny_models import TINY_ARCHS
 
+from helpers.tiny_models import TINY_ARCHS
 from tl_hub.backbone import load_backbone
 from tl_hub.cli import main as cli_main
 from tl_hub.depth import depth_info, depth_map

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> tuple[Path, Path]:
     """Two different tl_hub output folders (same file names, different weights/metrics)."""
-    from tl_outputs import make_output_dir
+    from helpers.outputs import make_output_dir
 
     root = tmp_path_factory.mktemp("push_faults")
     return (make_output_dir(root / "a", epochs=1, seed=0), make_output_dir(root / "b", epochs=1, seed=1))

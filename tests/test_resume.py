@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.ports import free_port as _free_port
+
 pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 
@@ -103,7 +105,7 @@ finetune(json.loads(sys.argv[1]))
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, Path]:
     """A tiny ViT checkpoint and a 3-class folder of 16 px images (27 files)."""
-    from tiny_models import tiny_checkpoint
+    from helpers.tiny_models import tiny_checkpoint
 
     root = tmp_path_factory.mktemp("resume_assets")
     model = tiny_checkpoint("vit", root / "tiny_vit")
@@ -141,14 +143,6 @@ def launch(assets, config: dict, log: Path, *, procs: int = 1, **env: str) -> su
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), str(assets["driver"]), json.dumps(config)]
     return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def finish(proc: subprocess.Popen, *, killed: bool) -> str:

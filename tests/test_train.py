@@ -1,28 +1,33 @@
-"""The Accelerate loop on tiny transformers models: training works, resume is bit-exact, faults are loud."""
+"""The Accelerate loop (tl_hub.train) on tiny transformers models: training works, resume is bit-exact,
+faults are loud (a damaged checkpoint is refused, never a silent fresh start), and a skipped
+non-finite batch is counted and named in the result."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate import Accelerator
 
+from helpers.accelerator import cpu_accelerator
 from tl_hub import checkpoint as ckpt
 from tl_hub.errors import CheckpointError
 from tl_hub.train import (
     EpochSampler,
-    NonFiniteLossError,
     Phase,
     TrainArgs,
-    TrainingStopped,
     find_resume_checkpoint,
     simple_param_groups,
     train,
 )
 
 torch.set_num_threads(1)
+
+
+class SimulatedCrash(Exception):
+    """Raised by a test's callback to stop a run mid-training, as a crash would."""
 
 
 class TinyImages(torch.utils.data.Dataset):
@@ -72,9 +77,9 @@ def _run(tmp: Path, model, args: TrainArgs, *, resume=None, callbacks=(), train_
     train_ds = train_ds or TinyImages(24, seed=0)
     eval_ds = TinyImages(10, seed=1, augment=False)
     phases = phases or [Phase("train", args.epochs, lambda m: simple_param_groups(m, args.learning_rate, 0.01))]
-    acc = Accelerator(cpu=True, split_batches=True)
-    out = train(model, train_ds, eval_ds, args=args, accelerator=acc, checkpoint_dir=tmp / "checkpoints",
-                phases=phases, resume_from=resume, callbacks=callbacks, log=lambda m: None)
+    out = train(model, train_ds, eval_ds, args=args, accelerator=cpu_accelerator(),
+                checkpoint_dir=tmp / "checkpoints", phases=phases, resume_from=resume, callbacks=callbacks,
+                log=lambda m: None)
     return out, train_ds
 
 
@@ -131,12 +136,11 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, kill_at, ga, model_fn
 
     def crash(event, state):
         if event == "step" and state["global_step"] == kill_at:
-            raise TrainingStopped("simulated kill")
+            raise SimulatedCrash("simulated kill")
 
     killed_model = model_fn()
-    with pytest.raises(TrainingStopped):
+    with pytest.raises(SimulatedCrash):
         _run(tmp_path / "run", killed_model, args, callbacks=[crash])
-    first_ds_seen = None
     latest = find_resume_checkpoint(tmp_path / "run" / "checkpoints", "latest")
     assert latest is not None and ckpt.read_state(latest)["global_step"] == kill_at
     resumed_model = model_fn(seed=99)  # different init: everything must come from the checkpoint
@@ -153,7 +157,6 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, kill_at, ga, model_fn
     tb = ckpt._read_tensors(b / ckpt.OPTIMIZER_TENSORS, "")
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert (a / ckpt.SCHEDULER_FILE).read_text() == (b / ckpt.SCHEDULER_FILE).read_text()
-    del first_ds_seen
 
 
 def test_two_phase_resume_across_phase_change(tmp_path):
@@ -179,10 +182,10 @@ def test_two_phase_resume_across_phase_change(tmp_path):
 
     def crash(event, state):
         if event == "step" and state["global_step"] == 4:  # 3 steps per epoch: inside phase "full"
-            raise TrainingStopped
+            raise SimulatedCrash
 
     m = tiny_vit()
-    with pytest.raises(TrainingStopped):
+    with pytest.raises(SimulatedCrash):
         _run(tmp_path / "run", m, args, phases=phases(args), callbacks=[crash])
     resumed = tiny_vit(5)
     res, _ = _run(tmp_path / "run", resumed, args, phases=phases(args),
@@ -191,34 +194,34 @@ def test_two_phase_resume_across_phase_change(tmp_path):
     assert _strip(ref.history) == _strip(res.history)
 
 
-def test_nonfinite_loss_names_the_batch_images(tmp_path):
-    args = TrainArgs(epochs=1, batch_size=4, progress=False)
-    ds = TinyImages(8, poison=5)
+def test_skipped_nonfinite_batch_is_counted_named_and_kept_out_of_the_loss(tmp_path):
+    """Loop level: skip_nonfinite_batches leaves the batch holding a NaN image out of the epoch loss and
+    reports it in the result by its images' ids (tests/test_nonfinite.py: the same through finetune,
+    and the default, stopping with an error that names the step and the batch's files)."""
+    args = TrainArgs(epochs=1, batch_size=4, progress=False, skip_nonfinite_batches=True)
     ids = [f"img_{i}.png" for i in range(8)]
-    with pytest.raises(NonFiniteLossError, match=r"img_5\.png"):
-        train(tiny_vit(), ds, TinyImages(4, augment=False), args=args, accelerator=Accelerator(cpu=True),
-              checkpoint_dir=tmp_path, phases=[Phase("train", 1, simple_param_groups)], ids=ids,
-              log=lambda m: None)
-    args.skip_nonfinite_batches = True
     out = train(tiny_vit(), TinyImages(8, poison=5), TinyImages(4, augment=False), args=args,
-                accelerator=Accelerator(cpu=True), checkpoint_dir=tmp_path / "b",
+                accelerator=cpu_accelerator(), checkpoint_dir=tmp_path,
                 phases=[Phase("train", 1, simple_param_groups)], ids=ids, log=lambda m: None)
     assert out.nonfinite_skipped == 1 and "img_5.png" in out.nonfinite_ids
     assert math.isfinite(out.history[0]["train_loss"])
 
 
 def test_resume_refuses_a_corrupt_or_missing_file(tmp_path):
+    """train(resume_from=a damaged checkpoint) raises naming the file: the loop never silently starts afresh."""
     args = TrainArgs(epochs=1, batch_size=8, checkpointing_steps=1, progress=False, save_total_limit=None)
     _run(tmp_path, tiny_vit(), args)
-    latest = ckpt.list_checkpoints(tmp_path / "checkpoints")[0]  # mid-run (step 1 of 3)
-    assert ckpt.read_state(latest)["global_step"] == 1
-    (latest / ckpt.SCHEDULER_FILE).write_text("{not json")
+    first, second, third = ckpt.list_checkpoints(tmp_path / "checkpoints")[:3]
+    assert ckpt.read_state(first)["global_step"] == 1  # mid-run (step 1 of 3)
+    (first / ckpt.SCHEDULER_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="scheduler.json"):
-        _run(tmp_path, tiny_vit(), args, resume=latest)
-    (latest / ckpt.OPTIMIZER_TENSORS).unlink()
+        _run(tmp_path, tiny_vit(), args, resume=first)
+    (first / ckpt.OPTIMIZER_TENSORS).unlink()
     with pytest.raises(CheckpointError, match="optimizer.safetensors"):
-        _run(tmp_path, tiny_vit(), args, resume=latest)
+        _run(tmp_path, tiny_vit(), args, resume=first)
+    (third / ckpt.RNG_JSON).write_text(json.dumps({"python": [], "numpy": []}))  # valid JSON, wrong content
+    with pytest.raises(CheckpointError, match=ckpt.RNG_JSON):
+        _run(tmp_path, tiny_vit(), args, resume=third)
     # a different recipe is refused, not silently mixed
-    other = ckpt.list_checkpoints(tmp_path / "checkpoints")[1]
     with pytest.raises(CheckpointError, match="batch_size"):
-        _run(tmp_path, tiny_vit(), TrainArgs(epochs=1, batch_size=4, progress=False), resume=other)
+        _run(tmp_path, tiny_vit(), TrainArgs(epochs=1, batch_size=4, progress=False), resume=second)

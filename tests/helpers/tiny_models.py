@@ -10,7 +10,7 @@ Stable API:
     tiny_image_size(arch) -> int    the native input size of the tiny checkpoint
 
 Example:
-    >>> from tiny_models import tiny_checkpoint  # tests/ is on sys.path under pytest
+    >>> from helpers.tiny_models import tiny_checkpoint  # tests/ is on sys.path under pytest
     >>> folder = tiny_checkpoint("vit", tmp_path / "vit")  # doctest: +SKIP
     >>> model = tl_hub.load_backbone(str(folder), ["cat", "dog"])  # doctest: +SKIP
 

@@ -1,4 +1,5 @@
-"""finetune(): the whole flow on a tiny checkpoint and a small image folder; the output-folder contract."""
+"""tl_hub.finetuning.finetune(): the whole flow on a tiny checkpoint and a small image folder; the
+output-folder contract."""
 
 from __future__ import annotations
 
@@ -12,26 +13,20 @@ from safetensors.torch import load_file
 import tl_hub
 from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError
-from tiny_models import tiny_checkpoint
-from tl_outputs import synthetic_images
+from helpers.images import write_image_folder
+from helpers.tiny_models import tiny_checkpoint
 
 LABELS = ["red", "green", "blue"]
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("imgs")
-    images, ys = synthetic_images(LABELS, 10, seed=0)
-    for i, (img, y) in enumerate(zip(images, ys)):
-        d = root / LABELS[y]
-        d.mkdir(exist_ok=True)
-        img.save(d / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("imgs"), LABELS, per_label=10, seed=0)
 
 
 @pytest.fixture(scope="module")
-def vit(tmp_path_factory) -> str:
-    return str(tiny_checkpoint("vit", tmp_path_factory.mktemp("vit") / "vit"))
+def vit(tiny) -> str:
+    return str(tiny("vit"))
 
 
 def _cfg(vit, data, out, **kw):

@@ -15,22 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-
-def synthetic_images(labels: list[str], per_label: int, seed: int) -> tuple[list[Image.Image], list[int]]:
-    """Noisy 20x20 images whose dominant colour channel / pattern depends on the label."""
-    rng = np.random.default_rng(seed)
-    images, ys = [], []
-    for y in range(len(labels)):
-        for _ in range(per_label):
-            arr = rng.integers(0, 90, (20, 20, 3)).astype(np.uint8)
-            arr[..., y % 3] += np.uint8(150)
-            if y >= 3:
-                arr[: 10 * (y // 3) % 20] = 255 - arr[: 10 * (y // 3) % 20]
-            images.append(Image.fromarray(arr))
-            ys.append(y)
-    return images, ys
+from helpers.images import synthetic_images
 
 
 def make_output_dir(dest: Path, labels: list[str] | tuple[str, ...] = ("red", "green", "blue"), *,
