@@ -27,12 +27,17 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `--config PATH` plus overrides, run `tl_hub.finetune`, return the exit status (0 = ok)."""
+    """Parse `--config PATH` plus overrides, run `tl_hub.finetune`, return the exit status (0 = ok);
+    `--help` lists every recipe key."""
     from tl_hub.config import RecipeConfig
     from tl_hub.errors import TlHubError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(RecipeConfig.format_help())
+        return 0
     try:
-        config = RecipeConfig.from_args(argv)
+        config = RecipeConfig.from_args(args)
         from tl_hub.finetuning import finetune
 
         finetune(config)

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers.tiny_models import ORIGINAL_LABELS, TINY_ARCHS
-from tl_hub.backbone import head_parameter_names, load_backbone, load_image_processor, resolve_source
+from tl_hub.backbone import load_backbone, load_image_processor, resolve_source
+from tl_hub.depth import head_parameter_names
 from tl_hub.errors import CheckpointError, ConfigError, DataError, HubError, TlHubError
 
 LABELS = ["cat", "dog", "bird"]

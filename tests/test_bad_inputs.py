@@ -139,7 +139,7 @@ def _palette(d: Path) -> None:
 
 def _opened(name: str, size: tuple[int, int] | None = None, varied: bool = False) -> Callable[[Any, Path], None]:
     def check(bundle: Any, root: Path) -> None:
-        from tl_hub.images import open_image
+        from tl_hub.data.images import open_image
 
         used(bundle, name)
         image = open_image(root / "cat" / name)

@@ -15,7 +15,8 @@ from tl_hub.backbone import load_backbone, load_image_processor
 from tl_hub.bundled import bundled_backbone_dir, lite0_key_map, resolve_bundled_backbone
 from tl_hub.depth import BLOCK, HEAD, NECK, STEM, depth_info
 from tl_hub.errors import ConfigError
-from tl_hub.policy import FreezePolicy, apply_policy
+from tl_hub.freezing import apply_policy
+from tl_hub.policy import FreezePolicy
 
 SOURCE = "bundled:efficientnet_lite0"
 

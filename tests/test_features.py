@@ -15,8 +15,8 @@ from tl_hub.features import (
     head_module,
     head_module_name,
 )
-from tl_hub.policy import apply_policy
-from tl_hub.train import Phase, TrainArgs, forward_logits, simple_param_groups, train
+from tl_hub.freezing import apply_policy, simple_param_groups
+from tl_hub.train import Phase, TrainArgs, forward_logits, train
 
 torch.set_num_threads(1)
 LABELS = ["a", "b", "c"]

@@ -4,6 +4,7 @@ output-folder contract."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,9 @@ def _cfg(vit, data, out, **kw):
     return RecipeConfig(**base)
 
 
-def test_output_folder_contract(tmp_path, vit, image_folder, capsys):
-    result = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "out", policy="full", checkpointing_steps=2))
+def test_output_folder_contract(tmp_path, vit, image_folder, caplog):
+    with caplog.at_level(logging.INFO, logger="tl_hub"):
+        result = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "out", policy="full", checkpointing_steps=2))
     out = Path(result.output_dir)
     for name in ("model.safetensors", "config.json", "recipe.yaml", "metrics.json", "run_info.json", "README.md"):
         assert (out / name).is_file(), name
@@ -62,8 +64,7 @@ def test_output_folder_contract(tmp_path, vit, image_folder, capsys):
     best = load_file(str(out / "checkpoints" / "best_model.safetensors"))
     saved = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(saved[k], best[k]) for k in saved if k in best)
-    printed = capsys.readouterr().out
-    assert "policy: full" in printed and "tl-hub push" in printed
+    assert "policy: full" in caplog.text and "tl-hub push" in caplog.text  # progress goes through the tl_hub logger
 
 
 def test_refuses_to_overwrite_another_run_or_user_files(tmp_path, vit, image_folder):
@@ -101,11 +102,12 @@ def test_lp_ft_runs_both_phases_and_continuing_records_the_parent(tmp_path, vit,
     assert info["parent_model"] == first.output_dir
 
 
-def test_fp16_on_cpu_falls_back_with_a_message(tmp_path, vit, image_folder, capsys):
+def test_fp16_on_cpu_falls_back_with_a_message(tmp_path, vit, image_folder, caplog):
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
-    tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "fp16", policy="head", epochs=1, mixed_precision="fp16"))
-    assert "ignores fp16" in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="tl_hub"):
+        tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "fp16", policy="head", epochs=1, mixed_precision="fp16"))
+    assert "ignores fp16" in caplog.text
     info = json.loads((tmp_path / "fp16" / "run_info.json").read_text())
     assert info["mixed_precision"] == "no"
 
@@ -140,3 +142,22 @@ def test_misspelled_keyword_is_a_config_error_naming_the_fix() -> None:
 
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         tl_hub.finetune(dataset="bundled:digits", epocs=3)
+
+
+def test_a_python_caller_sees_the_progress_lines_the_cli_prints(tmp_path, vit, image_folder):
+    """finetune() from plain Python (no logging set up) shows the run's progress on stdout, as `tl-hub` does;
+    nothing but warnings goes to stderr."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = _cfg(vit, image_folder, tmp_path / "py", policy="head", epochs=1).to_dict()
+    code = f"import tl_hub; tl_hub.finetune({recipe!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in ("policy: head (set in the recipe)", "trainable parameters:", "epoch 1/1 [head]", "final eval: accuracy",
+                 "Hub-ready folder:", "push it with:  tl-hub push"):
+        assert line in proc.stdout, (line, proc.stdout[-2000:])
+    assert "final eval" not in proc.stderr
+

@@ -131,7 +131,7 @@ def test_pr_and_branch(hub, run_dir, pushed, tmp_path):
 def test_verify_remote_reports_missing_and_different(hub, run_dir, pushed, tmp_path):
     from huggingface_hub import HfApi
 
-    from tl_hub.hub import files_to_push
+    from tl_hub.output_folder import hub_files as files_to_push
 
     from tl_hub.card import write_model_card
 

@@ -11,7 +11,15 @@ from sklearn import metrics as skm
 
 import tl_hub.metrics as tm
 from tl_hub.errors import ConfigError, DataError
-from tl_hub.metrics import SHIPPED_METRICS, compute_metrics, load_metric, metric_path, top_k_ids
+from tl_hub.metrics import (
+    SHIPPED_METRICS,
+    compute_metrics,
+    greater_is_better,
+    load_metric,
+    metric_key,
+    metric_path,
+    top_k_ids,
+)
 
 
 def _random_case(seed: int, num_labels: int, n: int, present: int | None = None):
@@ -185,4 +193,25 @@ def test_top_k_ids():
     rng = np.random.default_rng(10)
     big = rng.normal(size=(200, 50))
     assert np.array_equal(top_k_ids(big, 5), np.argsort(-big, axis=1)[:, :5])
+
+
+@pytest.mark.parametrize(
+    "name, greater",
+    [("accuracy", True), ("eval_f1_macro", True), ("top5_accuracy", True), ("loss", False), ("eval_loss", False),
+     ("eval_loss_weighted", False), ("focal_loss", False), ("matthews_correlation", True)],
+)
+def test_greater_is_better_is_false_for_every_loss(name, greater):
+    assert greater_is_better(name) is greater
+    assert metric_key(name) == name.removeprefix("eval_")
+
+
+def test_the_loop_and_the_recipe_share_the_rule():
+    """The training loop picks the best epoch by the same rule (a loss named like eval_loss_weighted included)."""
+    from tl_hub.config import RecipeConfig
+    from tl_hub.train import TrainArgs
+
+    config = RecipeConfig(dataset="beans", metrics=["x"], metric_for_best_model="eval_loss_weighted")
+    assert config.metric_for_best_model == "loss_weighted"
+    assert TrainArgs(metric_for_best_model=config.metric_for_best_model).greater_is_better is None  # the rule decides
+    assert greater_is_better(config.metric_for_best_model) is False
 

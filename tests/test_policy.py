@@ -14,15 +14,19 @@ from tl_hub.backbone import load_backbone
 from tl_hub.cli import main as cli_main
 from tl_hub.depth import depth_info, depth_map
 from tl_hub.errors import ConfigError
+from tl_hub.freezing import apply_policy, is_frozen_module, param_groups
 from tl_hub.policy import (
     FULL_MIN_PER_LABEL,
     FULL_MIN_TOTAL,
     HEAD_MAX_PER_LABEL,
+    POLICIES,
     FreezePolicy,
-    apply_policy,
+    RecipePolicy,
     choose_policy,
-    is_frozen_module,
-    param_groups,
+    peak_learning_rate,
+    plan_phases,
+    resolve_policy,
+    uses_feature_cache,
 )
 
 LABELS = ["a", "b", "c"]
@@ -210,6 +214,54 @@ def test_freeze_policy_construction_and_round_trip():
         FreezePolicy("partial", train_fraction=0)
     with pytest.raises(ConfigError, match="unknown keys"):
         FreezePolicy.from_dict({"name": "head", "fraction": 1})
+
+
+def test_one_list_of_policies_for_recipes_and_freeze_policies():
+    import typing
+
+    from tl_hub.config import RecipeConfig
+
+    assert typing.get_args(RecipePolicy) == ("auto", *POLICIES)
+    assert typing.get_type_hints(RecipeConfig)["policy"] == RecipePolicy
+    for name in POLICIES:
+        assert FreezePolicy(name).name == name
+
+
+def test_resolve_policy_auto_and_requested():
+    auto = resolve_policy("auto", num_examples=20_000, num_labels=10, train_fraction=0.5)
+    assert auto.name == "partial" and auto.train_fraction == 0.5 and "per label" in auto.reason
+    assert resolve_policy("auto", num_examples=1_000, num_labels=10, train_fraction=0.5).name == "head"
+    requested = resolve_policy("lp-ft", num_examples=10, num_labels=2, head_epochs_fraction=0.25)
+    assert requested.head_epochs_fraction == 0.25 and requested.reason == "set in the recipe (policy: lp-ft)"
+    with pytest.raises(ConfigError, match="train_fraction: got 0.5 with policy 'full'"):
+        resolve_policy("full", num_examples=10, num_labels=2, train_fraction=0.5)
+
+
+def test_peak_learning_rate_by_policy_and_phase():
+    assert peak_learning_rate("head") == 1e-3 and peak_learning_rate("scratch") == 1e-3
+    assert peak_learning_rate("full") == 1e-4 and peak_learning_rate("partial") == 1e-4
+    assert peak_learning_rate("lp-ft", "head") == 1e-3 and peak_learning_rate("lp-ft", "full") == 1e-4
+    assert peak_learning_rate("head", None, 5e-5) == 5e-5
+    with pytest.raises(ConfigError, match="resolved policy"):
+        peak_learning_rate("auto")
+
+
+@pytest.mark.parametrize("epochs, head, full", [(1, 1, 0), (2, 1, 1), (5, 2, 3), (10, 5, 5)])
+def test_lp_ft_phase_plan(epochs, head, full):
+    plan = plan_phases(FreezePolicy("lp-ft"), epochs)
+    assert [(p.name, p.epochs, p.lp_ft_phase) for p in plan] == [("head", head, "head"), ("full", full, "full")]
+    assert [p.learning_rate for p in plan] == [1e-3, 1e-4]
+    single = plan_phases(FreezePolicy("partial"), epochs, learning_rate=3e-4)
+    assert [(p.name, p.epochs, p.learning_rate, p.lp_ft_phase) for p in single] == [("partial", epochs, 3e-4, None)]
+
+
+def test_feature_cache_rule():
+    assert uses_feature_cache("head", "auto") and uses_feature_cache("head", "on")
+    assert not uses_feature_cache("head", "off") and not uses_feature_cache("partial", "auto")
+    assert not uses_feature_cache("auto", "on")  # decided again once auto has picked a policy
+    for policy in ("partial", "full", "scratch", "lp-ft"):
+        with pytest.raises(ConfigError, match=f"feature_cache: 'on' with policy '{policy}'"):
+            uses_feature_cache(policy, "on")
 
 
 # ---------------------------------------------------------------------------------------------------

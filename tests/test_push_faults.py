@@ -20,7 +20,7 @@ import pytest
 
 import tl_hub
 from tl_hub.errors import HubError
-from tl_hub.hub import files_to_push
+from tl_hub.output_folder import hub_files as files_to_push
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

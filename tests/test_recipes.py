@@ -164,7 +164,8 @@ def test_script_runs_as_a_file_with_help():
         [sys.executable, "recipes/finetune.py", "--help"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert "--learning_rate" in out.stdout and "--mixed_precision" in out.stdout
+    for name, help_text in RecipeConfig.field_help().items():  # every key, with its help
+        assert f"--{name} " in out.stdout and help_text in out.stdout
 
 
 def test_script_runs_under_accelerate_launch():

@@ -14,14 +14,9 @@ import torch
 from helpers.accelerator import cpu_accelerator
 from tl_hub import checkpoint as ckpt
 from tl_hub.errors import CheckpointError
-from tl_hub.train import (
-    EpochSampler,
-    Phase,
-    TrainArgs,
-    find_resume_checkpoint,
-    simple_param_groups,
-    train,
-)
+from tl_hub.freezing import simple_param_groups
+from tl_hub.seeding import EpochSampler
+from tl_hub.train import Phase, TrainArgs, find_resume_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -135,7 +130,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, kill_at, ga, model_fn
     ref, ref_ds = _run(tmp_path / "ref", ref_model, args)
 
     def crash(event, state):
-        if event == "step" and state["global_step"] == kill_at:
+        if event == "step" and state.global_step == kill_at:
             raise SimulatedCrash("simulated kill")
 
     killed_model = model_fn()
@@ -181,7 +176,7 @@ def test_two_phase_resume_across_phase_change(tmp_path):
     assert [r["phase"] for r in ref.history] == ["head", "full", "full"]
 
     def crash(event, state):
-        if event == "step" and state["global_step"] == 4:  # 3 steps per epoch: inside phase "full"
+        if event == "step" and state.global_step == 4:  # 3 steps per epoch: inside phase "full"
             raise SimulatedCrash
 
     m = tiny_vit()

@@ -266,16 +266,13 @@ class RecipeConfig:
     def from_args(cls, argv: Sequence[str] | None = None) -> RecipeConfig:
         """Parse `[--config PATH] [--key value | --key=value | key=value ...]` (default: sys.argv[1:]).
 
-        `-h`/`--help` prints `format_help()` and exits with status 0.
+        A script shows `format_help()` for `-h`/`--help` itself (see recipes/finetune.py).
 
         Example:
             >>> RecipeConfig.from_args(["--dataset", "beans", "--policy=head", "epochs=2"]).policy
             'head'
         """
         args = list(sys.argv[1:] if argv is None else argv)
-        if "-h" in args or "--help" in args:
-            print(cls.format_help())
-            raise SystemExit(0)
         config_path: str | None = None
         rest: list[str] = []
         i = 0

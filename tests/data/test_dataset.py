@@ -1,4 +1,4 @@
-"""tl_hub.image_dataset: the decode-once torch dataset over a load_data split (uint8 cache, greyscale kept
+"""tl_hub.data.dataset: the decode-once torch dataset over a load_data split (uint8 cache, greyscale kept
 as one plane, deterministic eval items, random crop/flip for training, DataLoader workers sharing the
 cache) and `augment_batch`, the training transform on a whole batch."""
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from helpers.processors import lite0_timm_processor
 from tl_hub.data import load_data
-from tl_hub.image_dataset import ImageClassificationDataset, augment_batch
-from tl_hub.transforms import ImageSpec, image_spec
+from tl_hub.data.dataset import ImageClassificationDataset, augment_batch
+from tl_hub.data.transforms import ImageSpec, image_spec
 
 
 @pytest.fixture(scope="module")

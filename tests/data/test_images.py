@@ -1,4 +1,4 @@
-"""tl_hub.images: every Pillow mode becomes correct RGB, and every bad file is named with its reason."""
+"""tl_hub.data.images: every Pillow mode becomes correct RGB, and every bad file is named with its reason."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tl_hub.errors import DataError
-from tl_hub.images import BadImageError, array_to_pil, check_image, is_hidden, open_image, to_rgb
+from tl_hub.data.images import BadImageError, array_to_pil, check_image, is_hidden, open_image, to_rgb
 
 PILLOW_DEFAULT_BOMB_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)
 
@@ -144,7 +144,7 @@ def test_bad_files_are_reported_with_reasons(tmp_path):
 
 def test_decompression_bomb_limit_stays_on(tmp_path, monkeypatch):
     import tl_hub.data  # noqa: F401 - importing tl_hub's data modules must not disable the limit
-    import tl_hub.transforms  # noqa: F401
+    import tl_hub.data.transforms  # noqa: F401
 
     assert Image.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_BOMB_LIMIT
     path = _saved(Image.new("L", (100, 100)), tmp_path / "bomb.png")

@@ -1,4 +1,4 @@
-"""tl_hub.transforms: specs read from real processors, and exported processors that transformers'
+"""tl_hub.data.transforms: specs read from real processors, and exported processors that transformers'
 pipeline() uses to preprocess exactly like tl_hub's eval transform (the decode-once dataset that applies
 these transforms is in tests/data/test_dataset.py)."""
 
@@ -15,7 +15,8 @@ from helpers.processors import lite0_timm_processor
 from helpers.tiny_models import tiny_checkpoint
 from tl_hub.data import load_data
 from tl_hub.errors import ConfigError
-from tl_hub.transforms import ImageClassificationDataset, ImageSpec, export_processor, image_spec, save_processor
+from tl_hub.data.dataset import ImageClassificationDataset
+from tl_hub.data.transforms import ImageSpec, export_processor, image_spec, save_processor
 
 
 @pytest.fixture(scope="module")
