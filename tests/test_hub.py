@@ -295,8 +295,15 @@ def finetuned(hub, hub_sources, tmp_path_factory):
         "policy": "full", "output_dir": str(work / "out"), "num_workers": 0,
         "push_to_hub": True, "hub_model_id": repo_id,
     }))
-    result = finetune(str(recipe))
-    return Path(result.output_dir), repo_id
+    lines: list[str] = []
+    capture = logging.Handler()
+    capture.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("tl_hub").addHandler(capture)
+    try:
+        result = finetune(str(recipe))
+    finally:
+        logging.getLogger("tl_hub").removeHandler(capture)
+    return Path(result.output_dir), repo_id, lines
 
 
 def test_e2e_recipe_from_hub_push_and_plain_pipeline(hub, hub_sources, finetuned, images, tmp_path):
@@ -304,7 +311,11 @@ def test_e2e_recipe_from_hub_push_and_plain_pipeline(hub, hub_sources, finetuned
     from huggingface_hub import ModelCard
 
     backbone, dataset = hub_sources
-    out, repo_id = finetuned
+    out, repo_id, log_lines = finetuned
+    # the run's log shows the push's own progress (tl_hub.hub) as well as the run's
+    pushed = len(EXPECTED_FILES - {".gitattributes"})
+    assert any(line.startswith(f"pushed {pushed} files to {repo_id}") for line in log_lines), log_lines
+    assert any(line.startswith("pushed to the Hub: ") for line in log_lines)
     run_info = json.loads((out / "run_info.json").read_text())
     assert run_info["base_model"] == backbone and run_info["labels"] == COLOURS
     assert set(hub.files(repo_id)) == EXPECTED_FILES
@@ -327,7 +338,7 @@ def test_e2e_continue_from_pushed_model(hub, hub_sources, finetuned, tmp_path):
     from tl_hub.finetuning import finetune
 
     _, dataset = hub_sources
-    _, parent = finetuned
+    _, parent, _ = finetuned
     from huggingface_hub import hf_hub_download
 
     parent_weights = load_file(hf_hub_download(parent, "model.safetensors"))
