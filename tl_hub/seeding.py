@@ -95,7 +95,7 @@ class SeededDataset(Dataset):
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: items are made on the CPU, and torch.manual_seed would also queue a
-            # CUDA re-seed per item (0.7 ms each, a stack trace per call, while CUDA is not initialised)
+            # CUDA re-seed per item (slow, with a stack trace per call while CUDA is not initialised)
             torch.default_generator.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed & 0xFFFFFFFF)

@@ -160,10 +160,10 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     resized to ``spec.size``, random horizontal flip. ``augment=False`` (or ``train=False``) gives
     the deterministic eval transform, identical to the exported processor.
 
-    On a GPU the per-item CPU work (~2,000 images/s per core) can fall behind the model; with
-    ``uint8_items=True`` items are the cached uint8 tensors as they are, and the training loop calls
-    ``dataset.transform_batch(batch["pixel_values"].to(device))`` (one batched crop/flip/normalise
-    on the device, `augment_batch`).
+    On a GPU the per-item CPU work can fall behind the model; with ``uint8_items=True`` items are the
+    cached uint8 tensors as they are, for a loop that calls
+    ``dataset.transform_batch(batch["pixel_values"].to(device))`` (one batched crop/flip/normalise on the
+    device, `augment_batch`). tl_hub's loop does not do that yet (see the module docstring).
 
     Example:
         >>> from datasets import Dataset, Features, Image as Img, ClassLabel

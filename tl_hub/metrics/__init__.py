@@ -248,7 +248,7 @@ def top_k_ids(scores: Any, k: int) -> np.ndarray:
         >>> top_k_ids(np.array([[0.1, 0.5, 0.4], [0.8, 0.15, 0.05]]), 2).tolist()
         [[1, 2], [0, 1]]
     """
-    import torch  # a dependency of tl_hub anyway; topk is 5x faster than numpy's argpartition here
+    import torch  # a dependency of tl_hub anyway; its topk is faster than numpy's argpartition on large eval sets
 
     if hasattr(scores, "detach"):
         tensor = scores.detach().float().cpu()
