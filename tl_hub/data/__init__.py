@@ -23,8 +23,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tl_hub.lazy import lazy_exports
 
 _EXPORTS = {
     "load_data": "tl_hub.data.load",
@@ -35,14 +34,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tl_hub.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
