@@ -16,7 +16,7 @@ from tl_hub import checkpoint as ckpt
 from tl_hub.errors import CheckpointError
 from tl_hub.freezing import simple_param_groups
 from tl_hub.seeding import EpochSampler
-from tl_hub.train import Phase, TrainArgs, find_resume_checkpoint, train
+from tl_hub.train import LoopState, Phase, TrainArgs, find_resume_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -102,6 +102,26 @@ def test_loop_learns_and_keeps_best(tmp_path):
     assert _same_weights(model, ref)
     # epoch-end checkpoints, rotation keeps save_total_limit of them
     assert len(ckpt.list_checkpoints(tmp_path / "checkpoints")) == 2
+
+
+def test_loop_state_is_what_a_checkpoint_stores(tmp_path):
+    """The LoopState the callbacks see is exactly the checkpoint's state.json, and round-trips through it."""
+    seen: list[dict] = []
+
+    def remember(event, state):
+        assert isinstance(state, LoopState)
+        if event == "epoch":
+            seen.append(json.loads(json.dumps(state.to_dict())))
+
+    args = TrainArgs(epochs=2, batch_size=8, checkpointing_steps="epoch", save_total_limit=None, progress=False)
+    _run(tmp_path, tiny_vit(), args, callbacks=[remember])
+    stored = [ckpt.read_state(p) for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]
+    assert len(stored) == len(seen) == 2
+    for saved, state in zip(stored, seen, strict=True):
+        assert {k: v for k, v in saved.items() if k != "format"} == {**state, "end_of_epoch": True}
+        restored = LoopState.from_dict(saved)
+        assert restored.to_dict() == {**state, "end_of_epoch": True}
+    assert seen[-1]["epoch"] == 2 and seen[-1]["phase_index"] == 1 and len(seen[-1]["history"]) == 2
 
 
 def test_epoch_sampler_is_a_seeded_permutation():
