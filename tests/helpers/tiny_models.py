@@ -70,7 +70,9 @@ _TRANSFORMERS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                               num_groups=4, layer_type="bottleneck"), None),
     "efficientnet": ("EfficientNetConfig", dict(image_size=32, width_coefficient=0.1, depth_coefficient=0.1,
                                                 hidden_dim=128), None),
-    "mobilenet_v1": ("MobileNetV1Config", dict(image_size=32, depth_multiplier=0.25, min_depth=4), None),
+    # transformers defaults MobileNetV1 to classifier_dropout_prob=0.999: almost no gradient reaches the backbone
+    "mobilenet_v1": ("MobileNetV1Config", dict(image_size=32, depth_multiplier=0.25, min_depth=4,
+                                               classifier_dropout_prob=0.1), None),
     "mobilenet_v2": ("MobileNetV2Config", dict(image_size=32, depth_multiplier=0.25, min_depth=4), None),
     "mobilevit": ("MobileViTConfig", dict(image_size=32, patch_size=2, hidden_sizes=[16, 16, 16],
                                           neck_hidden_sizes=[8, 8, 16, 16, 16, 24, 32], num_attention_heads=2,
