@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in args or "--help" in args:
         print(RecipeConfig.format_help())
         return 0
+    from tl_hub.cli import stop_on_sigterm
+
+    stop_on_sigterm()
     try:
         config = RecipeConfig.from_args(args)
         from tl_hub.finetuning import finetune
@@ -44,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TlHubError as err:
         print(f"finetune.py: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("finetune.py: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

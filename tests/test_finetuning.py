@@ -67,20 +67,6 @@ def test_output_folder_contract(tmp_path, vit, image_folder, caplog):
     assert "policy: full" in caplog.text and "tl-hub push" in caplog.text  # progress goes through the tl_hub logger
 
 
-def test_refuses_to_overwrite_another_run_or_user_files(tmp_path, vit, image_folder):
-    out = tmp_path / "busy"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="overwrite_output_dir"):
-        tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1))
-    result = tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1, overwrite_output_dir=True))
-    assert (out / "notes.txt").read_text() == "mine" and result.feature_cache_used
-    # another recipe into the same folder is refused; the same recipe again is fine
-    with pytest.raises(ConfigError, match="different recipe"):
-        tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=2))
-    tl_hub.finetune(_cfg(vit, image_folder, out, policy="head", epochs=1))
-
-
 def test_feature_path_trains_the_same_head_as_the_plain_path(tmp_path, vit, image_folder):
     fast = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "fast", policy="head", feature_cache="on",
                                 feature_cache_dir=str(tmp_path / "fc")))

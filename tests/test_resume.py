@@ -248,6 +248,12 @@ def test_resume_lp_ft_across_the_phase_change(assets, tmp_path):
               [{"KILL_AT_STEP": 6}, {"KILL_AT_STEP": RNG.choice([7, 9])}])
 
 
+def test_resume_by_running_the_same_command_again(assets, tmp_path):
+    """The default `resume_from_checkpoint: auto` (null in JSON): after a SIGKILL mid-epoch the unchanged command
+    resumes the unfinished run from its newest checkpoint, bit for bit."""
+    run_chain(assets, tmp_path, "auto", {"resume_from_checkpoint": None}, [{"KILL_AT_STEP": RNG.randint(3, 12)}])
+
+
 @pytest.mark.multiprocess
 def test_resume_two_cpu_processes(assets, tmp_path):
     """2 real processes (gloo), global batch 4 split 2+2: killed (rank 0 SIGKILLed, the launcher stops

@@ -26,18 +26,41 @@ from collections.abc import Sequence
 # ----------------------------------------------------------------------------------------------
 # handlers
 # ----------------------------------------------------------------------------------------------
-def train_command(config_path: str, overrides: list[str]) -> int:
-    """`tl-hub train CONFIG [--key value ...]`: run a recipe.
+def train_command(argv: list[str]) -> int:
+    """`tl-hub train [RECIPE.yaml] [--key value ...]`: run a recipe file, or a recipe given as keys only.
+
+    A first argument that is not a flag and not `key=value` is the recipe file; a flag's value never is.
 
     Example:
-        >>> train_command("recipes/configs/quickstart.yaml", ["--epochs", "2"])  # doctest: +SKIP
+        >>> train_command(["recipes/configs/quickstart.yaml", "--epochs", "2"])  # doctest: +SKIP
+        0
+        >>> train_command(["--model", "bundled:efficientnet_lite0", "--dataset", "my_images", "--epochs", "1"])  # doctest: +SKIP
         0
     """
     from tl_hub.config import RecipeConfig
     from tl_hub.finetuning import finetune
 
-    finetune(RecipeConfig.from_yaml(config_path, overrides))
+    args = list(argv)
+    if args and not args[0].startswith("-") and "=" not in args[0]:
+        _check_recipe_path(args[0])
+        args = ["--config", *args]
+    finetune(RecipeConfig.from_args(args))
     return 0
+
+
+def _check_recipe_path(text: str) -> None:
+    """A positional argument of `tl-hub train` must be a recipe YAML; say how to pass a dataset instead."""
+    from pathlib import Path
+
+    from tl_hub.errors import ConfigError
+
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+        return
+    kind = "a folder" if path.is_dir() else "not a recipe file (.yaml)"
+    hint = f"; to rerun the run in it: tl-hub train {path / 'recipe.yaml'}" if (path / "recipe.yaml").is_file() else ""
+    raise ConfigError(f"{text!r} is {kind}; the optional first argument of `tl-hub train` is a recipe YAML. To train "
+                      f"without one, give every key as a flag, e.g. tl-hub train --dataset {text} --epochs 1{hint}")
 
 
 def quickstart_command(output_dir: str | None = None, overrides: list[str] | None = None) -> int:
@@ -157,11 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tl_hub.config import RecipeConfig  # light: no torch/evaluate import
 
-    p = sub.add_parser("train", help="fine-tune a backbone from a recipe YAML; --key value overrides any field",
-                       epilog=RecipeConfig.format_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="recipe YAML (see recipes/configs/)")
+    sub.add_parser(
+        "train", usage="tl-hub train [RECIPE.yaml] [--key value ...]",
+        help="fine-tune a backbone: a recipe YAML and/or --key value for any recipe key",
+        description="Train from a recipe file (recipes/configs/), from keys alone (tl-hub train --dataset my_images "
+                    "--epochs 1), or both (the keys win). The same command over an unfinished run resumes it.",
+        epilog=RecipeConfig.format_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
-    p = sub.add_parser("quickstart", help="offline demo: bundled ImageNet EfficientNet-Lite0 on bundled Fashion-MNIST")
+    p = sub.add_parser(
+        "quickstart", help="offline demo: bundled ImageNet EfficientNet-Lite0 on bundled Fashion-MNIST",
+        usage="tl-hub quickstart [--output-dir DIR] [--key value ...]",
+        epilog="Any recipe key can follow (--epochs 3). The same command again resumes an unfinished quickstart and "
+               "trains a finished one again; an output folder that holds another run is refused: pass another "
+               "--output-dir, or --overwrite_output_dir true to replace tl_hub's files there "
+               "(--resume_from_checkpoint none starts over).",
+    )
     p.add_argument("--output-dir", default="tl_hub_output/quickstart", help="where the Hub-ready folder goes")
 
     p = sub.add_parser("policy", help="explain which freeze policy a dataset size gets")
@@ -191,9 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_on_sigterm() -> None:
+    """Make `kill` (SIGTERM) stop a run like Ctrl-C: it ends through the same path, which says how to resume.
+    (Only the main thread may install a handler; elsewhere this does nothing.)"""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "train":
-        return train_command(args.config, extra)
+        return train_command(extra)
     if args.command == "quickstart":
         return quickstart_command(output_dir=args.output_dir, overrides=extra)
     if args.command == "policy":
@@ -217,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command not in {"train", "quickstart"}:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     use_console()
+    stop_on_sigterm()
     try:
         return _dispatch(args, extra)
     except TlHubError as err:

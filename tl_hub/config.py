@@ -209,8 +209,12 @@ class RecipeConfig:
     save_total_limit: int | None = _f(
         2, "Keep at most this many checkpoints, oldest removed first (null = all).", "evaluation"
     )
-    resume_from_checkpoint: str | None = _f(
-        None, "Resume from a checkpoint folder, or 'latest' (the newest in output_dir/checkpoints).", "evaluation"
+    resume_from_checkpoint: str = _f(
+        "auto",
+        "auto: the same command resumes an unfinished run of this recipe in output_dir from its newest checkpoint "
+        "(else starts); latest: the newest checkpoint there, finished run or not; none: start over; or the path "
+        "of a checkpoint folder. null means auto.",
+        "evaluation",
     )
     log_with: list[str] = _f(
         [], "Accelerate trackers (tensorboard, wandb, mlflow, ...; all = every installed one).", "evaluation"
@@ -230,6 +234,8 @@ class RecipeConfig:
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        if self.resume_from_checkpoint is None:  # recipes written before "auto" existed say null
+            object.__setattr__(self, "resume_from_checkpoint", "auto")
         hints = _type_hints()
         for f in dataclasses.fields(self):
             value = coerce(f.name, getattr(self, f.name), hints[f.name])

@@ -4,7 +4,8 @@
 
 1. `resolve_config`      the recipe: a RecipeConfig, a YAML path or a dict, with keyword overrides
 2. `make_accelerator`    (tl_hub.hardware) CPU, one GPU or many processes, the precision
-3. `prepare_output_dir`  refuse to overwrite another run, write the recipe, find the checkpoint to resume
+3. `prepare_output_dir`  (tl_hub.run_folder) whose run the folder holds: resume it, start over, reuse or
+                         refuse it; write the recipe; the checkpoint to resume from
 4. `load_run_data`       the dataset's train/eval splits, labels and report (tl_hub.data)
 5. `load_model_and_policy` the backbone with a new head, the freeze policy (auto resolved), applied;
    `load_preprocessing` the backbone's image processor and the image geometry the run uses
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -46,17 +46,15 @@ from tl_hub.hardware import (
     tune_cpu_allocator,
     wants_channels_last,
 )
-from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RUN_INFO_FILE, remove_run_files
+from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
 from tl_hub.policy import FreezePolicy, plan_phases, resolve_policy, uses_feature_cache
 from tl_hub.reporting import main_process_reporter, use_console
+from tl_hub.run_folder import prepare_output_dir, stops_explained
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
-           "metrics_document", "prepare_output_dir", "push_output_folder", "resolve_config", "run_facts",
-           "train_model", "write_output_folder"]
+           "metrics_document", "push_output_folder", "resolve_config", "run_facts", "train_model",
+           "write_output_folder"]
 
-# recipe keys that may differ between a run and its resumption
-_RESUME_FREE_KEYS = {"resume_from_checkpoint", "overwrite_output_dir", "push_to_hub", "hub_model_id",
-                     "hub_private", "log_with", "num_workers", "feature_cache_dir", "output_dir"}
 _HEADLINE_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
 
 
@@ -137,25 +135,26 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         tune_cpu_allocator()
     say = main_process_reporter(accelerator)
     resume = prepare_output_dir(config, accelerator)
-    data = load_run_data(config)
-    say(data.report.summary())
-    model, policy, summary = load_model_and_policy(config, data, say=say)
-    processor, spec = load_preprocessing(config)
-    if config.log_with:
-        accelerator.init_trackers("tl_hub", config={k: v for k, v in config.to_dict().items()
-                                                    if isinstance(v, (int, float, str, bool))})
-    training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
-    summary = training.last_phase_summary or summary
-    metrics_doc = metrics_document(training, data.labels)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
-        write_output_folder(output_dir, model, processor, spec, metrics_doc, run_info, repo_id=config.hub_model_id)
-    accelerator.wait_for_everyone()
-    if config.log_with:
-        accelerator.end_training()
-    push_url = push_output_folder(config, output_dir, accelerator)
-    _report_end(say, config, output_dir, metrics_doc, training)
+    with stops_explained(output_dir, accelerator):  # Ctrl-C or an error: say how the same command resumes
+        data = load_run_data(config)
+        say(data.report.summary())
+        model, policy, summary = load_model_and_policy(config, data, say=say)
+        processor, spec = load_preprocessing(config)
+        if config.log_with:
+            accelerator.init_trackers("tl_hub", config={k: v for k, v in config.to_dict().items()
+                                                        if isinstance(v, (int, float, str, bool))})
+        training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
+        summary = training.last_phase_summary or summary
+        metrics_doc = metrics_document(training, data.labels)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
+            write_output_folder(output_dir, model, processor, spec, metrics_doc, run_info, repo_id=config.hub_model_id)
+        accelerator.wait_for_everyone()
+        if config.log_with:
+            accelerator.end_training()
+        push_url = push_output_folder(config, output_dir, accelerator)
+        _report_end(say, config, output_dir, metrics_doc, training)
     return FinetuneResult(
         output_dir=str(output_dir), metrics=training.final_metrics, policy=policy, summary=summary,
         best_epoch=training.outcome.best_epoch, history=training.outcome.history,
@@ -185,73 +184,6 @@ def resolve_config(config: Any, overrides: dict[str, Any]) -> RecipeConfig:
     else:
         raise ConfigError(f"config: got {type(config).__name__}; pass a RecipeConfig, a YAML path, a dict or None")
     return cfg.replace(**overrides) if overrides else cfg
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. the output folder and the checkpoint to resume from
-# ----------------------------------------------------------------------------------------------
-def prepare_output_dir(config: RecipeConfig, accelerator: Any) -> Path | None:
-    """Make the output folder ready (main process) and return the checkpoint to resume from, or None.
-
-    A non-empty folder is refused unless it holds a run of the same recipe (a resumption) or
-    `overwrite_output_dir` is set (then only tl_hub's own files go). The recipe is written; temporary
-    folders of an interrupted checkpoint write are removed; a fresh start deletes old checkpoints.
-
-    Example:
-        >>> prepare_output_dir(RecipeConfig(dataset="beans", output_dir="out"), make_accelerator())  # doctest: +SKIP
-    """
-    from tl_hub import checkpoint as ckpt
-    from tl_hub.train import find_resume_checkpoint
-
-    say = main_process_reporter(accelerator)
-    output_dir = Path(config.output_dir).expanduser()
-    checkpoint_dir = output_dir / CHECKPOINTS_DIR
-    if accelerator.is_main_process:
-        _check_output_dir(config, output_dir, say)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        config.to_yaml(output_dir / RECIPE_FILE)
-        for stale in ckpt.remove_incomplete(checkpoint_dir):
-            say(f"removed an incomplete checkpoint left by an interrupted run: {stale.name}")
-    accelerator.wait_for_everyone()
-    resume = find_resume_checkpoint(checkpoint_dir, config.resume_from_checkpoint)
-    if config.resume_from_checkpoint == "latest" and resume is None:
-        say("resume_from_checkpoint: latest -- no checkpoint yet, starting from the beginning")
-    if resume is None and accelerator.is_main_process and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # a fresh start never mixes with an older run's checkpoints
-    accelerator.wait_for_everyone()
-    return resume
-
-
-def _check_output_dir(config: RecipeConfig, output_dir: Path, say: Callable[[str], None]) -> None:
-    """Refuse to overwrite a non-empty folder unless it is this recipe's run or overwrite is set."""
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    if not output_dir.is_dir():
-        raise ConfigError(f"output_dir: {output_dir} exists and is not a folder; choose another output_dir")
-    recipe = output_dir / RECIPE_FILE
-    same = False
-    if recipe.is_file():
-        try:
-            same = _recipe_dict(RecipeConfig.from_yaml(recipe)) == _recipe_dict(config)
-        except ConfigError:
-            same = False
-    if same:
-        return
-    if config.overwrite_output_dir:
-        removed = remove_run_files(output_dir)
-        say(f"overwrite_output_dir: replaced {', '.join(removed) or 'nothing'} in {output_dir} (other files kept)")
-        return
-    contents = sorted(p.name for p in output_dir.iterdir())[:8]
-    what = "holds a run of a different recipe" if recipe.is_file() else "is not empty"
-    raise ConfigError(
-        f"output_dir: {output_dir} {what} ({', '.join(contents)}). Use another output_dir, set "
-        "overwrite_output_dir: true to replace tl_hub's files there, or rerun the recipe that wrote it "
-        "with resume_from_checkpoint: latest."
-    )
-
-
-def _recipe_dict(config: RecipeConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_KEYS}
 
 
 # ----------------------------------------------------------------------------------------------
