@@ -344,8 +344,9 @@ def test_hub_dataset_id(hub, tmp_path):
 
 
 def test_unknown_sources_are_clear_errors(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError) as err:
         load_data(str(tmp_path / "nope" / "data.csv"))
+    assert str(err.value) == f"dataset: no such local file: '{tmp_path}/nope/data.csv' (nothing of that name in {tmp_path}); check the path"
     with pytest.raises(DataError, match="bundled"):
         load_data("bundled:imagenet")
     with pytest.raises(DataError, match="source"):

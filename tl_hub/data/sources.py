@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tl_hub.errors import DataError
+from tl_hub.locations import local_hint, locate
 from tl_hub.data.images import BadImageError, array_to_pil, encode_png, image_extensions, is_hidden, to_rgb
 
 SPLIT_ALIASES = {
@@ -102,8 +103,10 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
     """Read any supported source with the reader its kind calls for.
 
     Kinds, checked in this order: a `datasets.DatasetDict`/`Dataset`, ``(images, labels)``, a dict of
-    columns, ``bundled:<name>``, an existing folder (saved dataset or image folder) or file (CSV, TSV,
-    JSONL, JSON, parquet), something path-shaped that does not exist (an error), else a Hub dataset id.
+    columns, then a name classified by `tl_hub.locations.locate` before any network call: ``bundled:<name>``,
+    an existing folder (saved dataset or image folder) or file (CSV, TSV, JSONL, JSON, parquet), something
+    path-shaped that does not exist (an error naming the closest existing name), else a Hub dataset id
+    (an error at once when the Hub is off or out of reach and the dataset is not cached).
 
     Example:
         >>> import numpy as np
@@ -130,17 +133,12 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
             f"source: got {type(source).__name__}; give a Hub dataset id, a folder, a CSV/JSONL file, "
             "bundled:fashion_mnist, a datasets.Dataset, (images, labels) or {'image': [...], 'label': [...]}"
         )
-    text = os.fspath(source)
-    if text.startswith("bundled:"):
-        return read_bundled(text)
-    path = Path(text).expanduser()
-    if path.exists():
-        return _read_local(path, text, image_column, label_column)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).suffix.lower() in (
-        *_TABLE_SUFFIXES, ".parquet", ".zip"
-    ):
-        raise DataError(f"source {text!r}: no such file or folder (and it is not a Hub dataset id like 'org/name')")
-    return read_hub(text, config, revision, image_column, label_column)
+    location = locate(source, "dataset", revision=revision)
+    if location.kind == "bundled":
+        return read_bundled(location.source)
+    if location.kind == "local":
+        return _read_local(location.path, location.source, image_column, label_column)
+    return read_hub(location.source, config, revision, image_column, label_column)
 
 
 def _read_local(path: Path, text: str, image_column: str | None, label_column: str | None) -> SourceResult:
@@ -479,6 +477,7 @@ def read_hub(source: str, config: str | None, revision: str | None, image_column
             f"dataset {source!r} (config={config!r}, revision={revision!r}): cannot load it from the Hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, config "
             "and revision, your login (`hf auth login`) for private datasets, or give a local folder/CSV path"
+            + local_hint(source)
         ) from exc
     if not isinstance(loaded, Mapping):
         loaded = {"train": loaded}
