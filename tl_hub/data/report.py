@@ -43,7 +43,8 @@ class DataReport:
     entries_found: int = 0
     used_train: int = 0
     used_eval: int = 0
-    not_selected: int = 0
+    not_selected: int = 0  # subsampling, and the images of labels left out by `labels`
+    labels_left_out: dict[str, int] = field(default_factory=dict)  # label not in `labels` -> images left out
     skipped: list[dict[str, str]] = field(default_factory=list)
     images_checked: int = 0
     bad_images: int = 0
@@ -85,6 +86,8 @@ class DataReport:
             f"  entries found: {self.entries_found} = {self.used_train} train + {self.used_eval} eval + "
             f"{self.not_selected} not selected + {len(self.skipped)} skipped"
         )
+        if self.unused_splits:
+            lines.append("  splits not used: " + ", ".join(f"{k} ({n})" for k, n in self.unused_splits.items()))
         if self.images_checked:
             lines.append(f"  images decoded to check: {self.images_checked}, bad: {self.bad_images}")
         reasons = Counter(item["reason"].split(" (")[0] for item in self.skipped)
