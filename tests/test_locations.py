@@ -197,3 +197,26 @@ def test_offline_variables_and_the_probe(monkeypatch, hub):
     monkeypatch.setenv("HTTP_PROXY", closed)  # the Hub is only reachable through a proxy: probe the proxy
     assert hub_unreachable_reason(hub.url) == (hub.url, f"connection refused through the proxy {closed}")
 
+
+
+def test_load_and_predict_name_what_is_wrong_locally(workdir, tiny):
+    from PIL import Image
+
+    from tl_hub import load, load_backbone, load_image_processor, predict
+
+    with pytest.raises(HubError) as err:
+        load("labels.csv")
+    assert str(err.value) == "'labels.csv': is a file, not a folder; pass a tl_hub output folder or a Hub repo id"
+    with pytest.raises(HubError, match="^'my_images': folder has no config.json"):
+        load("my_images")
+    with pytest.raises(ConfigError, match=r"^model: no such local folder: 'my_imagse/' \(did you mean 'my_images/'"):
+        load("my_imagse/")
+    Image.new("RGB", (8, 8)).save(workdir / "shoe.png")
+    pair = (load_backbone(str(tiny("vit")), LABELS), load_image_processor(str(tiny("vit"))))
+    with pytest.raises(DataError) as err:
+        predict(pair, ["shoe.png", "shoe.pnh"])
+    assert str(err.value) == ("images[1]: 'shoe.pnh' is not a file (did you mean 'shoe.png'?); pass image paths or "
+                              "PIL images")
+    with pytest.raises(DataError, match=r"^images\[0\]: 'my_images' is not a file \(a folder\)"):
+        predict(pair, "my_images")
+    assert len(predict(pair, "shoe.png")[0]) == 2

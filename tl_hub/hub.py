@@ -475,9 +475,8 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
     location = locate(repo_or_dir, "model", revision=revision)  # before any network call
     if location.kind == "local":
         if not (location.path / CONFIG_FILE).is_file():
-            kind = "folder" if location.path.is_dir() else "file, not a folder,"
-            raise HubError(f"{str(repo_or_dir)!r}: {kind} has no config.json; pass a tl_hub output folder or a "
-                           "Hub repo id")
+            what = "folder has no config.json" if location.path.is_dir() else "is a file, not a folder"
+            raise HubError(f"{str(repo_or_dir)!r}: {what}; pass a tl_hub output folder or a Hub repo id")
         source = str(location.path)
     else:
         source = _validate_repo_id(location.source)
