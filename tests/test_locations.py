@@ -220,3 +220,34 @@ def test_load_and_predict_name_what_is_wrong_locally(workdir, tiny):
     with pytest.raises(DataError, match=r"^images\[0\]: 'my_images' is not a file \(a folder\)"):
         predict(pair, "my_images")
     assert len(predict(pair, "shoe.png")[0]) == 2
+
+
+def test_a_cached_hub_dataset_still_loads_offline(workdir, hub, monkeypatch):
+    """As in a process started with HF_HUB_OFFLINE=1 (the libraries read it at import: set theirs too)."""
+    import datasets.config
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from huggingface_hub import HfApi
+    from PIL import Image
+
+    from tl_hub import load_data
+
+    repo_id = hub.new_repo_id("cached-data")
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
+    images = [Image.new("L", (6, 6), 20 * i) for i in range(8)]
+    (workdir / "upload" / "data").mkdir(parents=True)
+    Dataset.from_dict({"image": images, "label": [0, 1] * 4}, features=features).to_parquet(
+        str(workdir / "upload" / "data" / "train-00000-of-00001.parquet"))
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(folder_path=str(workdir / "upload"), repo_id=repo_id, repo_type="dataset")
+    assert not in_local_cache(repo_id, "dataset")
+    assert len(load_data(repo_id).train) == 6  # online: prepared into the datasets cache
+    assert in_local_cache(repo_id, "dataset")
+    seen = len(hub.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    assert locate(repo_id, "dataset").local_only
+    assert len(load_data(repo_id).train) == 6
+    assert len(hub.requests) == seen
