@@ -171,8 +171,16 @@ def test_not_an_image_classifier(tmp_path):
 
 
 def test_local_folder_errors(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_backbone(str(tmp_path / "nope"), LABELS)
+    (tmp_path / "my_model").mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_backbone(str(tmp_path / "my_modle"), LABELS)
+    assert str(err.value) == (f"model: no such local folder: '{tmp_path}/my_modle' (did you mean "
+                              f"'{tmp_path}/my_model/'?); check the path")
+    with pytest.raises(ConfigError, match="no such local folder: .*nothing of that name in"):
+        load_image_processor(str(tmp_path / "zzzz" / "qqqq"))
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="is a file; pass the folder that holds config.json"):
+        load_backbone(str(tmp_path / "weights.safetensors"), LABELS)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         load_backbone(str(tmp_path / "empty"), LABELS)

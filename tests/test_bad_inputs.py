@@ -7,10 +7,12 @@ every input file/row is accounted for in the DataReport (used for train/eval, or
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.ports import free_port
 from tl_hub.errors import ConfigError, DataError, HubError
 
 LENIENT = {"max_bad_fraction": 0.5, "eval_fraction": 0.34}  # bad files are skipped and reported, not fatal
@@ -268,6 +271,93 @@ def _missing_dataset(tmp: Path):
     return (lambda: load_data("tester/no-such-dataset-xyz")), None
 
 
+@contextlib.contextmanager
+def _hub_off_or_away(offline: bool) -> Iterator[str]:
+    """HF_HUB_OFFLINE=1, or huggingface_hub's endpoint on a local port nothing listens on."""
+    import huggingface_hub.constants
+
+    endpoint, saved = huggingface_hub.constants.ENDPOINT, os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    else:
+        huggingface_hub.constants.ENDPOINT = f"http://127.0.0.1:{free_port()}"
+    try:
+        yield huggingface_hub.constants.ENDPOINT
+    finally:
+        huggingface_hub.constants.ENDPOINT = endpoint
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+
+
+def _dataset_path_typo(tmp: Path):
+    base(tmp)  # tmp/data/{cat,dog}
+    return load(f"{tmp}/dta/"), None
+
+
+def _model_path_typo(tmp: Path):
+    from tl_hub.backbone import load_backbone
+
+    (tmp / "my_model").mkdir()
+    return (lambda: load_backbone(f"{tmp}/my_modle", ["a", "b"])), None
+
+
+def _dataset_id_offline(tmp: Path):
+    def run() -> Any:
+        with _hub_off_or_away(offline=True):
+            return load("tester/no-such-dataset-xyz")()
+    return run, None
+
+
+def _model_id_unreachable(tmp: Path):
+    from tl_hub.backbone import load_backbone
+
+    def run() -> Any:
+        with _hub_off_or_away(offline=False):
+            return load_backbone("tester/no-such-model-xyz", ["a", "b"])
+    return run, None
+
+
+def _labels_subset(tmp: Path):
+    root = folder(tmp / "data", {"bird": 3, "cat": 3, "dog": 3})
+    return load(root, labels=["dog", "cat"]), root
+
+
+def _labels_subset_check(bundle: Any, root: Path) -> None:
+    report = bundle.report
+    assert bundle.labels == ["dog", "cat"] and report.labels_left_out == {"bird": 3}, report.to_dict()
+    assert any("3 image(s) of the 1 other label(s) left out" in line for line in report.summary().splitlines())
+
+
+def _labels_typo(tmp: Path):
+    return load(base(tmp), labels=["dgo", "cat"]), None
+
+
+def _csv_split_column(tmp: Path):
+    root = base(tmp)
+    files = sorted(root.rglob("*.png"))
+    rows = [f"{p},{p.parent.name},{'validation' if p.stem == '0' else 'train'}" for p in files]
+    return load(write_csv(tmp / "labels.csv", "image,label,split", rows)), root
+
+
+def _csv_split_check(bundle: Any, root: Path) -> None:
+    assert sorted(Path(i).stem for i in bundle.eval["id"]) == ["0", "0"]
+    assert bundle.report.eval_from == "the dataset's own 'validation' split", bundle.report.eval_from
+
+
+def _csv_split_bad(tmp: Path):
+    root = base(tmp)
+    rows = [f"{p},{p.parent.name},train" for p in sorted(root.rglob("*.png"))]
+    rows[1] = rows[1].rsplit(",", 1)[0] + ",tset"
+    return load(write_csv(tmp / "labels.csv", "image,label,split", rows)), root
+
+
+def _bad_named_in_summary(bundle: Any, root: Path) -> None:
+    assert "    cat/corrupt.jpg: not an image Pillow can identify (corrupt, or not an image file)" in \
+        bundle.report.summary().splitlines()
+
+
 def _truncated(d: Path) -> None:
     png(d / "whole.png", size=(32, 32))
     data = (d / "whole.png").read_bytes()
@@ -334,6 +424,27 @@ CASES: dict[str, Case] = {
     "model-repo-does-not-exist": Case(_missing_model, (HubError, r"no model repo 'tester/no-such-model-xyz'")),
     "dataset-id-does-not-exist": Case(_missing_dataset, (DataError, r"dataset 'tester/no-such-dataset-xyz'.*"
                                                                     r"check the id")),
+    # ---- where a source lives: decided before any network call (tests/test_locations.py has the rest)
+    "dataset-path-typo": Case(_dataset_path_typo, (DataError, r"^dataset: no such local folder: '.*/dta/' \(did you "
+                                                              r"mean '.*/data/'\?\); check the path$")),
+    "model-path-typo": Case(_model_path_typo, (ConfigError, r"^model: no such local folder: '.*/my_modle' \(did you "
+                                                            r"mean '.*/my_model/'\?\); check the path$")),
+    "dataset-id-with-hub-offline": Case(_dataset_id_offline, (HubError, r"^dataset: 'tester/no-such-dataset-xyz' is "
+                                                                        r"neither a local folder or file .* the Hub is "
+                                                                        r"disabled \(HF_HUB_OFFLINE=1\)")),
+    "model-id-with-hub-unreachable": Case(_model_id_unreachable, (HubError, r"^model: 'tester/no-such-model-xyz' is "
+                                                                            r"neither .* cannot be reached at http://"
+                                                                            r"127\.0\.0\.1:\d+ \(connection refused\)")),
+    # ---- `labels`, split columns, bad images named on the console
+    "labels-pick-a-subset": Case(_labels_subset, check=_labels_subset_check),
+    "labels-name-not-in-data": Case(_labels_typo, (DataError, r"^labels: 'dgo' \(did you mean 'dog'\?\) is not a "
+                                                              r"label of .*/data; its labels are \['cat', 'dog'\]")),
+    "csv-split-column": Case(_csv_split_column, check=_csv_split_check),
+    "csv-split-unknown-value": Case(_csv_split_bad, (DataError, r"labels\.csv: the 'split' column must name a split "
+                                                                r"in every row: row 3 has 'tset' \(did you mean "
+                                                                r"'test'\?\); allowed values: train/training;")),
+    "bad-image-named-on-the-console": with_file(lambda d: (d / "corrupt.jpg").write_bytes(b"garbage" * 4),
+                                                reason="not an image Pillow", extra=_bad_named_in_summary),
 }
 
 
@@ -356,8 +467,10 @@ def test_bad_input(name, tmp_path, hub):
     if root is not None:  # every file under the input folder is used or listed as skipped, with a reason
         seen = set(bundle.train["id"]) | set(bundle.eval["id"]) | {s["id"] for s in report.skipped}
         missing = all_files(root) - seen
+        left_out = {m for m in missing if Path(m).parent.name in report.labels_left_out}  # counted per label
+        assert len(left_out) == sum(report.labels_left_out.values()), report.labels_left_out
         if not name.startswith(("csv", "slash", "integer")):  # CSV sources account for rows, not folders
-            assert not missing, f"files not accounted for: {sorted(missing)}"
+            assert not missing - left_out, f"files not accounted for: {sorted(missing - left_out)}"
         assert all(s.get("reason") for s in report.skipped)
     if case.check is not None:
         case.check(bundle, root)
@@ -365,3 +478,18 @@ def test_bad_input(name, tmp_path, hub):
 
 def test_the_matrix_is_big_enough():
     assert len(CASES) >= 20
+
+
+def test_a_mistyped_dataset_is_one_console_line(tmp_path, monkeypatch, capsys, hub):
+    """What `tl-hub train` prints: one line, the closest existing folder, no Hub retry lines."""
+    from tl_hub.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base(tmp_path)  # ./data/{cat,dog}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dataset: dta/\nmodel: bundled:efficientnet_lite0\noutput_dir: out\n")
+    seen = len(hub.requests)
+    assert main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err == ("tl-hub train: error: dataset: no such local folder: 'dta/' (did you mean "
+                                       "'data/'?); check the path\n")
+    assert len(hub.requests) == seen

@@ -33,6 +33,7 @@ from typing import Any
 from tl_hub.bundled import is_bundled, resolve_bundled_backbone
 from tl_hub.depth import find_head, mark_head
 from tl_hub.errors import CheckpointError, ConfigError, DataError, HubError
+from tl_hub.locations import local_hint, locate
 
 logger = logging.getLogger("tl_hub")
 
@@ -84,27 +85,22 @@ def resolve_source(source: str) -> str:
     return resolve_bundled_backbone(os.fspath(source))
 
 
-def _looks_like_path(source: str) -> bool:
-    """A Hub id is 'name' or 'org/name'; anything else path-shaped is meant as a local folder."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
-
-
-def _check_local(path: str, original: str, any_of: tuple[str, ...] = ("config.json",)) -> None:
-    """A source that exists locally must be a folder with config.json; a path-like one must exist."""
-    p = Path(path).expanduser()
+def _locate_checkpoint(original: str, revision: str | None, any_of: tuple[str, ...] = ("config.json",)) -> bool:
+    """Classify the source before any network call (`tl_hub.locations`); a local one must be a folder with
+    config.json. Returns True when a Hub repo must load from the local cache only (Hub off or out of reach).
+    """
+    location = locate(original, "model", revision=revision)
+    if location.kind != "local":
+        return location.local_only
+    p = location.path
     if p.is_dir():
         if not any((p / name).is_file() for name in any_of):
             raise CheckpointError(
                 f"source: folder {original!r} has no config.json; point at a folder written by "
                 "save_pretrained (config.json + model.safetensors) or use a Hub repo id"
             )
-    elif p.exists():
-        raise ConfigError(f"source: {original!r} is a file; pass the folder that holds config.json")
-    elif _looks_like_path(original):
-        raise ConfigError(
-            f"source: local folder {original!r} does not exist; check the path, or pass a Hub repo id "
-            "such as 'timm/resnet18.a1_in1k'"
-        )
+        return False
+    raise ConfigError(f"source: {original!r} is a file; pass the folder that holds config.json")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -165,6 +161,7 @@ def _translate_hub_error(err: Exception, source: str, revision: str | None, what
             return HubError(
                 f"source: no model repo {source!r} on the Hub (or it is private and your token has no access); "
                 "check the spelling (e.g. 'timm/resnet18.a1_in1k'), log in for private repos, or pass a local folder"
+                + local_hint(source)
             )
         if isinstance(cause, hub_errors.RevisionNotFoundError):
             return HubError(
@@ -347,19 +344,19 @@ def load_backbone(
     labels = validate_labels(labels)
     original = os.fspath(source) if isinstance(source, os.PathLike) else source
     path = resolve_source(source)
-    if not is_bundled(original):
-        _check_local(path, original)
+    local_only = False if is_bundled(original) else _locate_checkpoint(original, revision)
 
     from transformers import AutoConfig
 
     with quiet_loading(), _hub_errors(original, revision, "config.json"):
-        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                            local_files_only=local_only)
     model_cls = _image_classifier_class(config, original, trust_remote_code)
     keep_head = pretrained and _checkpoint_labels(config) == labels
     if _is_timm(config):
         _fix_timm_config(config)
     _set_labels(config, labels)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"local_files_only": True} if local_only else {}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
 
@@ -415,18 +412,18 @@ def load_image_processor(source: str, *, revision: str | None = None) -> Any:
     """
     original = os.fspath(source) if isinstance(source, os.PathLike) else source
     path = resolve_source(source)
-    if not is_bundled(original):
-        _check_local(path, original, ("preprocessor_config.json", "config.json"))
+    local_only = False if is_bundled(original) else _locate_checkpoint(
+        original, revision, ("preprocessor_config.json", "config.json"))
     from transformers import AutoConfig, AutoImageProcessor
 
     with quiet_loading():
         try:
             with _hub_errors(original, revision, "preprocessor_config.json"):
-                return AutoImageProcessor.from_pretrained(path, revision=revision)
+                return AutoImageProcessor.from_pretrained(path, revision=revision, local_files_only=local_only)
         except CheckpointError:
             pass
         with _hub_errors(original, revision, "config.json"):
-            config = AutoConfig.from_pretrained(path, revision=revision)
+            config = AutoConfig.from_pretrained(path, revision=revision, local_files_only=local_only)
     return _default_processor(config, original)
 
 

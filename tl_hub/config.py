@@ -90,8 +90,10 @@ class RecipeConfig:
     # --- data --------------------------------------------------------------------------------
     dataset: str | None = _f(
         None,
-        "Required. Images: a Hub dataset id, an image folder (one subfolder per label), a CSV/JSONL file, "
-        "or bundled:fashion_mnist / bundled:digits.",
+        "Required. Images: a Hub dataset id, an image folder (one subfolder per label, optionally under "
+        "train/ validation/ test/), a CSV/JSONL file (image and label columns; an optional split column "
+        "puts each row in train, validation or test), or bundled:fashion_mnist / bundled:digits. A path "
+        "that does not exist is an error naming the closest existing one.",
         "data",
     )
     dataset_config: str | None = _f(None, "Configuration (subset) name of a Hub dataset.", "data")
@@ -106,7 +108,11 @@ class RecipeConfig:
     image_column: str | None = _f(None, "Column holding the images (null = detect it).", "data")
     label_column: str | None = _f(None, "Column holding the labels (null = detect it).", "data")
     labels: list[str] | None = _f(
-        None, "Use only these labels, in this order (null = all labels of the dataset).", "data"
+        None,
+        "Use only these labels, in this order (null = all labels of the dataset); images of the other labels "
+        "are left out and counted in the report. Integer labels: give the ids (e.g. [3, 7]), or one name "
+        "per id, in id order, to name them.",
+        "data",
     )
     max_train_samples: int | None = _f(None, "Keep at most this many training images (stratified; null = all).", "data")
     examples_per_label: int | None = _f(

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hub.errors import DataError, HubError, TlHubError
+from tl_hub.locations import locate, nearby
 from tl_hub.output_folder import CARD_FILE, CONFIG_FILE, RUN_INFO_FILE, check_output_folder, hub_files
 from tl_hub.reporting import use_console
 
@@ -471,18 +472,19 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    local = Path(str(repo_or_dir)).expanduser()
-    if local.is_dir():
-        if not (local / CONFIG_FILE).is_file():
-            raise HubError(f"{str(repo_or_dir)!r}: folder has no config.json; pass a tl_hub output folder or a "
-                           "Hub repo id")
-        source = str(local)
+    location = locate(repo_or_dir, "model", revision=revision)  # before any network call
+    if location.kind == "local":
+        if not (location.path / CONFIG_FILE).is_file():
+            what = "folder has no config.json" if location.path.is_dir() else "is a file, not a folder"
+            raise HubError(f"{str(repo_or_dir)!r}: {what}; pass a tl_hub output folder or a Hub repo id")
+        source = str(location.path)
     else:
-        source = _validate_repo_id(str(repo_or_dir))
+        source = _validate_repo_id(location.source)
     with _hub_errors(source, "load"):
         try:
-            model = AutoModelForImageClassification.from_pretrained(source, revision=revision)
-            processor = AutoImageProcessor.from_pretrained(source, revision=revision)
+            only_cache = {"local_files_only": True} if location.local_only else {}
+            model = AutoModelForImageClassification.from_pretrained(source, revision=revision, **only_cache)
+            processor = AutoImageProcessor.from_pretrained(source, revision=revision, **only_cache)
         except OSError as err:
             cause = _hub_cause(err)
             if cause is not None:
@@ -511,10 +513,11 @@ def _open_images(images: Any) -> tuple[list[Any], list[str]]:
     opened, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
-            if not Path(item).is_file():
-                raise DataError(f"images[{i}]: {str(item)!r} is not a file; pass image paths or PIL images")
+            if not Path(item).expanduser().is_file():
+                hint = nearby(str(item)) if not Path(item).expanduser().exists() else "a folder"
+                raise DataError(f"images[{i}]: {str(item)!r} is not a file ({hint}); pass image paths or PIL images")
             try:
-                opened.append(load_image(str(item)))
+                opened.append(load_image(str(Path(item).expanduser())))
             except (OSError, ValueError) as err:
                 raise DataError(f"images[{i}]: cannot read {str(item)!r} as an image ({err})") from err
             names.append(str(item))

@@ -234,6 +234,55 @@ def test_jsonl_source(tmp_path):
     assert (len(bundle.train), len(bundle.eval)) == (8, 2)
 
 
+def _split_table(tmp_path: Path, splits: list[str], suffix: str = ".csv") -> Path:
+    """One image per split value, labels alternating a/b; a CSV (image,label,split) or JSONL file."""
+    rows = []
+    for i, split in enumerate(splits):
+        _img(tmp_path / "imgs" / f"{i}.png", value=i * 9)
+        rows.append({"image": f"imgs/{i}.png", "label": "ab"[i % 2], "split": split})
+    table = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        table.write_text("image,label,split\n" + "".join(f"{r['image']},{r['label']},{r['split']}\n" for r in rows))
+    else:
+        table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return table
+
+
+SPLITS = ["train", "TRAIN", "training", "train", "train", "train", "val", "valid", "test", "testing"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_split_column_puts_rows_in_its_splits(tmp_path, suffix):
+    table = _split_table(tmp_path, SPLITS, suffix)
+    bundle = load_data(str(table))
+    _check_columns(bundle)
+    name = lambda ids: sorted(Path(i).name for i in ids)  # noqa: E731
+    assert name(bundle.train["id"]) == [f"{i}.png" for i in range(6)]
+    assert name(bundle.eval["id"]) == ["6.png", "7.png"]
+    report = bundle.report
+    assert (report.eval_split, report.eval_from) == ("validation", "the dataset's own 'validation' split")
+    assert report.unused_splits == {"test": 2}
+    assert "  splits not used: test (2)" in report.summary().splitlines()
+    assert "split column 'split': rows train 6, validation 2, test 2" in report.notes
+    on_test = load_data(str(table), eval_split="test")
+    assert name(on_test.eval["id"]) == ["8.png", "9.png"] and on_test.report.unused_splits == {"validation": 2}
+
+
+def test_empty_or_unknown_split_values_are_errors_naming_the_rows(tmp_path):
+    table = _split_table(tmp_path, ["train", "", "tarin", "train", "holdout", "val"])
+    with pytest.raises(DataError) as err:
+        load_data(str(table))
+    assert str(err.value) == (
+        f"{table}: the 'split' column must name a split in every row: row 3 is empty, row 4 has 'tarin' (did you "
+        "mean 'train'?), row 6 has 'holdout'; allowed values: train/training; validation/valid/val/dev/eval/"
+        "evaluation; test/testing. Fix those rows, or remove the 'split' column to hold out a random "
+        "eval_fraction of the rows")
+    jsonl = _split_table(tmp_path, ["train", "train", None, "val"], ".jsonl")
+    with pytest.raises(DataError, match=r"data\.jsonl: the 'split' column must name a split in every row: row 3 is "
+                                        r"empty; allowed"):
+        load_data(str(jsonl))
+
+
 # -- in-memory -----------------------------------------------------------------------------------------
 def test_in_memory_pil_arrays_and_paths(tmp_path):
     pil = [Image.new("RGBA", (9, 9), (255, 0, 0, 0)) for _ in range(4)]
@@ -259,8 +308,8 @@ def test_integer_labels_without_names_and_unknown_names(tmp_path):
     arrays = [np.zeros((4, 4), np.uint8)] * 6
     with pytest.raises(DataError, match=r"\['1'\] have no training images"):
         load_data((arrays, [0, 2, 0, 2, 0, 2]))  # integers keep their meaning: class 1 is empty
-    with pytest.raises(DataError, match=r"'c'"):
-        load_data((arrays, ["a", "b", "c", "a", "b", "c"]), labels=["a", "b"])
+    subset = load_data((arrays, ["a", "b", "c", "a", "b", "c"]), labels=["a", "b"], eval_fraction=0.5)
+    assert subset.labels == ["a", "b"] and subset.report.labels_left_out == {"c": 2}
     bundle = load_data((arrays, ["a", "b"] * 3), labels=["b", "a"])
     assert bundle.labels == ["b", "a"]
     with pytest.raises(DataError, match="at least 2"):
@@ -283,6 +332,65 @@ def test_subsampling_is_balanced_and_seeded():
         load_data((arrays, labels), max_train_samples=2)
     with pytest.raises(ConfigError, match="examples_per_label"):
         load_data((arrays, labels), examples_per_label=0)
+
+
+# -- `labels`: a subset of the data's labels, in the order given -----------------------------------------
+def test_labels_pick_a_subset_of_a_classlabel_dataset_in_their_order():
+    everything = load_data("bundled:fashion_mnist")
+    name_of = {i: everything.labels[c] for split in (everything.train, everything.eval)
+               for i, c in zip(split["id"], split["label"])}
+    bundle = load_data("bundled:fashion_mnist", labels=["Bag", "Trouser"])
+    _check_columns(bundle)
+    assert bundle.labels == ["Bag", "Trouser"]  # the model's id2label, in the given order
+    for split in (bundle.train, bundle.eval):  # every image keeps its own label, under its new class id
+        assert all(name_of[i] == bundle.labels[c] for i, c in zip(split["id"], split["label"]))
+    report = bundle.report
+    assert report.per_label == {"train": {"Bag": 300, "Trouser": 300}, "eval": {"Bag": 200, "Trouser": 200}}
+    others = [n for n in FASHION_NAMES if n not in ("Bag", "Trouser")]
+    assert report.labels_left_out == {n: 500 for n in others}  # per left-out label, in the data's order
+    assert (report.entries_found, report.not_selected, report.skipped) == (5000, 4000, [])
+    assert report.accounted and report.to_dict()["labels_left_out"]["Coat"] == 500
+    assert report.summary().splitlines()[2:] == [
+        "  entries found: 5000 = 600 train + 400 eval + 4000 not selected + 0 skipped",
+        "  note: Fashion-MNIST subset (Zalando, MIT license): first 300 per class of the train file, first 200 per "
+        "class of the t10k file",
+        "  note: labels=['Bag', 'Trouser'] uses 2 of the data's labels: 4000 image(s) of the 8 other label(s) left "
+        "out (counted as not selected): 'T-shirt/top' 500, 'Pullover' 500, 'Dress' 500, 'Coat' 500, 'Sandal' 500, "
+        "'Shirt' 500, 'Sneaker' 500, 'Ankle boot' 500",
+    ]
+
+
+def test_labels_pick_a_subset_of_folder_labels_and_integer_ids(tmp_path):
+    root = _folder(tmp_path / "pets", {"bird": 4, "cat": 6, "dog": 6})
+    bundle = load_data(str(root), labels=["dog", "cat"], eval_fraction=0.5, examples_per_label=2)
+    _check_columns(bundle)
+    assert bundle.labels == ["dog", "cat"] and bundle.report.labels_left_out == {"bird": 4}
+    assert all(Path(i).parent.name == bundle.labels[c] for i, c in zip(bundle.train["id"], bundle.train["label"]))
+    assert bundle.report.per_label == {"train": {"dog": 2, "cat": 2}, "eval": {"dog": 3, "cat": 3}}
+    assert bundle.report.not_selected == 4 + 2  # bird left out + the rows examples_per_label did not draw
+    table = tmp_path / "data.csv"
+    table.write_text("image,label\n" + "".join(f"{p},{i % 3}\n" for i, p in enumerate(sorted(root.rglob("*.png")))))
+    ids = load_data(str(table), labels=["2", "0"], eval_fraction=0.4)
+    assert ids.labels == ["2", "0"] and ids.report.labels_left_out == {"1": 5} and ids.report.accounted
+    with pytest.raises(DataError) as err:
+        load_data(str(table), labels=["zero", "one"])
+    assert str(err.value) == (f"labels: got ['zero', 'one'] (2 names), but the labels of {table} are the integer ids "
+                              "['0', '1', '2'] (3); give the ids to use, in the order you want, or one name per id, "
+                              "in id order")
+
+
+def test_a_requested_label_the_data_does_not_have_is_named_with_the_closest_one(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_data("bundled:fashion_mnist", labels=["Bagg", "Trouser"])
+    assert str(err.value) == (
+        "labels: 'Bagg' (did you mean 'Bag'?) is not a label of bundled:fashion_mnist; its labels are ['T-shirt/top', "
+        "'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']; give names "
+        "from that list, in the order you want")
+    root = _folder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    with pytest.raises(DataError, match=r"^labels: 'cats' \(did you mean 'cat'\?\), 'horse' are not labels of "):
+        load_data(str(root), labels=["cats", "horse", "dog"])
+    with pytest.raises(ConfigError, match="duplicate names"):
+        load_data(str(root), labels=["cat", "cat"])
 
 
 # -- Hugging Face datasets -----------------------------------------------------------------------------
@@ -344,8 +452,9 @@ def test_hub_dataset_id(hub, tmp_path):
 
 
 def test_unknown_sources_are_clear_errors(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError) as err:
         load_data(str(tmp_path / "nope" / "data.csv"))
+    assert str(err.value) == f"dataset: no such local file: '{tmp_path}/nope/data.csv' (nothing of that name in {tmp_path}); check the path"
     with pytest.raises(DataError, match="bundled"):
         load_data("bundled:imagenet")
     with pytest.raises(DataError, match="source"):

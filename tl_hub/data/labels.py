@@ -1,8 +1,9 @@
 """Label names and codes, stratified splits and class-balanced subsets (pure numpy, seeded).
 
 Rules: label order is stable (the source's ClassLabel order, else sorted names, else ``"0".."K-1"``
-for integer labels, which keep their meaning); a split stratifies every label with two or more
-examples and keeps single-example labels in train; subsets never drop a label.
+for integer labels, which keep their meaning); ``labels`` picks a subset of the data's labels and their
+order (the rows of the other labels are left out and counted); a split stratifies every label with two
+or more examples and keeps single-example labels in train; subsets never drop a label.
 
 Example:
     >>> import numpy as np
@@ -16,14 +17,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tl_hub.config_parsing import closest
 from tl_hub.errors import ConfigError, DataError
 from tl_hub.data.sources import Pool
 
-__all__ = ["is_missing", "resolve_labels", "stratified_split", "per_label_subset", "capped_subset"]
+__all__ = [
+    "LEFT_OUT", "LabelCodes", "is_missing", "resolve_labels", "stratified_split", "per_label_subset", "capped_subset",
+]
 
 
 def is_missing(value: Any) -> bool:
@@ -38,27 +43,87 @@ def is_missing(value: Any) -> bool:
     )
 
 
-def resolve_labels(
-    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = ()
-) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Label names (stable order) and each pool's integer codes (-1 = unlabelled).
+#: the code of a row whose label the caller left out (`labels` names a subset)
+LEFT_OUT = -2
 
-    ``labels`` (user names, class-id order) wins; else the pools' ClassLabel names; else ``"0".."max"``
-    for integer labels (they keep their meaning); else the sorted names found plus ``declared`` ones
-    (class folders, so an empty folder is an empty label, not a silently missing one).
+
+@dataclass
+class LabelCodes:
+    """What `resolve_labels` decided: the label names (class-id order), each pool's codes (-1 = no label,
+    `LEFT_OUT` = a label not in `labels`) and how many rows of each left-out label there were."""
+
+    names: list[str]
+    codes: dict[str, np.ndarray]
+    left_out: dict[str, int]
+
+
+def resolve_labels(
+    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = (), where: str = "the data"
+) -> LabelCodes:
+    """Label names (stable order) and each pool's integer codes.
+
+    Without ``labels``: the pools' ClassLabel names; else ``"0".."max"`` for integer labels (they keep
+    their meaning); else the sorted names found plus ``declared`` ones (class folders, so an empty folder
+    is an empty label, not a silently missing one). With ``labels``: only these labels, in this order --
+    names of the data's labels (for integer labels their ids, ``"3"``), and the rows of every other label
+    are left out (code `LEFT_OUT`, counted in ``left_out``). Integer labels can instead be *named*: one
+    name per id, in id order, none of them an id. A name the data does not have is an error naming the
+    closest label of the data.
 
     Example:
         >>> from datasets import Dataset
-        >>> pool = Pool("train", Dataset.from_dict({"id": ["a", "b"]}), ["dog", "cat"])
-        >>> names, codes = resolve_labels({"train": pool}, None)
-        >>> names, codes["train"].tolist()
-        (['cat', 'dog'], [1, 0])
+        >>> pool = Pool("train", Dataset.from_dict({"id": ["a", "b", "c"]}), ["dog", "cat", "eel"])
+        >>> resolve_labels({"train": pool}, None).names
+        ['cat', 'dog', 'eel']
+        >>> chosen = resolve_labels({"train": pool}, ["eel", "dog"])
+        >>> chosen.names, chosen.codes["train"].tolist(), chosen.left_out
+        (['eel', 'dog'], [1, -2, 0], {'cat': 1})
     """
-    if labels is not None:
-        labels = [str(x) for x in labels]
-        if len(set(labels)) != len(labels):
-            dupes = sorted(k for k, v in Counter(labels).items() if v > 1)
-            raise ConfigError(f"labels: got duplicate names {dupes}; give each label once")
+    requested = _requested(labels)
+    kind, source_names, values = _label_kind(pools)
+    available = _available(kind, source_names, values, declared)
+    names, named_ints = available, False
+    if requested is not None:
+        names, named_ints = _choose(requested, available, kind, where)
+    index = {name: i for i, name in enumerate(names)}
+    codes: dict[str, np.ndarray] = {}
+    left_out: Counter[str] = Counter()
+    for split, pool in pools.items():
+        out = np.full(len(pool.targets), -1, dtype=np.int64)
+        for row, value in enumerate(pool.targets):
+            if is_missing(value):
+                continue
+            if named_ints:
+                out[row] = int(value)
+                continue
+            name = _name_of(value, kind, pool)
+            code = index.get(name)
+            if code is None:
+                left_out[name] += 1
+                out[row] = LEFT_OUT
+            else:
+                out[row] = code
+        codes[split] = out
+    if len(names) < 2:
+        raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
+    order = {name: i for i, name in enumerate(available)}
+    return LabelCodes(names, codes, dict(sorted(left_out.items(), key=lambda kv: order.get(kv[0], len(order)))))
+
+
+def _requested(labels: Sequence[str] | None) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)):
+        raise ConfigError(f"labels: got {labels!r}; give a list of label names, e.g. ['cat', 'dog']")
+    requested = [str(x).strip() for x in labels]
+    if len(set(requested)) != len(requested):
+        dupes = sorted(k for k, v in Counter(requested).items() if v > 1)
+        raise ConfigError(f"labels: got duplicate names {dupes}; give each label once")
+    return requested
+
+
+def _label_kind(pools: dict[str, Pool]) -> tuple[str, list[str] | None, list[Any]]:
+    """("classlabel" | "int" | "str", the ClassLabel names, the labelled raw values)."""
     pool_names = {p.label_names is not None for p in pools.values()}
     known = next((p.label_names for p in pools.values() if p.label_names is not None), None)
     values = [v for p in pools.values() for v in p.targets if not is_missing(v)]
@@ -69,55 +134,53 @@ def resolve_labels(
             "class name or integer id per image (multi-label and regression targets are not supported)"
         )
     kinds = {"int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else "str" for v in values}
-    if known is not None and True in pool_names and len(pool_names) == 1:
-        source_names = list(known)
-        kind = "classlabel"
-    elif kinds == {"int"}:
-        kind = "int"
-        source_names = None
-    else:
-        kind = "str"
-        source_names = None
-    if labels is None:
-        if kind == "classlabel":
-            names = source_names
-        elif kind == "int":
-            top = max(int(v) for v in values) if values else -1
-            names = [str(i) for i in range(top + 1)]
-        else:
-            names = sorted({str(v) for v in values} | set(declared))
-    else:
-        names = list(labels)
-    index = {name: i for i, name in enumerate(names)}
-    codes: dict[str, np.ndarray] = {}
-    unknown: Counter[str] = Counter()
-    for split, pool in pools.items():
-        out = np.full(len(pool.targets), -1, dtype=np.int64)
-        for row, value in enumerate(pool.targets):
-            if is_missing(value):
-                continue
-            if kind == "classlabel":
-                name = pool.label_names[int(value)]
-                code = index.get(name)
-            elif kind == "int":
-                code = int(value) if 0 <= int(value) < len(names) else None
-                name = str(value)
-            else:
-                name = str(value).strip()
-                code = index.get(name)
-            if code is None:
-                unknown[name] += 1
-            else:
-                out[row] = code
-        codes[split] = out
-    if unknown:
+    if known is not None and pool_names == {True}:
+        return "classlabel", list(known), values
+    return ("int" if kinds == {"int"} else "str"), None, values
+
+
+def _available(kind: str, source_names: list[str] | None, values: list[Any], declared: Sequence[str]) -> list[str]:
+    """The data's own label names, in the data's order."""
+    if kind == "classlabel":
+        return list(source_names or [])
+    if kind == "int":
+        top = max(int(v) for v in values) if values else -1
+        return [str(i) for i in range(top + 1)]
+    return sorted({str(v).strip() for v in values} | set(declared))
+
+
+def _name_of(value: Any, kind: str, pool: Pool) -> str:
+    if kind == "classlabel":
+        return pool.label_names[int(value)]
+    if kind == "int":
+        return str(int(value))
+    return str(value).strip()
+
+
+def _choose(requested: list[str], available: list[str], kind: str, where: str) -> tuple[list[str], bool]:
+    """(the label names, True when they *name* integer ids in id order instead of selecting them)."""
+    if kind == "int" and not any(name in available for name in requested):
+        if len(requested) == len(available):
+            return requested, True
         raise DataError(
-            f"labels: the data has labels {sorted(unknown)} that are not in labels={names}; add them to labels=, "
-            "or leave labels=None to use the names found in the data"
+            f"labels: got {requested} ({len(requested)} names), but the labels of {where} are the integer ids "
+            f"{_listing(available)} ({len(available)}); give the ids to use, in the order you want, or one name "
+            "per id, in id order"
         )
-    if len(names) < 2:
-        raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
-    return names, codes
+    missing = [name for name in requested if name not in available]
+    if missing:
+        which = ", ".join(f"{name!r}{closest(name, available)}" for name in missing)
+        verb = "is not a label" if len(missing) == 1 else "are not labels"
+        raise DataError(
+            f"labels: {which} {verb} of {where}; its labels are {_listing(available)}; give names from that list, "
+            "in the order you want"
+        )
+    return requested, False
+
+
+def _listing(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}]" if len(names) <= limit else f"[{shown}, ...] ({len(names)} in all)"
 
 
 def stratified_split(

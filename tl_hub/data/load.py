@@ -2,7 +2,8 @@
 
 Sources: a Hub dataset id (``config``, ``split``, ``revision``), an image folder (one subfolder per
 class, optionally under ``train/``, ``validation/``, ``test/``), a CSV/JSONL file (image path and
-label columns; paths relative to the file), a ``save_to_disk`` folder or parquet file, a
+label columns; paths relative to the file; an optional ``split`` column puts each row in the split its
+value names, as split folders do), a ``save_to_disk`` folder or parquet file, a
 `datasets.Dataset`/`DatasetDict`, in-memory data (``(images, labels)`` or ``{"image": [...],
 "label": [...]}`` with PIL images, numpy/torch arrays, paths or bytes), and the bundled offline sets
 ``bundled:fashion_mnist`` and ``bundled:digits``.
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows
-from tl_hub.data.labels import capped_subset, is_missing, per_label_subset, resolve_labels, stratified_split
+from tl_hub.data.labels import (LabelCodes, capped_subset, is_missing, per_label_subset, resolve_labels,
+                                stratified_split)
 from tl_hub.data.options import check_data_options
 from tl_hub.data.report import DataReport
 from tl_hub.data.sources import EVAL_SPLIT_ORDER, Pool, SourceResult, read_source
@@ -113,8 +115,19 @@ def load_data(
     Args:
         source: Hub id, folder, CSV/JSONL/parquet file, saved dataset folder, ``bundled:fashion_mnist``,
             ``bundled:digits``, a `datasets.Dataset`/`DatasetDict`, ``(images, labels)`` or a dict of lists.
-        labels: label names in class-id order. Default: the ClassLabel names, else the sorted names
-            found, else ``"0".."K-1"`` for integer labels (integers keep their meaning).
+            A name is classified before any network call (`tl_hub.locations`): a path that does not exist
+            is an error naming the closest existing name; a Hub id fails at once when the Hub is off
+            (``HF_HUB_OFFLINE``) or out of reach and the dataset is not cached.
+            A CSV/JSONL ``split`` column puts each row in the split its value names -- ``train``/``training``,
+            ``validation``/``valid``/``val``/``dev``/``eval``/``evaluation``, ``test``/``testing`` (any case)
+            -- so ``split``/``eval_split`` and the report work as for split folders; an empty or other value
+            is an error naming the rows.
+        labels: use only these labels, in this order (their class ids): names of the data's labels (for
+            integer labels their ids, e.g. ``["3", "7"]``); the images of every other label are left out and
+            counted in the report (``labels_left_out``, as not selected). A name the data does not have is an
+            error naming the closest label of the data. Integer labels can instead be *named*: one name per
+            id, in id order. Default: all labels -- the ClassLabel names, else the sorted names found, else
+            ``"0".."K-1"`` for integer labels (integers keep their meaning).
         image_column, label_column: column names (detected when None).
         config, revision: Hub dataset config and revision.
         split: the training split (default ``"train"``, or the only split).
@@ -157,9 +170,11 @@ def _load(source: Any, request: _Request) -> DataBundle:
     split = _train_split(result, request.split)
     eval_name = _eval_split(result.pools, split, request.eval_split, result.description)
     used = {split: result.pools[split]} | ({eval_name: result.pools[eval_name]} if eval_name else {})
-    names, codes = resolve_labels(used, request.labels, result.declared_labels)
+    chosen = resolve_labels(used, request.labels, result.declared_labels, where=result.description)
+    names = chosen.names
     report = _new_report(result, request, names, split, used)
-    rows = _split_rows(report, request, used, codes, split, eval_name, names)
+    _note_left_out(report, chosen)
+    rows = _split_rows(report, request, used, chosen.codes, split, eval_name, names)
     _subsample(report, request, rows, names)
     _check_images(report, request, rows, result)
     _check_labels_covered(report, rows, names, split, result.description)
@@ -221,11 +236,25 @@ def _new_report(result: SourceResult, request: _Request, names: list[str], split
     return report
 
 
+def _note_left_out(report: DataReport, chosen: LabelCodes) -> None:
+    """The rows of labels not in `labels` are not selected; say how many of each label, in a note."""
+    report.labels_left_out = dict(chosen.left_out)
+    if not chosen.left_out:
+        return
+    total = sum(chosen.left_out.values())
+    shown = ", ".join(f"{name!r} {n}" for name, n in list(chosen.left_out.items())[:10])
+    more = f", and {len(chosen.left_out) - 10} more label(s)" if len(chosen.left_out) > 10 else ""
+    report.notes.append(
+        f"labels={chosen.names} uses {len(chosen.names)} of the data's labels: {total} image(s) of the "
+        f"{len(chosen.left_out)} other label(s) left out (counted as not selected): {shown}{more}"
+    )
+
+
 def _split_rows(report: DataReport, request: _Request, used: dict[str, Pool], codes: dict[str, np.ndarray],
                 split: str, eval_name: str | None, names: list[str]) -> _Rows:
     """Unlabelled rows go to the report; the eval rows are the eval split's, else a stratified split."""
     for pool_name, pool_codes in codes.items():
-        unlabelled = np.flatnonzero(pool_codes < 0)
+        unlabelled = np.flatnonzero(pool_codes == -1)  # LEFT_OUT rows are counted, not listed
         if len(unlabelled):
             ids = used[pool_name].dataset.select_columns(["id"]).select(unlabelled.tolist())["id"]
             report.skipped.extend({"id": str(i), "reason": "no label", "kind": "no_label"} for i in ids)
@@ -265,7 +294,7 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
     )
     bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval)
     rows.eval = np.array([r for r in rows.eval if int(r) not in bad_eval], dtype=np.int64)
-    report.not_selected = len(rows.available) - len(rows.train) - len(bad_train)
+    report.not_selected = len(rows.available) - len(rows.train) - len(bad_train) + sum(report.labels_left_out.values())
     checked = 0 if rows.train_pool.checked else len(rows.train) + len(bad_train)
     checked += 0 if rows.eval_pool.checked else len(rows.eval) + len(bad_eval)
     missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")

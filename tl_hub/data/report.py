@@ -12,7 +12,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DataReport"]
+__all__ = ["DataReport", "SUMMARY_SKIPPED"]
+
+#: how many skipped files `DataReport.summary` names (bad images first); the rest are counted
+SUMMARY_SKIPPED = 10
+#: where the others are listed (the model card's table shows the first 20: tl_hub/card.py `_skipped`)
+SKIPPED_ELSEWHERE = "all listed in run_info.json; the model card lists the first 20"
+_KIND_ORDER = {"bad_image": 0, "no_label": 1, "ignored": 2}
 
 
 @dataclass
@@ -43,7 +49,8 @@ class DataReport:
     entries_found: int = 0
     used_train: int = 0
     used_eval: int = 0
-    not_selected: int = 0
+    not_selected: int = 0  # subsampling, and the images of labels left out by `labels`
+    labels_left_out: dict[str, int] = field(default_factory=dict)  # label not in `labels` -> images left out
     skipped: list[dict[str, str]] = field(default_factory=list)
     images_checked: int = 0
     bad_images: int = 0
@@ -70,7 +77,8 @@ class DataReport:
         return out
 
     def summary(self) -> str:
-        """A few human-readable lines (printed by the CLI and put in the model card).
+        """A few human-readable lines (printed by the CLI): sizes, where every entry went, the skipped files
+        by name (the first `SUMMARY_SKIPPED`, bad images first, with their reasons) and the notes.
 
         Example:
             >>> print(DataReport(source="x", source_type="csv", labels=["a"]).summary().splitlines()[0])
@@ -85,12 +93,28 @@ class DataReport:
             f"  entries found: {self.entries_found} = {self.used_train} train + {self.used_eval} eval + "
             f"{self.not_selected} not selected + {len(self.skipped)} skipped"
         )
+        if self.unused_splits:
+            lines.append("  splits not used: " + ", ".join(f"{k} ({n})" for k, n in self.unused_splits.items()))
         if self.images_checked:
             lines.append(f"  images decoded to check: {self.images_checked}, bad: {self.bad_images}")
-        reasons = Counter(item["reason"].split(" (")[0] for item in self.skipped)
-        for reason, count in reasons.most_common(8):
-            lines.append(f"  skipped {count}: {reason}")
+        lines.extend(self._skipped_lines())
         if self.singleton_labels:
             lines.append(f"  labels with a single example (kept in train only): {self.singleton_labels}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+    def _skipped_lines(self) -> list[str]:
+        if not self.skipped:
+            return []
+        reasons = Counter(item["reason"].split(" (")[0] for item in self.skipped)
+        lines = [f"  skipped {len(self.skipped)}: " + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(8))
+                 + (", ..." if len(reasons) > 8 else "")]
+        first = sorted(self.skipped, key=lambda item: (_KIND_ORDER.get(item.get("kind", ""), len(_KIND_ORDER)),
+                                                        str(item["id"])))
+        prefix = self.source.rstrip("/\\") + "/"
+        for item in first[:SUMMARY_SKIPPED]:
+            ident = str(item["id"])
+            lines.append(f"    {ident[len(prefix):] if ident.startswith(prefix) else ident}: {item['reason']}")
+        if len(self.skipped) > SUMMARY_SKIPPED:
+            lines.append(f"    ... and {len(self.skipped) - SUMMARY_SKIPPED} more ({SKIPPED_ELSEWHERE})")
+        return lines

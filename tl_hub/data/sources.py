@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from tl_hub.config_parsing import closest
 from tl_hub.errors import DataError
+from tl_hub.locations import local_hint, locate
 from tl_hub.data.images import BadImageError, array_to_pil, encode_png, image_extensions, is_hidden, to_rgb
 
 SPLIT_ALIASES = {
@@ -44,6 +47,8 @@ EVAL_SPLIT_ORDER = ("validation", "valid", "val", "dev", "eval", "evaluation", "
 IMAGE_COLUMN_NAMES = (
     "image", "img", "images", "image_path", "path", "file", "filename", "file_name", "filepath", "file_path",
 )
+#: a CSV/JSONL column of this name (any case) puts each row in the split its value names (`SPLIT_ALIASES`)
+SPLIT_COLUMN = "split"
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "class_name", "y", "fine_label")
 
 
@@ -102,8 +107,10 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
     """Read any supported source with the reader its kind calls for.
 
     Kinds, checked in this order: a `datasets.DatasetDict`/`Dataset`, ``(images, labels)``, a dict of
-    columns, ``bundled:<name>``, an existing folder (saved dataset or image folder) or file (CSV, TSV,
-    JSONL, JSON, parquet), something path-shaped that does not exist (an error), else a Hub dataset id.
+    columns, then a name classified by `tl_hub.locations.locate` before any network call: ``bundled:<name>``,
+    an existing folder (saved dataset or image folder) or file (CSV, TSV, JSONL, JSON, parquet), something
+    path-shaped that does not exist (an error naming the closest existing name), else a Hub dataset id
+    (an error at once when the Hub is off or out of reach and the dataset is not cached).
 
     Example:
         >>> import numpy as np
@@ -130,17 +137,12 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
             f"source: got {type(source).__name__}; give a Hub dataset id, a folder, a CSV/JSONL file, "
             "bundled:fashion_mnist, a datasets.Dataset, (images, labels) or {'image': [...], 'label': [...]}"
         )
-    text = os.fspath(source)
-    if text.startswith("bundled:"):
-        return read_bundled(text)
-    path = Path(text).expanduser()
-    if path.exists():
-        return _read_local(path, text, image_column, label_column)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or Path(text).suffix.lower() in (
-        *_TABLE_SUFFIXES, ".parquet", ".zip"
-    ):
-        raise DataError(f"source {text!r}: no such file or folder (and it is not a Hub dataset id like 'org/name')")
-    return read_hub(text, config, revision, image_column, label_column)
+    location = locate(source, "dataset", revision=revision)
+    if location.kind == "bundled":
+        return read_bundled(location.source)
+    if location.kind == "local":
+        return _read_local(location.path, location.source, image_column, label_column)
+    return read_hub(location.source, config, revision, image_column, label_column)
 
 
 def _read_local(path: Path, text: str, image_column: str | None, label_column: str | None) -> SourceResult:
@@ -285,7 +287,9 @@ def _int_like(values: list[Any]) -> bool:
 def read_table(path: Path, image_column: str | None, label_column: str | None) -> SourceResult:
     """A CSV or JSONL file with one row per image: an image path column and a label column.
 
-    Relative paths are resolved against the file's folder. Integer-looking labels are integers.
+    Relative paths are resolved against the file's folder. Integer-looking labels are integers. A
+    ``split`` column puts each row in the split its value names (train/training, validation/valid/val/
+    dev/eval/evaluation, test/testing); an empty or other value is an error naming the rows.
 
     Example:
         >>> read_table(Path("labels.csv"), None, None).label_column  # doctest: +SKIP
@@ -313,11 +317,15 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
     label_col = _pick_column(columns, label_column, LABEL_COLUMN_NAMES, "label", str(path))
     base = path.parent
     skipped: list[dict[str, str]] = []
-    paths, targets = [], []
+    found: dict[str, tuple[list[str], list[Any]]] = {}
     raw_labels = [row.get(label_col) for row in rows]
     is_csv = path.suffix.lower() in (".csv", ".tsv")
     as_int = is_csv and _int_like(raw_labels)
-    for number, row in enumerate(rows, start=2 if is_csv else 1):
+    first = 2 if is_csv else 1
+    split_col = next((c for c in columns if c.strip().lower() == SPLIT_COLUMN and c not in (image_col, label_col)),
+                     None)
+    splits = _row_splits(rows, split_col, path, first) if split_col else ["train"] * len(rows)
+    for number, row, split in zip(range(first, first + len(rows)), rows, splits):
         where = f"{path}:{number}"
         value = row.get(image_col)
         label = row.get(label_col)
@@ -334,10 +342,39 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
             reason = f"file not found (row {number} of {path.name})"
             skipped.append({"id": str(image_path), "reason": reason, "kind": "bad_image"})
             continue
+        paths, targets = found.setdefault(split, ([], []))
         paths.append(str(image_path))
         targets.append(int(str(label).strip()) if as_int else (label.strip() if isinstance(label, str) else label))
     kind = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else path.suffix.lower().lstrip(".")
-    return SourceResult(kind, str(path), {"train": _file_pool("train", paths, targets)}, skipped, image_col, label_col)
+    pools = {name: _file_pool(name, *found[name]) for name in sorted(found)} or {"train": _file_pool("train", [], [])}
+    notes = []
+    if split_col:
+        counts = Counter(splits)
+        order = [name for name in dict.fromkeys(SPLIT_ALIASES.values()) if name in counts]
+        notes.append(f"split column {split_col!r}: rows " + ", ".join(f"{name} {counts[name]}" for name in order))
+    return SourceResult(kind, str(path), pools, skipped, image_col, label_col, notes=notes)
+
+
+def _row_splits(rows: list[dict[str, Any]], column: str, path: Path, first: int) -> list[str]:
+    """The split of every row, from its `column` cell (any name of `SPLIT_ALIASES`); an empty or unknown
+    value is an error naming the rows and the values allowed."""
+    splits, bad = [], []
+    for number, row in zip(range(first, first + len(rows)), rows):
+        value = row.get(column)
+        text = "" if value is None else str(value).strip()
+        split = SPLIT_ALIASES.get(text.lower())
+        if split is None:
+            bad.append(f"row {number} has {text!r}{closest(text, SPLIT_ALIASES)}" if text else f"row {number} is empty")
+        splits.append(split)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", and {len(bad) - 5} more rows" if len(bad) > 5 else "")
+        allowed = "; ".join("/".join(k for k, v in SPLIT_ALIASES.items() if v == split)
+                            for split in dict.fromkeys(SPLIT_ALIASES.values()))
+        raise DataError(
+            f"{path}: the {column!r} column must name a split in every row: {shown}; allowed values: {allowed}. "
+            f"Fix those rows, or remove the {column!r} column to hold out a random eval_fraction of the rows"
+        )
+    return splits
 
 
 # -- in-memory --------------------------------------------------------------------------------------
@@ -479,6 +516,7 @@ def read_hub(source: str, config: str | None, revision: str | None, image_column
             f"dataset {source!r} (config={config!r}, revision={revision!r}): cannot load it from the Hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); check the id, config "
             "and revision, your login (`hf auth login`) for private datasets, or give a local folder/CSV path"
+            + local_hint(source)
         ) from exc
     if not isinstance(loaded, Mapping):
         loaded = {"train": loaded}
