@@ -2,7 +2,8 @@
 
 `finetune` is the steps below, called one after the other; each is a function of its own:
 
-1. `resolve_config`      the recipe: a RecipeConfig, a YAML path or a dict, with keyword overrides
+1. `resolve_config`      the recipe: a RecipeConfig, a YAML path or a dict, with keyword overrides;
+   `locate_sources`      a mistyped model or dataset (or an unreachable Hub) fails here, in one line
 2. `make_accelerator`    (tl_hub.hardware) CPU, one GPU or many processes, the precision
 3. `prepare_output_dir`  (tl_hub.run_folder) whose run the folder holds: resume it, start over, reuse or
                          refuse it; write the recipe; the checkpoint to resume from
@@ -52,6 +53,7 @@ from tl_hub.reporting import main_process_reporter, use_console
 from tl_hub.run_folder import prepare_output_dir, stops_explained
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
+           "locate_sources",
            "metrics_document", "push_output_folder", "resolve_config", "run_facts", "train_model",
            "write_output_folder"]
 
@@ -129,6 +131,7 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
     use_console()
     started = time.perf_counter()
     config = resolve_config(config, overrides)
+    locate_sources(config)
     output_dir = Path(config.output_dir).expanduser()
     accelerator = make_accelerator(config.mixed_precision, log_with=config.log_with, project_dir=output_dir)
     if accelerator.device.type == "cpu":
@@ -184,6 +187,22 @@ def resolve_config(config: Any, overrides: dict[str, Any]) -> RecipeConfig:
     else:
         raise ConfigError(f"config: got {type(config).__name__}; pass a RecipeConfig, a YAML path, a dict or None")
     return cfg.replace(**overrides) if overrides else cfg
+
+
+def locate_sources(config: RecipeConfig) -> None:
+    """Fail at once on a mistyped model or dataset, or a Hub one while the Hub is out of reach: before the
+    output folder is touched or anything is loaded (`tl_hub.locations.locate`, one line naming the fix).
+
+    Example:
+        >>> locate_sources(RecipeConfig(dataset="my_imagse/"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        tl_hub.errors.DataError: dataset: no such local folder: 'my_imagse/' ...
+    """
+    from tl_hub.locations import locate
+
+    locate(config.model, "model", revision=config.revision)
+    locate(config.dataset, "dataset", revision=config.dataset_revision)
 
 
 # ----------------------------------------------------------------------------------------------

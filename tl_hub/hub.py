@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import time
@@ -183,11 +184,6 @@ def _transient_wait(err: BaseException) -> float | None:
     """None if `err` is not worth retrying; else the server's Retry-After (0.0 when it gave none)."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    network_errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    for module in ("httpx2", "httpx"):  # huggingface_hub 2.x uses httpx2, 1.x httpx
-        with contextlib.suppress(ImportError):
-            network_errors += (__import__(module).TransportError,)
-
     if isinstance(err, HfHubHTTPError):
         if _status(err) not in RETRY_STATUSES:
             return None
@@ -196,9 +192,18 @@ def _transient_wait(err: BaseException) -> float | None:
             return max(0.0, float(value))
         except ValueError:
             return 0.0
-    if isinstance(err, network_errors):
+    if isinstance(err, _network_errors()):
         return 0.0
     return None
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of a connection that failed or was cut (the HTTP client's own, which are no OSError)."""
+    errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    for module in ("httpx2", "httpx"):  # huggingface_hub 2.x uses httpx2, 1.x httpx
+        with contextlib.suppress(ImportError):
+            errors += (importlib.import_module(module).TransportError,)
+    return errors
 
 
 def _describe(err: BaseException) -> str:
@@ -445,18 +450,22 @@ def tl_hub_parent(source: str, revision: str | None = None) -> str | None:
         >>> tl_hub_parent("bundled:efficientnet_lite0") is None
         True
     """
+    from tl_hub.locations import locate
+
     if not isinstance(source, str) or source.startswith("bundled:"):
         return None
     local = Path(source).expanduser()
     if local.is_dir():
         return source if (local / RUN_INFO_FILE).is_file() else None
-    from huggingface_hub import file_exists
+    from huggingface_hub import file_exists, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import HFValidationError
 
     try:
+        if locate(source, "model", revision=revision).local_only:  # loaded from the cache: stay off the network
+            return source if isinstance(try_to_load_from_cache(source, RUN_INFO_FILE, revision=revision), str) else None
         return source if file_exists(source, RUN_INFO_FILE, revision=revision) else None
-    except (HfHubHTTPError, HFValidationError, OSError):
+    except (TlHubError, HfHubHTTPError, HFValidationError, OSError, *_network_errors()):
         return None  # not reachable / not a repo: the backbone loader reports that itself
 
 
