@@ -295,8 +295,9 @@ def test_policy_knob_rules_are_the_policy_modules():
     with pytest.raises(ConfigError) as from_policy:
         FreezePolicy("lp-ft", train_fraction=0.5)
     assert str(from_recipe.value) == str(from_policy.value)
-    with pytest.raises(ConfigError, match="feature_cache: 'on' with policy 'lp-ft'"):
-        cfg(policy="lp-ft", feature_cache="on")
+    with pytest.raises(ConfigError, match="feature_cache: 'on' with policy 'scratch'"):
+        cfg(policy="scratch", feature_cache="on")
+    assert cfg(policy="lp-ft", feature_cache="on").feature_cache == "on"  # its head phase trains on features
     assert cfg(policy="auto", feature_cache="on").feature_cache == "on"  # decided once auto has picked
 
 

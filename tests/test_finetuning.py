@@ -83,6 +83,8 @@ def test_feature_path_trains_the_same_head_as_the_plain_path(tmp_path, vit, imag
 def test_lp_ft_runs_both_phases_and_continuing_records_the_parent(tmp_path, vit, image_folder):
     first = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "lpft", policy="lp-ft", epochs=2))
     assert [r["phase"] for r in first.history] == ["head", "full"]
+    metrics = json.loads((Path(first.output_dir) / "metrics.json").read_text())
+    assert first.feature_cache_used and metrics["feature_extraction"]["images"] == 30  # the head phase on features
     second = tl_hub.finetune(_cfg(first.output_dir, image_folder, tmp_path / "child", policy="head", epochs=1))
     info = json.loads((Path(second.output_dir) / "run_info.json").read_text())
     assert info["parent_model"] == first.output_dir

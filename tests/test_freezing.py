@@ -163,9 +163,10 @@ def test_param_groups_layer_decay_and_no_weight_decay_on_norms_and_biases(tiny):
     seen = [id(p) for g in groups for p in g["params"]]
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert sorted(seen) == sorted(id(p) for p in trainable)  # each trainable param once, no frozen ones
-    assert [g["depth"] for g in groups] == sorted(g["depth"] for g in groups)
+    assert [g["depths"][0] for g in groups] == sorted(g["depths"][0] for g in groups)
     for g in groups:
-        assert g["lr"] == pytest.approx(1e-3 * 0.5 ** (top - g["depth"]))
+        assert g["lr"] == pytest.approx(1e-3 * 0.5 ** (top - g["depths"][0]))
+        assert {depths[name] for name in g["param_names"]} == set(g["depths"])
         for name, p in zip(g["param_names"], g["params"]):
             if p.ndim <= 1 or name.endswith(("cls_token", "pos_embed")):
                 assert g["weight_decay"] == 0.0, name
@@ -173,7 +174,17 @@ def test_param_groups_layer_decay_and_no_weight_decay_on_norms_and_biases(tiny):
                 assert g["weight_decay"] == 0.05, name
     lrs = [g["lr"] for g in groups]
     assert lrs == sorted(lrs) and lrs[-1] == pytest.approx(1e-3)
+    assert len({(g["lr"], g["weight_decay"]) for g in groups}) == len(groups)  # one group per (lr, decay)
     torch.optim.AdamW(groups)  # a real optimizer accepts them
+
+
+def test_without_layer_decay_two_groups_hold_every_trainable_parameter(tiny):
+    model = load_backbone(str(tiny("timm_vit")), LABELS)
+    apply_policy(model, FreezePolicy("full"))
+    groups = param_groups(model, 1e-4, layer_decay=1.0, weight_decay=0.05)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and {g["lr"] for g in groups} == {1e-4}
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert len(param_groups(model, 1e-4, layer_decay=1.0, weight_decay=0.0)) == 1
 
 
 def test_param_groups_rejects_bad_values_and_nothing_to_train(tiny):

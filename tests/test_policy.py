@@ -124,7 +124,9 @@ def test_feature_cache_rule():
     assert uses_feature_cache("head", "auto") and uses_feature_cache("head", "on")
     assert not uses_feature_cache("head", "off") and not uses_feature_cache("partial", "auto")
     assert not uses_feature_cache("auto", "on")  # decided again once auto has picked a policy
-    for policy in ("partial", "full", "scratch", "lp-ft"):
+    assert uses_feature_cache("lp-ft", "auto") and uses_feature_cache("lp-ft", "on")  # its head phase
+    assert not uses_feature_cache("lp-ft", "off")
+    for policy in ("partial", "full", "scratch"):
         with pytest.raises(ConfigError, match=f"feature_cache: 'on' with policy '{policy}'"):
             uses_feature_cache(policy, "on")
 

@@ -248,6 +248,14 @@ def test_resume_lp_ft_across_the_phase_change(assets, tmp_path):
               [{"KILL_AT_STEP": 6}, {"KILL_AT_STEP": RNG.choice([7, 9])}])
 
 
+def test_resume_lp_ft_whose_head_phase_trains_on_features(assets, tmp_path):
+    """lp-ft with the feature cache: the head phase trains on features computed once, the full phase on
+    images. Kill 1 in the full phase's first epoch resumes from the phase-change checkpoint; kill 2 later."""
+    run_chain(assets, tmp_path, "lpft-features", {"policy": "lp-ft", "head_epochs_fraction": 0.34,
+                                                  "feature_cache": "auto"},
+              [{"KILL_AT_STEP": 6}, {"KILL_AT_STEP": RNG.choice([7, 9])}])
+
+
 def test_resume_by_running_the_same_command_again(assets, tmp_path):
     """The default `resume_from_checkpoint: auto` (null in JSON): after a SIGKILL mid-epoch the unchanged command
     resumes the unfinished run from its newest checkpoint, bit for bit."""

@@ -145,7 +145,8 @@ class RecipeConfig:
     )
     feature_cache: Literal["auto", "on", "off"] = _f(
         "auto",
-        "Head-only training on features computed once: auto (when only the head trains), on, or off.",
+        "Train the head on features computed once while only the head trains (policy head, lp-ft's head "
+        "phase): auto (= on for those), on, or off (the head trains on augmented images).",
         "policy",
     )
     feature_cache_dir: str | None = _f(

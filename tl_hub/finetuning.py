@@ -279,9 +279,9 @@ def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------------------------
 def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, policy: FreezePolicy, spec: Any, *,
                 resume: Path | None = None, say: Callable[[str], None] = lambda message: None) -> Training:
-    """Train as the policy says: under `head` (unless `feature_cache: off`) the backbone runs once over the
-    data and the head trains on its features; otherwise the images go through the loop, phase by phase.
-    `model` holds the best epoch's weights afterwards.
+    """Train as the policy says. Under `head`, and in lp-ft's head phase (unless `feature_cache: off`), the
+    frozen backbone runs once over the data and the head trains on its features; every other phase trains
+    on the images, phase by phase. `model` holds the best epoch's weights afterwards.
 
     Example:
         >>> training = train_model(config, accelerator, data, model, policy, spec)  # doctest: +SKIP
@@ -305,10 +305,12 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
     started = time.perf_counter()
-    if use_features:
-        outcome, feature_info = _train_on_features(loop, model, spec, plan, channels_last)
+    features = _cached_features(loop, model, spec, plan, channels_last) if use_features else None
+    if features is not None and policy.name == "head":
+        outcome = _train_head_on_features(loop, model, plan, features)
     else:
-        outcome, feature_info = _train_on_images(loop, model, policy, spec, plan), None
+        outcome = _train_on_images(loop, model, policy, spec, plan, features)
+    feature_info = features.info if features is not None else None
     return Training(
         outcome=outcome, final_metrics=outcome.best_metrics or loop.metrics_fn(outcome.best_eval),
         last_phase_summary=_last_phase_summary(model, policy, plan), feature_cache_used=use_features,
@@ -356,8 +358,9 @@ def _last_phase_summary(model: Any, policy: FreezePolicy, plan: list[Any]) -> An
     return apply_policy(model, policy, phase=plan[-1].lp_ft_phase)
 
 
-def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: Any, plan: list[Any]) -> Any:
-    """The images through the loop, one loop phase per planned phase (lp-ft: the head, then everything)."""
+def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: Any, plan: list[Any],
+                     features: _Features | None) -> Any:
+    """The loop, one phase per planned phase, on the images; lp-ft's head phase on `features` when given."""
     from tl_hub import train as loop_module
     from tl_hub.data.dataset import ImageClassificationDataset
     from tl_hub.freezing import apply_policy, param_groups
@@ -365,16 +368,20 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     config = loop.config
 
     def phase(step: Any) -> Any:
-        def groups(m: Any) -> list[dict[str, Any]]:
-            return param_groups(m, step.learning_rate, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
-
         def setup(m: Any) -> Any:
             return apply_policy(m, policy, phase=step.lp_ft_phase)
 
+        if features is not None and step.lp_ft_phase == "head":
+            return features.phase(loop_module, step, loop.config.weight_decay, setup)
+
+        def groups(m: Any) -> list[dict[str, Any]]:
+            return param_groups(m, step.learning_rate, layer_decay=config.layer_decay, weight_decay=config.weight_decay)
+
         return loop_module.Phase(step.name, step.epochs, groups, setup=setup, learning_rate=step.learning_rate)
 
-    train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment)
-    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False)
+    # uint8 items: the loop copies them to the device and crops/flips/normalises there, a batch at a time
+    train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment, uint8_items=True)
+    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True)
     return loop_module.train(
         model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
         phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
@@ -382,20 +389,34 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     )
 
 
-def _train_on_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any],
-                       channels_last: bool) -> tuple[Any, dict[str, Any]]:
-    """The frozen backbone once over train and eval images (features cached on disk when asked), then the
-    head alone through the loop, trained in place inside `model`."""
-    from tl_hub import train as loop_module
+@dataclass
+class _Features:
+    """The frozen backbone's features of the train and eval images, the head they feed, and how they were made."""
+
+    head: Any  # HeadOnFeatures over the model's own head module (trained in place)
+    train: Any  # FeatureDataset
+    eval: Any  # FeatureDataset
+    info: dict[str, Any]
+
+    def phase(self, loop_module: Any, step: Any, weight_decay: float, setup: Any = None) -> Any:
+        """The loop phase that trains the head alone on these features."""
+        from tl_hub.freezing import simple_param_groups
+
+        return loop_module.Phase(step.name, step.epochs, lambda m: simple_param_groups(m, step.learning_rate, weight_decay),
+                                 setup=setup, learning_rate=step.learning_rate, module=self.head,
+                                 train_dataset=self.train, eval_dataset=self.eval, channels_last=False)
+
+
+def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], channels_last: bool) -> _Features:
+    """Run the frozen backbone once over train and eval images (kept on disk when `feature_cache_dir` is set)."""
     from tl_hub.data.dataset import ImageClassificationDataset
     from tl_hub.features import FeatureDataset, HeadOnFeatures, features_for, head_module
-    from tl_hub.freezing import simple_param_groups
 
     config, accelerator = loop.config, loop.accelerator
     if config.augment:
-        loop.say("feature cache: training images are not augmented on this path (features are computed once "
-                 "with the eval transform); set feature_cache: off to train the head on augmented images")
-    # the feature path reads each image exactly once: decode on the fly instead of holding a cache
+        loop.say("feature cache: training images are not augmented while the head trains on features (computed "
+                 "once with the eval transform); set feature_cache: off to train the head on augmented images")
+    # the feature pass reads each image exactly once: decode on the fly instead of holding a cache
     datasets = {"train": ImageClassificationDataset(loop.data.train, spec, train=False, cache=False),
                 "eval": ImageClassificationDataset(loop.data.eval, spec, train=False, cache=False)}
     key = [config.model, config.revision, _fingerprint(loop.data.train), _fingerprint(loop.data.eval), repr(spec),
@@ -408,21 +429,25 @@ def _train_on_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any]
                 for split, ds in datasets.items()}
     seconds = time.perf_counter() - started
     n_images = len(datasets["train"]) + len(datasets["eval"])
-    dim = int(features["train"][0][0].numel())
     loop.say(f"feature cache: {n_images} images through the frozen backbone once in {seconds:.1f} s "
              f"({n_images / max(seconds, 1e-9):.0f} img/s, precision {accelerator.mixed_precision}); the head trains "
-             f"on {features['train'][0].shape[-1]}-d features for {config.epochs} epoch(s)")
+             f"on {features['train'][0].shape[-1]}-d features for {plan[0].epochs} epoch(s)")
+    info = {"images": n_images, "seconds": seconds, "images_per_second": n_images / max(seconds, 1e-9),
+            "dim": int(features["train"][0][0].numel()), "disk_cache": config.feature_cache_dir}
+    return _Features(HeadOnFeatures(head_module(model)), FeatureDataset(*features["train"]),
+                     FeatureDataset(*features["eval"]), info)
+
+
+def _train_head_on_features(loop: _LoopInputs, model: Any, plan: list[Any], features: _Features) -> Any:
+    """Policy `head`: the loop trains the head module alone (checkpoints hold just the head: small and fast)."""
+    from tl_hub import train as loop_module
+
     (step,) = plan
-    phases = [loop_module.Phase(step.name, step.epochs,
-                                lambda m: simple_param_groups(m, step.learning_rate, config.weight_decay))]
-    outcome = loop_module.train(
-        HeadOnFeatures(head_module(model)), FeatureDataset(*features["train"]), FeatureDataset(*features["eval"]),
-        args=loop.args, accelerator=accelerator, checkpoint_dir=loop.checkpoint_dir, phases=phases,
+    return loop_module.train(
+        features.head, features.train, features.eval, args=loop.args, accelerator=loop.accelerator,
+        checkpoint_dir=loop.checkpoint_dir, phases=[features.phase(loop_module, step, loop.config.weight_decay)],
         metrics_fn=loop.metrics_fn, resume_from=loop.resume, ids=loop.train_ids, log=loop.say,
     )
-    info = {"images": n_images, "seconds": seconds, "images_per_second": n_images / max(seconds, 1e-9),
-            "dim": dim, "disk_cache": config.feature_cache_dir}
-    return outcome, info
 
 
 def _fingerprint(dataset: Any) -> str | None:
@@ -487,6 +512,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "train_runtime_s": round(training.seconds, 2), "total_runtime_s": round(time.perf_counter() - started, 2),
         "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
         "stopped_early": training.outcome.stopped_early,
+        "time_to_first_step_s": [round(t, 3) for t in training.outcome.time_to_first_step_s],
     }
 
 

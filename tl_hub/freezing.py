@@ -277,6 +277,9 @@ def param_groups(
     Only parameters with `requires_grad` are included. The LR of depth d is
     `lr * layer_decay ** (max_depth - d)`: the head gets `lr`, shallower depths less. Parameters with
     ndim <= 1 (norm weights, biases, layer scales) and position/class tokens get weight_decay 0.
+    Parameters that share a learning rate and a weight decay share one group (with `layer_decay` 1: two
+    groups in all), so the optimizer runs few, large kernels. Each group also lists its `depths` and
+    `param_names`, ordered from the shallowest depth.
 
     Example:
         >>> groups = param_groups(model, 1e-3, layer_decay=0.75, weight_decay=0.05)  # doctest: +SKIP
@@ -292,27 +295,27 @@ def param_groups(
     info = depth_info(model)
     top = info.max_depth
     skip = _no_decay_names(model)
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         depth = info.depth_of[name]
-        decay = weight_decay > 0 and _decays(name, param, skip)
-        key = (depth, decay)
-        if key not in groups:
-            groups[key] = {
-                "params": [],
-                "param_names": [],
-                "lr": lr * layer_decay ** (top - depth),
-                "weight_decay": float(weight_decay) if decay else 0.0,
-                "depth": depth,
-                "name": f"depth_{depth}" + ("" if decay else "_no_decay"),
-            }
-        groups[key]["params"].append(param)
-        groups[key]["param_names"].append(name)
+        decay = float(weight_decay) if weight_decay > 0 and _decays(name, param, skip) else 0.0
+        group_lr = lr * layer_decay ** (top - depth)
+        group = groups.setdefault((group_lr, decay), {"params": [], "param_names": [], "lr": group_lr,
+                                                      "weight_decay": decay, "depths": []})
+        group["params"].append(param)
+        group["param_names"].append(name)
+        if depth not in group["depths"]:
+            group["depths"].append(depth)
     if not groups:
         raise ConfigError("param_groups: no parameter has requires_grad=True; nothing would train (check the policy)")
-    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], not k[1]))]
+    ordered = sorted(groups.values(), key=lambda g: (min(g["depths"]), g["weight_decay"] == 0.0))
+    for group in ordered:
+        group["depths"].sort()
+        low, high = group["depths"][0], group["depths"][-1]
+        group["name"] = f"depth_{low}" + (f"-{high}" if high != low else "") + ("" if group["weight_decay"] else "_no_decay")
+    return ordered
 
 
 def simple_param_groups(model: Any, lr: float = 1e-3, weight_decay: float = 0.0) -> list[dict[str, Any]]:

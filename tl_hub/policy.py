@@ -84,21 +84,22 @@ def check_policy_knobs(policy: str, train_fraction: float | None, head_epochs_fr
 
 
 def uses_feature_cache(policy: str, feature_cache: str) -> bool:
-    """Whether the head trains on features computed once (the backbone never changes under `head`).
+    """Whether the head trains on features computed once: under `head`, and in lp-ft's head phase (the
+    backbone does not change while only the head trains).
 
-    `feature_cache` is "auto" (when the policy is `head`), "on" or "off". "on" with a policy that trains
-    backbone layers is refused; with `auto` the rule is applied again to the policy it resolves to.
+    `feature_cache` is "auto" (then for those two), "on" or "off". "on" with a policy that trains backbone
+    layers from the start is refused; with `auto` the rule is applied again to the policy it resolves to.
 
     Example:
-        >>> uses_feature_cache("head", "auto"), uses_feature_cache("partial", "auto"), uses_feature_cache("head", "off")
-        (True, False, False)
+        >>> uses_feature_cache("head", "auto"), uses_feature_cache("lp-ft", "auto"), uses_feature_cache("partial", "auto")
+        (True, True, False)
     """
-    if feature_cache == "on" and policy not in ("head", AUTO):
+    if feature_cache == "on" and policy not in ("head", "lp-ft", AUTO):
         raise ConfigError(
             f"feature_cache: 'on' with policy {policy!r}; cached features need a frozen backbone (policy head, "
-            "or auto when it picks head). Use feature_cache: auto or off"
+            "lp-ft's head phase, or auto when it picks head). Use feature_cache: auto or off"
         )
-    return policy == "head" and feature_cache != "off"
+    return policy in ("head", "lp-ft") and feature_cache != "off"
 
 
 # ---------------------------------------------------------------------------------------------------

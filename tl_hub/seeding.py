@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSampler", "SeededDataset", "mix_seed"]
+__all__ = ["EpochSampler", "SeededDataset", "mix_seed", "sample_seeds", "sample_uniforms"]
 
 
 def mix_seed(*parts: int) -> int:
@@ -78,8 +78,9 @@ class SeededDataset(Dataset):
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
-        # datasets that declare `augment = False` draw no random numbers: skip the (costly) seeding
-        self.seeded = bool(getattr(dataset, "augment", True))
+        # datasets whose items draw no random numbers (`per_item_randomness`, else `augment`, is False):
+        # no seeding, which saves and restores generator states for every item
+        self.seeded = bool(getattr(dataset, "per_item_randomness", getattr(dataset, "augment", True)))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -104,3 +105,39 @@ class SeededDataset(Dataset):
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
+
+
+def sample_seeds(seed: int, epoch: int, indices: Any) -> list[int]:
+    """The augmentation seed of each sample of a batch: `mix_seed(seed, epoch, index)`, what `EpochSampler`
+    hands out, so a batched augmentation draws for every sample what the per-item one would.
+
+    Example:
+        >>> sample_seeds(0, 1, [3, 4]) == [mix_seed(0, 1, 3), mix_seed(0, 1, 4)]
+        True
+    """
+    values = indices.tolist() if hasattr(indices, "tolist") else list(indices)
+    return [mix_seed(seed, epoch, int(i)) for i in values]
+
+
+def sample_uniforms(seeds: Any, count: int) -> torch.Tensor:
+    """``[len(seeds), count]`` float64 uniforms in [0, 1): row i is a function of ``seeds[i]`` alone.
+
+    Counter-based (SplitMix64 of seed + k * golden ratio, in numpy's uint64 arithmetic, which wraps by
+    definition), so a sample's random numbers do not depend on which batch, process or device it lands
+    in, and a batch needs no generator state. Hand-written because torch and numpy offer no vectorised
+    per-row seeded stream.
+
+    Example:
+        >>> a = sample_uniforms([1, 2], 3); b = sample_uniforms([2], 3)
+        >>> a.shape, bool((a[1] == b[0]).all()), bool(((a >= 0) & (a < 1)).all())
+        (torch.Size([2, 3]), True, True)
+    """
+    golden, mix1, mix2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+    base = np.asarray([int(s) & 0xFFFFFFFFFFFFFFFF for s in seeds], dtype=np.uint64)[:, None]
+    with np.errstate(over="ignore"):
+        z = base + np.arange(1, count + 1, dtype=np.uint64)[None, :] * golden
+        z = (z ^ (z >> np.uint64(30))) * mix1
+        z = (z ^ (z >> np.uint64(27))) * mix2
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53)
+

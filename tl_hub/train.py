@@ -63,7 +63,7 @@ from tl_hub import checkpoint as ckpt
 from tl_hub.errors import CheckpointError, TlHubError
 from tl_hub.metrics import greater_is_better, metric_key
 from tl_hub.reporting import main_process_reporter
-from tl_hub.seeding import EpochSampler, SeededDataset, mix_seed
+from tl_hub.seeding import EpochSampler, SeededDataset, mix_seed, sample_seeds
 
 _NON_INPUTS = frozenset({"labels", "index", "id"})
 
@@ -105,6 +105,7 @@ class TrainArgs:
     num_workers: int = 0
     channels_last: bool = False
     progress: bool = True
+    report_every: int = 25  # optimizer steps between reads of the loss (progress bar, trackers): each is a host sync
 
     def fingerprint(self) -> dict[str, Any]:
         """The knobs a resumed run must share with the run that wrote the checkpoint."""
@@ -121,7 +122,8 @@ class TrainArgs:
 class Phase:
     """One stage of training: `setup(model)` (freeze/unfreeze) then `epochs` epochs with a fresh optimizer.
 
-    `param_groups(model)` returns the optimizer groups (torch `param_groups` dicts, each with "lr").
+    `param_groups(module)` returns the optimizer groups (torch `param_groups` dicts, each with "lr") of the
+    module that trains (`module`, else the model).
 
     Example:
         >>> Phase("train", 3, lambda model: [{"params": model.parameters()}]).name
@@ -133,6 +135,12 @@ class Phase:
     param_groups: Callable[[torch.nn.Module], list[dict]]
     setup: Callable[[torch.nn.Module], Any] | None = None
     learning_rate: float | None = None  # defaults to TrainArgs.learning_rate
+    # what trains in this phase and on which data, when not the model and datasets given to `train` (lp-ft's
+    # head phase: the head alone, on cached features). Checkpoints always hold the model given to `train`.
+    module: torch.nn.Module | None = None
+    train_dataset: Dataset | None = None
+    eval_dataset: Dataset | None = None
+    channels_last: bool | None = None  # defaults to TrainArgs.channels_last
 
 
 @dataclass
@@ -202,6 +210,7 @@ class TrainResult:
     resumed_from: str | None = None
     train_runtime_s: float = 0.0
     stopped_early: bool = False
+    time_to_first_step_s: list[float] = field(default_factory=list)  # per epoch trained by this call: start-up
 
 
 @dataclass
@@ -211,10 +220,8 @@ class _Loop:
     accelerator: Any
     args: TrainArgs
     phases: Sequence[Phase]
-    model: torch.nn.Module  # unwrapped
-    sampler: EpochSampler
-    train_loader: Any
-    eval_loader: Any
+    model: torch.nn.Module  # unwrapped: what checkpoints and the best model hold
+    datasets: tuple[Dataset, Dataset]  # train's (train, eval): the phases' default data
     checkpoint_root: Path
     metrics_fn: Callable[[EvalOutput], dict[str, Any]]
     metric_name: str
@@ -225,6 +232,16 @@ class _Loop:
     best_eval: EvalOutput | None = None
     best_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
+    first_step_seconds: list[float] = field(default_factory=list)  # per epoch this call trained
+    data: _PhaseData | None = None  # the current phase's
+    _data_by_phase: dict[int, _PhaseData] = field(default_factory=dict)
+
+    def use_phase(self, index: int) -> _PhaseData:
+        """Make phase `index`'s module and loaders the current ones (built once per phase)."""
+        if index not in self._data_by_phase:
+            self._data_by_phase[index] = _phase_data(self, self.phases[index])
+        self.data = self._data_by_phase[index]
+        return self.data
 
     @property
     def nproc(self) -> int:
@@ -236,7 +253,7 @@ class _Loop:
 
     @property
     def batches_per_epoch(self) -> int:
-        return len(self.train_loader)
+        return len(self.data.train_loader)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -248,12 +265,41 @@ class _Loop:
 
 
 @dataclass
+class _PhaseData:
+    """What trains in a phase, on which data: the module (unwrapped), the datasets, the seeded sampler and
+    the two loaders (sharded for the processes)."""
+
+    module: torch.nn.Module
+    train_dataset: Dataset
+    eval_dataset: Dataset
+    sampler: EpochSampler
+    train_loader: Any
+    eval_loader: Any
+    channels_last: bool
+
+
+def _phase_data(loop: _Loop, phase: Phase) -> _PhaseData:
+    train_dataset = phase.train_dataset if phase.train_dataset is not None else loop.datasets[0]
+    eval_dataset = phase.eval_dataset if phase.eval_dataset is not None else loop.datasets[1]
+    channels_last = loop.args.channels_last if phase.channels_last is None else phase.channels_last
+    module = phase.module if phase.module is not None else loop.model
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    sampler, train_loader, eval_loader = _make_loaders(train_dataset, eval_dataset, loop.args, loop.accelerator)
+    return _PhaseData(module, train_dataset, eval_dataset, sampler, train_loader, eval_loader, channels_last)
+
+
+@dataclass
 class _Optimizing:
-    """The prepared model, optimizer and schedule of the current phase."""
+    """The prepared model, optimizer and schedule of the current phase, and what the current accumulation
+    group left on the device (read by the host once per optimizer step)."""
 
     model: Any
     optimizer: Any
     scheduler: Any
+    loss_sum: Any = None  # float64 tensor on the device: the epoch's running sum of finite losses
+    group: list[tuple[torch.Tensor, torch.Tensor, list[str], int]] = field(default_factory=list)
+    # per micro-batch of the group: (loss over all processes, is-finite flag, its image ids, batch number)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,9 +323,27 @@ def forward_logits(model: torch.nn.Module, batch: dict, channels_last: bool = Fa
     return out.logits if hasattr(out, "logits") else out
 
 
+def device_batch(batch: dict, dataset: Any, device: Any, seeds: Any = None, keep_on_host: tuple[str, ...] = ()) -> dict:
+    """The batch's tensors on `device` (copied asynchronously from pinned memory), `keep_on_host` ones left
+    where they are; a dataset of uint8 items (`uint8_items`) turns its pixels into model inputs there, as
+    one batch (`transform_batch`: augmentation from the samples' `seeds`, or normalisation only).
+
+    Example:
+        >>> device_batch({"x": torch.ones(2), "index": torch.arange(2)}, None, "cpu", keep_on_host=("index",))["x"]
+        tensor([1., 1.])
+    """
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) and k not in keep_on_host else v)
+           for k, v in batch.items()}
+    if getattr(dataset, "uint8_items", False) and "pixel_values" in out:
+        out["pixel_values"] = dataset.transform_batch(out["pixel_values"], seeds=seeds)
+    return out
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_last: bool = False) -> EvalOutput:
+def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_last: bool = False,
+             dataset: Any = None) -> EvalOutput:
     """Evaluate on a prepared loader; outputs gathered with `gather_for_metrics` (exact sample count).
+    `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`).
 
     Example:
         >>> ev = evaluate(model, eval_loader, accelerator)  # doctest: +SKIP
@@ -290,6 +354,7 @@ def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_las
     model.eval()
     logits_all, labels_all, index_all = [], [], []
     for batch in loader:
+        batch = device_batch(batch, dataset, accelerator.device)
         logits = forward_logits(model, batch, channels_last).float()
         logits, labels, index = accelerator.gather_for_metrics((logits, batch["labels"], batch["index"]))
         logits_all.append(logits.cpu())
@@ -347,14 +412,11 @@ def train(
         >>> # see the module docstring
     """
     _check_batch_size(args, accelerator)
-    sampler, train_loader, eval_loader = _make_loaders(train_dataset, eval_dataset, args, accelerator)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     metric_name = metric_key(args.metric_for_best_model)
     greater = args.greater_is_better if args.greater_is_better is not None else greater_is_better(metric_name)
     loop = _Loop(
-        accelerator=accelerator, args=args, phases=phases, model=model, sampler=sampler, train_loader=train_loader,
-        eval_loader=eval_loader, checkpoint_root=Path(checkpoint_dir), ids=ids, callbacks=callbacks,
+        accelerator=accelerator, args=args, phases=phases, model=model, datasets=(train_dataset, eval_dataset),
+        checkpoint_root=Path(checkpoint_dir), ids=ids, callbacks=callbacks,
         metrics_fn=metrics_fn or _accuracy_only, metric_name=metric_name, greater=greater,
         say=log or main_process_reporter(accelerator),
     )
@@ -370,15 +432,14 @@ def train(
         pending_resume, prepared = None, run.model
         phase_index = state.phase_index
         while state.phase_index == phase_index and state.phase_epoch < phase.epochs:
-            samples, seconds = _train_epoch(loop, state, run)
-            _end_epoch(loop, state, run, phase, samples, seconds)
+            _end_epoch(loop, state, run, phase, _train_epoch(loop, state, run))
         if state.phase_index == phase_index:  # a phase with 0 epochs
             _next_phase(state)
     accelerator.wait_for_everyone()
     if prepared is None:  # resumed a finished run: nothing left to train
         if pending_resume is not None:
             ckpt.load_checkpoint(pending_resume, model=model, optimizer=None, scheduler=None)
-        prepared = accelerator.prepare(model)
+        prepared = accelerator.prepare(loop.use_phase(len(phases) - 1).module)
     _restore_best(loop, state, prepared)
     return TrainResult(
         history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
@@ -386,6 +447,7 @@ def train(
         best_metrics=loop.best_metrics, nonfinite_skipped=state.nonfinite_skipped,
         nonfinite_ids=list(state.nonfinite_ids), resumed_from=str(resume_from) if resume_from else None,
         train_runtime_s=time.perf_counter() - start_time, stopped_early=loop.stopped_early,
+        time_to_first_step_s=loop.first_step_seconds,
     )
 
 
@@ -419,8 +481,10 @@ def _make_loaders(train_dataset: Dataset, eval_dataset: Dataset, args: TrainArgs
                  "persistent_workers": args.num_workers > 0}
     train_loader = DataLoader(SeededDataset(train_dataset), batch_size=args.batch_size, sampler=sampler, **loader_kw)
     eval_loader = DataLoader(eval_dataset, batch_size=eval_bs, shuffle=False, **loader_kw)
-    train_loader, eval_loader = accelerator.prepare(train_loader, eval_loader)
-    return sampler, train_loader, eval_loader
+    # sharded for the processes, but moved to the device by the loop (`device_batch`): the sample indices
+    # stay on the host, where the augmentation seeds and the names of a bad batch are made without a sync
+    return (sampler, accelerator.prepare_data_loader(train_loader, device_placement=False),
+            accelerator.prepare_data_loader(eval_loader, device_placement=False))
 
 
 def _initial_state(loop: _Loop, fingerprint: dict[str, Any], resume_from: str | Path | None) -> LoopState:
@@ -438,19 +502,21 @@ def _initial_state(loop: _Loop, fingerprint: dict[str, Any], resume_from: str | 
         )
     state = LoopState.from_dict({**saved, "fingerprint": fingerprint})
     state.end_of_epoch = False  # a flag of the checkpoint being written, not of the position to resume from
+    loop.use_phase(min(state.phase_index, len(loop.phases) - 1))
     loop.say(f"resuming from {resume_from}: epoch {state.epoch + 1}, "
              f"{state.batches_done}/{loop.batches_per_epoch} batches done, global step {state.global_step}")
     return state
 
 
 def _start_phase(loop: _Loop, state: LoopState, phase: Phase, resume_from: str | Path | None) -> _Optimizing:
-    """Freeze/unfreeze for the phase, prepare the model, build its optimizer and schedule; when resuming,
+    """Freeze/unfreeze for the phase, prepare what trains, build its optimizer and schedule; when resuming,
     load the checkpoint (its optimizer and schedule only if they belong to this phase)."""
     model, args = loop.model, loop.args
+    module = loop.use_phase(state.phase_index).module
     if phase.setup is not None:
         phase.setup(model)
-    prepared = loop.accelerator.prepare(model)
-    optimizer = torch.optim.AdamW(phase.param_groups(model), lr=phase.learning_rate or args.learning_rate)
+    prepared = loop.accelerator.prepare(module)
+    optimizer = make_optimizer(phase.param_groups(module), phase.learning_rate or args.learning_rate)
     total = loop.steps_per_epoch * phase.epochs
     scheduler = _make_scheduler(args.lr_scheduler, optimizer, math.ceil(args.warmup_ratio * total), total)
     if resume_from is not None:
@@ -459,10 +525,32 @@ def _start_phase(loop: _Loop, state: LoopState, phase: Phase, resume_from: str |
                              scheduler=scheduler if same_phase else None)
     optimizer = loop.accelerator.prepare(optimizer)
     state.optimizer_phase_index = state.phase_index
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=loop.accelerator.device)
+    n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     loop.say(f"phase {phase.name!r}: {phase.epochs} epoch(s), {loop.steps_per_epoch} optimizer steps/epoch, "
              f"{n_train:,} trainable parameters")
-    return _Optimizing(prepared, optimizer, scheduler)
+    return _Optimizing(prepared, optimizer, scheduler, loss_sum)
+
+
+def make_optimizer(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """AdamW over the groups: fused (one kernel for every parameter) where the parameters' device has the
+    fused kernel, else `foreach` (one kernel per group and step), never a Python loop over parameters.
+
+    Example:
+        >>> opt = make_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 1e-3)
+        >>> opt.defaults["fused"] or opt.defaults["foreach"]
+        True
+    """
+    params = [p for g in groups for p in g["params"]]
+    fused = bool(params) and all(p.is_floating_point() for p in params) and \
+        len({p.device.type for p in params}) == 1 and params[0].device.type in _FUSED_ADAMW_DEVICES
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=fused, foreach=None if fused else True)
+    except RuntimeError:  # a dtype/device mix the fused kernel refuses: the foreach one takes anything
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
+_FUSED_ADAMW_DEVICES = ("cuda", "cpu", "xpu", "mps")
 
 
 def _make_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, total: int) -> Any:
@@ -474,30 +562,51 @@ def _make_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup: int, to
     return get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=max(total, 1))
 
 
-def _train_epoch(loop: _Loop, state: LoopState, run: _Optimizing) -> tuple[int, float]:
-    """Train the rest of the current epoch (all of it, or what a resumed checkpoint left); returns the
-    number of samples trained (all processes) and the seconds it took."""
+@dataclass
+class _EpochRun:
+    """What one epoch's pass over the data measured (all processes' samples)."""
+
+    samples: int
+    seconds: float
+    to_first_step: float  # from the epoch's start to the end of its first optimizer step (worker start-up included)
+    steady_samples: int  # samples trained after that first step
+    steady_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        """Steady-state throughput: after the first step, so DataLoader start-up does not count."""
+        if self.steady_samples and self.steady_seconds > 0:
+            return self.steady_samples / self.steady_seconds
+        return self.samples / max(self.seconds, 1e-9)
+
+
+def _train_epoch(loop: _Loop, state: LoopState, run: _Optimizing) -> _EpochRun:
+    """Train the rest of the current epoch (all of it, or what a resumed checkpoint left)."""
     epoch, skip = state.epoch, state.batches_done
-    loop.sampler.set_epoch(epoch)
-    loader = loop.accelerator.skip_first_batches(loop.train_loader, skip) if skip else loop.train_loader
+    loop.data.sampler.set_epoch(epoch)
+    loader = loop.accelerator.skip_first_batches(loop.data.train_loader, skip) if skip else loop.data.train_loader
     loader.set_epoch(epoch)  # DataLoaderShard re-applies its own epoch counter on every __iter__
     run.model.train()
     bar = _progress_bar(loop, epoch, skip)
-    start, samples = time.perf_counter(), 0
+    start, first_step_end, samples, steady = time.perf_counter(), None, 0, 0
     for batch in loader:
-        done_in_group, group_size, sync = _accumulation_position(loop, state.batches_done)
-        loss = _micro_batch(loop, state, run, batch, group_size, sync)
+        _, group_size, sync = _accumulation_position(loop, state.batches_done)
+        _micro_batch(loop, state, run, batch, group_size, sync)
         n = int(batch["labels"].shape[0]) * loop.nproc
         state.samples_epoch += n
         samples += n
+        steady += n if first_step_end is not None else 0
         state.batches_done += 1
         if sync:
-            _optimizer_step(loop, state, run, loss, bar, samples / max(time.perf_counter() - start, 1e-9))
+            rate = steady / max(time.perf_counter() - (first_step_end or start), 1e-9)
+            _optimizer_step(loop, state, run, bar, rate)
+            first_step_end = first_step_end or time.perf_counter()
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    return samples, time.perf_counter() - start
+    end = time.perf_counter()
+    return _EpochRun(samples, end - start, (first_step_end or end) - start, steady, end - (first_step_end or end))
 
 
 def _accumulation_position(loop: _Loop, batch_index: int) -> tuple[int, int, bool]:
@@ -518,38 +627,39 @@ def _progress_bar(loop: _Loop, epoch: int, skip: int) -> Any:
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def _micro_batch(loop: _Loop, state: LoopState, run: _Optimizing, batch: dict, group_size: int,
-                 sync: bool) -> torch.Tensor:
-    """Forward and backward of one micro-batch (gradients scaled for the accumulation group); a NaN/inf
-    loss on any process stops the run naming the batch's images, or is skipped and counted when asked."""
+def _micro_batch(loop: _Loop, state: LoopState, run: _Optimizing, batch: dict, group_size: int, sync: bool) -> None:
+    """Forward and backward of one micro-batch (its uint8 images augmented on the device, gradients scaled for
+    the accumulation group). Whether its loss is finite stays on the device until `_optimizer_step` reads the
+    group's flags: one host sync per optimizer step. Only `skip_nonfinite_batches` reads it at once (a bad
+    batch must not reach backward), which costs a sync per micro-batch."""
     accelerator, args = loop.accelerator, loop.args
     batch_index = state.batches_done
+    dataset = loop.data.train_dataset
+    seeds = sample_seeds(args.seed, state.epoch, batch["index"]) if _augments_batches(dataset) else None
+    batch = device_batch(batch, dataset, accelerator.device, seeds, keep_on_host=("index",))
     torch.manual_seed(mix_seed(args.seed, state.epoch, batch_index, accelerator.process_index, 7))
     no_sync = accelerator.no_sync(run.model) if not sync and loop.nproc > 1 else contextlib.nullcontext()
     with no_sync:
-        logits = forward_logits(run.model, batch, args.channels_last)
+        logits = forward_logits(run.model, batch, loop.data.channels_last)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         # the mean over all processes: what the loss of the global batch is (NaN anywhere -> NaN)
         loss_all = accelerator.reduce(loss.detach().clone(), "mean") if loop.nproc > 1 else loss.detach()
-        finite = bool(torch.isfinite(loss_all).item())
-        if finite:
+        finite = bool(torch.isfinite(loss_all).item()) if args.skip_nonfinite_batches else None
+        if finite is not False:
             accelerator.backward(loss / group_size)
-    if finite:
-        state.loss_sum += float(loss_all.item())
+    if finite is not False:
+        run.group.append((loss_all, torch.isfinite(loss_all), batch["index"], batch_index))
+        run.loss_sum += loss_all.double()
         state.loss_count += 1
-        return loss
+        return
     bad = _batch_ids(batch, loop.ids)
-    if not args.skip_nonfinite_batches:
-        raise NonFiniteLossError(
-            f"loss is {loss.item()} at epoch {state.epoch + 1}, batch {batch_index + 1}, optimizer step "
-            f"{state.global_step + 1}; images of this batch (this process): {bad}. Lower "
-            "learning_rate, check these images, or set skip_nonfinite_batches: true to skip "
-            "such batches (they are counted and reported)."
-        )
     state.nonfinite_skipped += 1
     state.nonfinite_ids.extend(bad[:64])
     loop.say(f"skipped a batch with non-finite loss at epoch {state.epoch + 1}, batch {batch_index + 1}: {bad[:8]}")
-    return loss
+
+
+def _augments_batches(dataset: Any) -> bool:
+    return bool(getattr(dataset, "uint8_items", False) and getattr(dataset, "augment", False))
 
 
 def _batch_ids(batch: dict, ids: Sequence[str] | None) -> list[str]:
@@ -562,10 +672,12 @@ def _batch_ids(batch: dict, ids: Sequence[str] | None) -> list[str]:
     return [str(ids[i]) for i in idx]
 
 
-def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, loss: torch.Tensor, bar: Any,
-                    images_per_second: float) -> None:
-    """Clip, step, advance the schedule, report; checkpoint every `checkpointing_steps`; run the callbacks."""
+def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, images_per_second: float) -> None:
+    """Read the group's losses (the step's one host sync: a NaN/inf stops the run naming its batch), clip,
+    step, advance the schedule, report every `report_every` steps; checkpoint every `checkpointing_steps`;
+    run the callbacks."""
     args, accelerator = loop.args, loop.accelerator
+    loss = _check_group(loop, state, run)
     if args.max_grad_norm and args.max_grad_norm > 0:
         accelerator.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
     run.optimizer.step()
@@ -574,10 +686,10 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, loss: torch
     run.optimizer.zero_grad(set_to_none=True)
     state.global_step += 1
     lr = max(run.scheduler.get_last_lr())
-    if bar is not None:
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.0f}", refresh=False)
-    if getattr(accelerator, "trackers", None):
-        accelerator.log({"train_loss": float(loss.item()), "learning_rate": lr}, step=state.global_step)
+    if loss is not None and bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.0f}", refresh=False)
+    if loss is not None and getattr(accelerator, "trackers", None):
+        accelerator.log({"train_loss": loss, "learning_rate": lr}, step=state.global_step)
     every = args.checkpointing_steps
     if isinstance(every, int) and every > 0 and state.global_step % every == 0:
         _save_checkpoint(loop, state, run)
@@ -585,11 +697,31 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, loss: torch
         callback("step", state)
 
 
-def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, samples: int,
-               seconds: float) -> None:
+def _check_group(loop: _Loop, state: LoopState, run: _Optimizing) -> float | None:
+    """One read of the accumulation group's (finite flag, loss) pairs; raises NonFiniteLossError naming the
+    first bad micro-batch. Returns the group's last loss when this step reports, else None. (With
+    `skip_nonfinite_batches` the group holds only the micro-batches already found finite.)"""
+    reporting = state.global_step % max(1, loop.args.report_every) == 0
+    if not run.group:  # every micro-batch of the group was skipped
+        return None
+    values = torch.stack([torch.stack([flag.double(), loss.double()]) for loss, flag, _, _ in run.group]).tolist()
+    pending, run.group = run.group, []
+    for (finite, value), (_, _, index, batch_index) in zip(values, pending):
+        if not finite:
+            raise NonFiniteLossError(
+                f"loss is {value} at epoch {state.epoch + 1}, batch {batch_index + 1}, optimizer step "
+                f"{state.global_step + 1}; images of this batch (this process): {_batch_ids({'index': index}, loop.ids)}. "
+                "Lower learning_rate, check these images, or set skip_nonfinite_batches: true to skip "
+                "such batches (they are counted and reported)."
+            )
+    return values[-1][1] if reporting else None
+
+
+def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, timing: _EpochRun) -> None:
     """Evaluate, record the epoch, keep the best model, decide early stopping, advance the counters,
     write the epoch's checkpoint and run the callbacks."""
-    ev = evaluate(run.model, loop.eval_loader, loop.accelerator, loop.args.channels_last)
+    state.loss_sum = float(run.loss_sum.item())
+    ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset)
     metrics = loop.metrics_fn(ev)
     scalars = _scalar_metrics(metrics)
     scalars.setdefault("loss", ev.loss)
@@ -604,11 +736,12 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, sa
         "epoch": state.epoch + 1, "phase": phase.name, "step": state.global_step,
         "train_loss": state.loss_sum / max(state.loss_count, 1),
         "learning_rate": max(run.scheduler.get_last_lr()),
-        "images_per_second": samples / max(seconds, 1e-9),
-        "epoch_time_s": seconds,
+        "images_per_second": timing.images_per_second,  # steady state: from the end of the first step
+        "epoch_time_s": timing.seconds,
         **{f"eval_{k}": v for k, v in scalars.items()},
     }
     state.history.append(record)
+    loop.first_step_seconds.append(timing.to_first_step)
     if improved:
         state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
         loop.best_eval, loop.best_metrics = ev, metrics
@@ -627,6 +760,7 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, sa
     state.epoch += 1
     state.phase_epoch += 1
     state.batches_done, state.loss_sum, state.loss_count, state.samples_epoch = 0, 0.0, 0, 0
+    run.loss_sum.zero_()
     if stop or state.phase_epoch >= phase.epochs:
         _next_phase(state)
     state.end_of_epoch = True
@@ -663,6 +797,7 @@ def _epoch_line(record: dict[str, Any], total_epochs: int, metric: str, improved
 
 
 def _save_checkpoint(loop: _Loop, state: LoopState, run: _Optimizing) -> None:
+    state.loss_sum = float(run.loss_sum.item())  # the running sum lives on the device between checkpoints
     if loop.accelerator.is_main_process:
         ckpt.save_checkpoint(loop.checkpoint_root, model=loop.model, optimizer=run.optimizer,
                              scheduler=run.scheduler, state=state.to_dict(), save_total_limit=loop.args.save_total_limit)
@@ -679,7 +814,8 @@ def _restore_best(loop: _Loop, state: LoopState, prepared: Any) -> None:
     if loop.best_eval is None or state.best_epoch != last_epoch:
         ckpt.load_best_model(loop.checkpoint_root, loop.model)
     if loop.best_eval is None:
-        loop.best_eval = evaluate(prepared, loop.eval_loader, loop.accelerator, loop.args.channels_last)
+        loop.best_eval = evaluate(prepared, loop.data.eval_loader, loop.accelerator, loop.data.channels_last,
+                                  loop.data.eval_dataset)
         loop.best_metrics = loop.metrics_fn(loop.best_eval)
 
 

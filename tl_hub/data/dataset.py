@@ -5,10 +5,10 @@ for greyscale data) and then serves epochs from memory: random resized crop + ho
 uint8 tensor for training, the deterministic eval crop (identical to
 `tl_hub.data.transforms.export_processor`'s processor) otherwise.
 
-`augment_batch` does the training transform for a whole uint8 batch on its device, and
-``uint8_items=True`` makes the dataset serve the cached uint8 tensors for it. The training loop does not
-use these two yet: they are kept as the building blocks of the batched on-device augmentation path
-(uint8 batches copied to the GPU and cropped/flipped/normalised there).
+With ``uint8_items=True`` (what `tl_hub.finetune` uses for training and evaluation) items are the cached
+uint8 tensors as they are: the training loop copies a batch to the device and `transform_batch` crops,
+flips and normalises it there (`augment_batch`), each sample from its own seed, so the data stays a
+function of the seed whatever the device, the batch or the process count.
 
 Example:
     >>> from tl_hub.data import load_data
@@ -36,6 +36,7 @@ from PIL import Image
 from tl_hub.errors import DataError
 from tl_hub.data.images import open_image
 from tl_hub.data.transforms import ImageSpec
+from tl_hub.seeding import sample_uniforms
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,17 @@ def augment_batch(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip: bool = True,
     generator: torch.Generator | None = None,
+    seeds: Any = None,
 ) -> torch.Tensor:
     """Random resized crop + horizontal flip + normalisation of a whole uint8 batch, on its own device.
 
     ``pixels``: uint8 ``[B, 3, H, W]`` (e.g. a batch of `ImageClassificationDataset` items made with
     ``uint8_items=True``, moved to the GPU); returns float32 ``[B, 3, spec.size, spec.size]``. One
     ``roi_align`` call crops and resizes every image (area-averaged bilinear sampling), so on a GPU
-    the augmentation costs next to nothing and the CPU only gathers cached tensors. Random numbers come
-    from ``generator`` (CPU) so results do not depend on the device.
+    the augmentation costs next to nothing and the CPU only gathers cached tensors. Random numbers are
+    drawn on the CPU, so results do not depend on the device: from each sample's own seed when ``seeds``
+    (one per row, `tl_hub.seeding.sample_seeds`) is given -- then a sample's augmentation does not depend
+    on its batch or process --, else from ``generator``.
 
     Example:
         >>> import torch
@@ -89,7 +93,12 @@ def augment_batch(
         raise DataError(f"augment_batch: got {pixels.dtype} {tuple(pixels.shape)}; expected uint8 [B, 3, H, W]")
     batch, _, height, width = pixels.shape
     tries = 10
-    draws = torch.rand(5, batch, tries, generator=generator, dtype=torch.float64)
+    if seeds is not None:
+        if len(seeds) != batch:
+            raise DataError(f"augment_batch: got {len(seeds)} seeds for a batch of {batch}; give one seed per image")
+        draws = sample_uniforms(seeds, 5 * tries).view(batch, 5, tries).permute(1, 0, 2)
+    else:
+        draws = torch.rand(5, batch, tries, generator=generator, dtype=torch.float64)
     area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[1])
@@ -161,9 +170,9 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     the deterministic eval transform, identical to the exported processor.
 
     On a GPU the per-item CPU work can fall behind the model; with ``uint8_items=True`` items are the
-    cached uint8 tensors as they are, for a loop that calls
-    ``dataset.transform_batch(batch["pixel_values"].to(device))`` (one batched crop/flip/normalise on the
-    device, `augment_batch`). tl_hub's loop does not do that yet (see the module docstring).
+    cached uint8 tensors as they are, and the loop calls
+    ``dataset.transform_batch(batch["pixel_values"].to(device), seeds)`` (one batched crop/flip/normalise
+    on the device, `augment_batch`).
 
     Example:
         >>> from datasets import Dataset, Features, Image as Img, ClassLabel
@@ -279,16 +288,25 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     def _planes(self, index: int) -> torch.Tensor:
         return self.pixels[index] if self.pixels is not None else self._decode(index)
 
-    def transform_batch(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def per_item_randomness(self) -> bool:
+        """Whether items draw random numbers when they are made (per-item augmentation); uint8 items do not:
+        their batch is augmented by `transform_batch`."""
+        return self.augment and not self.uint8_items
+
+    def transform_batch(self, pixels: torch.Tensor, seeds: Any = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
         """The batched counterpart of the per-item transform, for ``uint8_items=True`` batches on any
-        device: `augment_batch` for training, normalisation only for eval.
+        device: `augment_batch` for training (random numbers from the samples' `seeds`, else `generator`),
+        normalisation only for eval.
 
         Example:
-            >>> # batch = next(iter(loader)); x = dataset.transform_batch(batch["pixel_values"].to("cuda"))
+            >>> # batch = next(iter(loader)); x = dataset.transform_batch(batch["pixel_values"].to("cuda"), seeds)
         """
         if not self.augment:
             return self.spec.normalize(pixels)
-        return augment_batch(pixels, self.spec, scale=self.scale, ratio=self.ratio, flip=self.flip, generator=generator)
+        return augment_batch(pixels, self.spec, scale=self.scale, ratio=self.ratio, flip=self.flip,
+                             generator=generator, seeds=seeds)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
