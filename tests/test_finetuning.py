@@ -149,3 +149,16 @@ def test_a_python_caller_sees_the_progress_lines_the_cli_prints(tmp_path, vit, i
         assert line in proc.stdout, (line, proc.stdout[-2000:])
     assert "final eval" not in proc.stderr
 
+
+
+def test_compile_trains_what_the_plain_loop_trains(tmp_path, vit, image_folder):
+    """`compile: true` runs the head through torch.compile (tested on the CPU, where the compiler also works):
+    the same head as without it, and checkpoints/outputs hold the plain model's names."""
+    plain = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "plain", policy="head", epochs=2))
+    compiled = tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "compiled", policy="head", epochs=2, compile=True))
+    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    b = load_file(str(tmp_path / "compiled" / "model.safetensors"))
+    assert a.keys() == b.keys() and not any("_orig_mod" in k for k in b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert [r["eval_loss"] for r in compiled.history] == pytest.approx([r["eval_loss"] for r in plain.history], rel=1e-4)

@@ -195,6 +195,18 @@ class RecipeConfig:
         "bf16 works on recent CPUs; fp16 on CPU is ignored by torch.",
         "precision",
     )
+    cuda_autotune: bool = _f(
+        True,
+        "On CUDA: cudnn.benchmark (the fastest convolution algorithms for the run's shapes) and TF32 matmuls and "
+        "convolutions; false = exact float32 and a fixed choice of algorithms.",
+        "precision",
+    )
+    compile: bool = _f(
+        False,
+        "torch.compile what trains (the first steps wait for the compiler; later steps run fused kernels, "
+        "mostly a gain on GPUs).",
+        "precision",
+    )
 
     # --- evaluation and checkpoints -----------------------------------------------------------
     metric_for_best_model: str = _f(

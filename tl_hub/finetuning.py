@@ -301,7 +301,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
         metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
-        channels_last=channels_last and not use_features,
+        channels_last=channels_last and not use_features, compile=config.compile,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
     started = time.perf_counter()

@@ -106,6 +106,7 @@ class TrainArgs:
     channels_last: bool = False
     progress: bool = True
     report_every: int = 25  # optimizer steps between reads of the loss (progress bar, trackers): each is a host sync
+    compile: bool = False  # torch.compile what trains (checkpoints still hold the plain model's weights)
 
     def fingerprint(self) -> dict[str, Any]:
         """The knobs a resumed run must share with the run that wrote the checkpoint."""
@@ -285,6 +286,8 @@ def _phase_data(loop: _Loop, phase: Phase) -> _PhaseData:
     module = phase.module if phase.module is not None else loop.model
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if loop.args.compile:
+        module = torch.compile(module)  # shares the parameters: optimizer, checkpoints and best model see them
     sampler, train_loader, eval_loader = _make_loaders(train_dataset, eval_dataset, loop.args, loop.accelerator)
     return _PhaseData(module, train_dataset, eval_dataset, sampler, train_loader, eval_loader, channels_last)
 
