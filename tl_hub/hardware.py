@@ -20,7 +20,7 @@ from typing import Any
 
 from tl_hub.reporting import logger
 
-__all__ = ["default_workers", "describe_device", "feature_batch_size", "make_accelerator", "resolve_precision",
+__all__ = ["augments_batches_on_device", "default_workers", "describe_device", "feature_batch_size", "make_accelerator", "resolve_precision",
            "tune_cpu_allocator", "wants_channels_last"]
 
 
@@ -108,6 +108,19 @@ def default_workers(num_processes: int) -> int:
     if not torch.cuda.is_available():
         return 0
     return max(1, min(8, (os.cpu_count() or 2) // max(1, num_processes) - 1))
+
+
+def augments_batches_on_device(device_type: str) -> bool:
+    """Whether training batches are cropped, flipped and normalised as one batch on the device (uint8 items,
+    `augment_batch`) rather than item by item in the DataLoader: on accelerators yes (the CPU only gathers
+    bytes); on a CPU no: there the per-item crop and antialiased resize measured faster than the batched
+    `roi_align` (README, "Benchmarks").
+
+    Example:
+        >>> augments_batches_on_device("cuda"), augments_batches_on_device("cpu")
+        (True, False)
+    """
+    return device_type != "cpu"
 
 
 def feature_batch_size(eval_batch_size: int | None, batch_size: int, device_type: str) -> int:

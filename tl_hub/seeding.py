@@ -66,10 +66,13 @@ class EpochSampler(Sampler):
 
 
 class SeededDataset(Dataset):
-    """Wraps a map-style dataset: item `(i, seed)` is computed under torch/random/numpy seeded by `seed`.
-
-    The global generators are restored afterwards, so augmentation randomness depends only on
+    """Wraps a map-style dataset so that item `(i, seed)`'s randomness depends only on `seed`, i.e. on
     (seed, epoch, index) -- not on the worker, the process or where a resumed run restarted.
+
+    A dataset that declares `takes_seeds` gets the `(i, seed)` key itself and seeds a generator of its own
+    (tl_hub's image dataset); any other dataset whose items draw random numbers is computed under torch /
+    random / numpy seeded by `seed`, their states saved before and restored after (slower, but it works for
+    any dataset); items without randomness (`per_item_randomness` or `augment` False) are not seeded.
 
     Example:
         >>> ds = SeededDataset([{"x": 1}]); ds[(0, 5)]
@@ -91,6 +94,8 @@ class SeededDataset(Dataset):
         index, seed = key
         if not seed or not self.seeded:
             return self.dataset[index]
+        if getattr(self.dataset, "takes_seeds", False):  # it seeds a generator of its own: nothing to save
+            return self.dataset[key]
         import random
 
         py_state, np_state = random.getstate(), np.random.get_state()

@@ -168,3 +168,24 @@ def test_uint8_items_with_batched_transform(small_bundle):
     eval_batch = next(iter(torch.utils.data.DataLoader(evaluation, batch_size=4)))
     reference = ImageClassificationDataset(small_bundle.train, spec, train=False)
     assert torch.equal(evaluation.transform_batch(eval_batch["pixel_values"])[1], reference[1]["pixel_values"])
+
+
+def test_an_item_asked_with_its_seed_draws_from_its_own_generator():
+    """(index, seed) keys: the per-item augmentation of the CPU path draws from a generator seeded for the
+    item (what a global torch.manual_seed(seed) would give), and leaves the global generator alone."""
+    import torch
+
+    from tl_hub.data import load_data
+    from tl_hub.data.dataset import ImageClassificationDataset
+    from tl_hub.data.transforms import ImageSpec
+    from tl_hub.seeding import SeededDataset
+
+    bundle = load_data("bundled:fashion_mnist", examples_per_label=2)
+    dataset = ImageClassificationDataset(bundle.train, ImageSpec(size=24, resize_size=28), train=True)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    item = SeededDataset(dataset)[(3, 987654321)]
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(987654321)
+    assert torch.equal(item["pixel_values"], dataset[3]["pixel_values"])
+    assert not torch.equal(item["pixel_values"], dataset[(3, 1234)]["pixel_values"])

@@ -5,10 +5,11 @@ for greyscale data) and then serves epochs from memory: random resized crop + ho
 uint8 tensor for training, the deterministic eval crop (identical to
 `tl_hub.data.transforms.export_processor`'s processor) otherwise.
 
-With ``uint8_items=True`` (what `tl_hub.finetune` uses for training and evaluation) items are the cached
-uint8 tensors as they are: the training loop copies a batch to the device and `transform_batch` crops,
-flips and normalises it there (`augment_batch`), each sample from its own seed, so the data stays a
-function of the seed whatever the device, the batch or the process count.
+With ``uint8_items=True`` (what `tl_hub.finetune` uses for evaluation, and for training on accelerators)
+items are the cached uint8 tensors as they are: the training loop copies a batch to the device and
+`transform_batch` crops, flips and normalises it there (`augment_batch`), each sample from its own seed, so
+the data stays a function of the seed whatever the batch or the process count. On a CPU, where it is
+faster, items are augmented one by one, each from a generator seeded for it (`(index, seed)` keys).
 
 Example:
     >>> from tl_hub.data import load_data
@@ -308,8 +309,12 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return augment_batch(pixels, self.spec, scale=self.scale, ratio=self.ratio, flip=self.flip,
                              generator=generator, seeds=seeds)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
+    #: items may be asked for as ``(index, seed)``: the augmentation then draws from a generator of its own,
+    #: seeded by `seed` (`tl_hub.seeding.SeededDataset` hands the keys through, saving and restoring nothing)
+    takes_seeds = True
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
         image = self._planes(index)  # 1 or 3 planes: crop and resize them before widening to RGB
         if self.uint8_items:
             return {"pixel_values": image.expand(3, -1, -1), "labels": self.labels[index], "index": index}
@@ -317,15 +322,16 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.v2 import functional as tvF
 
+            generator = torch.Generator().manual_seed(seed) if seed else None
             height, width = image.shape[-2:]
-            top, left, h, w = _random_resized_crop_params(height, width, self.scale, self.ratio, None)
+            top, left, h, w = _random_resized_crop_params(height, width, self.scale, self.ratio, generator)
             image = tvF.resize(
                 image[:, top : top + h, left : left + w].contiguous(),
                 [self.spec.size, self.spec.size],
                 interpolation=InterpolationMode.BILINEAR,
                 antialias=True,
             )
-            if self.flip and bool(torch.rand(()) < 0.5):
+            if self.flip and bool(torch.rand((), generator=generator) < 0.5):
                 image = image.flip(-1)
         pixels = self.spec.normalize(image.expand(3, -1, -1))  # the float copy is a dense 3-plane tensor
         return {"pixel_values": pixels, "labels": self.labels[index], "index": index}
