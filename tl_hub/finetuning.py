@@ -39,6 +39,7 @@ from typing import Any
 from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError
 from tl_hub.hardware import (
+    configure_threads,
     default_workers,
     describe_device,
     feature_batch_size,
@@ -133,6 +134,7 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
     config = resolve_config(config, overrides)
     output_dir = Path(config.output_dir).expanduser()
     accelerator = make_accelerator(config.mixed_precision, log_with=config.log_with, project_dir=output_dir)
+    configure_threads(accelerator, config.num_workers)  # threads + workers <= this process's free cores
     if accelerator.device.type == "cpu":
         tune_cpu_allocator()
     say = main_process_reporter(accelerator)
