@@ -567,10 +567,12 @@ def write_output_folder(output_dir: Path, model: Any, processor: Any, spec: Any,
     from tl_hub.card import write_model_card
     from tl_hub.checkpoint import atomic_write_json
     from tl_hub.data.transforms import export_processor, save_processor
+    from tl_hub.reporting import quiet_library_chatter
 
     model.to(memory_format=torch.contiguous_format)
-    model.save_pretrained(output_dir)
-    save_processor(export_processor(processor, spec), output_dir)
+    with quiet_library_chatter():  # no "Writing model shards" bar; real warnings still show
+        model.save_pretrained(output_dir)
+        save_processor(export_processor(processor, spec), output_dir)
     atomic_write_json(output_dir / METRICS_FILE, metrics_doc)
     atomic_write_json(output_dir / RUN_INFO_FILE, run_info)
     write_model_card(output_dir, repo_id=repo_id)

@@ -42,7 +42,7 @@ from typing import Any
 
 from tl_hub.errors import DataError, HubError, TlHubError
 from tl_hub.output_folder import CARD_FILE, CONFIG_FILE, RUN_INFO_FILE, check_output_folder, hub_files
-from tl_hub.reporting import use_console
+from tl_hub.reporting import quiet_library_chatter, use_console
 
 logger = logging.getLogger(__name__)
 
@@ -479,7 +479,7 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
         source = str(local)
     else:
         source = _validate_repo_id(str(repo_or_dir))
-    with _hub_errors(source, "load"):
+    with _hub_errors(source, "load"), quiet_library_chatter():  # no "Loading weights" bar, no spurious warning
         try:
             model = AutoModelForImageClassification.from_pretrained(source, revision=revision)
             processor = AutoImageProcessor.from_pretrained(source, revision=revision)
