@@ -154,20 +154,19 @@ def test_describe():
 def test_prepare_process_sets_only_what_the_user_did_not(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")  # as in `tl-hub` before its first torch import
     env: dict[str, str] = {}
-    assert prepare_process(env, busy=4.0, stream=io.StringIO()) == {"TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert env == {"TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert prepare_process({}, busy=0.0, stream=io.StringIO()) == {"TQDM_DISABLE": "1"}  # idle: spin as usual
-    user = {"OMP_WAIT_POLICY": "ACTIVE", "TQDM_DISABLE": "0"}
-    assert prepare_process(user, busy=4.0, stream=io.StringIO()) == {}
-    assert user == {"OMP_WAIT_POLICY": "ACTIVE", "TQDM_DISABLE": "0"}
+    assert prepare_process(env, stream=io.StringIO()) == {"TQDM_DISABLE": "1", "GOMP_SPINCOUNT": "10000"}
+    assert env == {"TQDM_DISABLE": "1", "GOMP_SPINCOUNT": "10000"}
+    for user in ({"OMP_WAIT_POLICY": "ACTIVE", "TQDM_DISABLE": "0"}, {"GOMP_SPINCOUNT": "300000", "TQDM_DISABLE": ""}):
+        before = dict(user)
+        assert prepare_process(user, stream=io.StringIO()) == {} and user == before
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    assert prepare_process({}, busy=0.0, stream=Terminal()) == {}  # bars stay on a terminal
+    assert prepare_process({}, stream=Terminal()) == {"GOMP_SPINCOUNT": "10000"}  # bars stay on a terminal
 
 
 def test_prepare_process_leaves_openmp_alone_once_torch_is_loaded():
     assert "torch" in sys.modules
-    assert prepare_process({}, busy=4.0, stream=io.StringIO()) == {"TQDM_DISABLE": "1"}
+    assert prepare_process({}, stream=io.StringIO()) == {"TQDM_DISABLE": "1"}

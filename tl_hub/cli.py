@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tl-hub` console script; returns the exit status."""
     from tl_hub.hardware import prepare_process
 
-    prepare_process()  # first, before torch loads: OpenMP's wait policy on a busy machine, no bars into a pipe
+    prepare_process()  # first, before torch loads: OpenMP threads that sleep when idle, no bars into a pipe
     from tl_hub.errors import TlHubError
     from tl_hub.reporting import use_console
 

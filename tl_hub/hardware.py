@@ -10,9 +10,10 @@ cores this process may use (its CPU affinity and cgroup quota), shared among the
 on this node (`LOCAL_WORLD_SIZE`), less the cores other programs keep busy right now, split between
 the DataLoader workers and the main process's threads (workers + threads <= that share; at least one
 thread). `configure_threads` applies it after `make_accelerator`; a thread count the user chose
-(`OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `torch.set_num_threads`) is left as it is. `prepare_process`
-(the command line, before torch is imported) makes OpenMP's idle threads sleep instead of spin when
-the machine is busy, which only works before torch loads its OpenMP runtime.
+(`OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `torch.set_num_threads`) is left as it is, and a
+`ThreadGovernor` keeps following the load during the long feature pass. `prepare_process` (the command
+line, before torch is imported) makes OpenMP's idle threads spin briefly and then sleep, which only
+works before torch loads its OpenMP runtime (a Python program that imported torch first keeps its own).
 
 Each choice was measured on the machines named in the README's "Benchmarks" section; the numbers live
 there, not here.
@@ -39,7 +40,7 @@ from typing import Any
 
 from tl_hub.reporting import logger
 
-__all__ = ["ThreadPlan", "busy_cores", "configure_threads", "default_workers", "describe_device",
+__all__ = ["ThreadGovernor", "ThreadPlan", "busy_cores", "configure_threads", "default_workers", "describe_device",
            "feature_batch_size", "local_processes", "make_accelerator", "parse_cpu_max", "plan_threads", "prepare_process",
            "resolve_precision", "tune_cpu_allocator", "usable_cores", "wants_channels_last"]
 
@@ -310,7 +311,7 @@ def _own_runnable_threads() -> int:
     return max(1, running)
 
 
-_APPLIED: dict[str, int] = {}  # the thread count configure_threads set last (so a later run may change it again)
+_APPLIED: dict[str, int] = {}  # the thread count tl_hub set last (so tl_hub may change it again, a user's never)
 
 
 def configure_threads(accelerator: Any = None, num_workers: int | None = None, *,
@@ -331,20 +332,82 @@ def configure_threads(accelerator: Any = None, num_workers: int | None = None, *
     cores = usable_cores()
     processes = local_processes(getattr(accelerator, "num_processes", 1))
     cuda = getattr(getattr(accelerator, "device", None), "type", "cpu") == "cuda"
-    plan = plan_threads(cores, processes, busy_cores(cores=cores) if busy is None else busy, num_workers, cuda=cuda)
-    current = torch.get_num_threads()
-    explicit = any(os.environ.get(name) for name in THREAD_VARIABLES)
-    default = _torch_default_threads()
-    if explicit or current not in (default, _APPLIED.get("threads")):
-        return ThreadPlan(plan.cores, plan.processes, plan.busy, plan.workers, current)
-    threads = min(plan.threads, default)
-    if threads != current:
-        torch.set_num_threads(threads)
-    _APPLIED["threads"] = threads
-    plan = ThreadPlan(plan.cores, plan.processes, plan.busy, plan.workers, threads)
-    if accelerator is not None and accelerator.is_main_process and threads < cores // processes:
+    others = _other_programs(busy_cores(cores=cores) if busy is None else busy, cores, processes)
+    plan = plan_threads(cores, processes, others, num_workers, cuda=cuda)
+    ceiling = _owned_thread_ceiling()
+    if ceiling is None:  # the user's thread count
+        return ThreadPlan(plan.cores, plan.processes, plan.busy, plan.workers, torch.get_num_threads())
+    plan = ThreadPlan(plan.cores, plan.processes, plan.busy, plan.workers, _apply_threads(min(plan.threads, ceiling)))
+    if accelerator is not None and accelerator.is_main_process and plan.threads < cores // processes:
         logger.info(plan.describe())
     return plan
+
+
+def _other_programs(busy: float, cores: int, processes: int) -> float:
+    """Busy cores less those the run's own other processes on this node may be using (their share each)."""
+    return max(0.0, busy - (processes - 1) * max(1, cores // processes))
+
+
+def _owned_thread_ceiling() -> int | None:
+    """torch's default thread count when tl_hub may set the threads (torch is at its default, or at the count
+    tl_hub set), else None (the user chose them)."""
+    import torch
+
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    default = _torch_default_threads()
+    return default if torch.get_num_threads() in (default, _APPLIED.get("threads")) else None
+
+
+def _apply_threads(threads: int) -> int:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    _APPLIED["threads"] = threads
+    return threads
+
+
+class ThreadGovernor:
+    """Keeps torch's threads sized to the free cores while a long loop runs, since other programs start and
+    stop during a run: `tick()` once per batch reads the run queue at most every `interval_s` seconds and
+    re-applies `plan_threads` to the fewest busy cores of the last `window` readings (so a brief job does not
+    count). It acts only while tl_hub owns the thread count (`configure_threads` set it, or torch is at its
+    default); a thread count the user chose is never changed.
+
+    Example:
+        >>> governor = ThreadGovernor(interval_s=0.0)
+        >>> for _ in range(3):
+        ...     governor.tick()
+        >>> governor.threads >= 1
+        True
+    """
+
+    def __init__(self, accelerator: Any = None, num_workers: int = 0, *, interval_s: float = 1.0,
+                 window: int = 3) -> None:
+        import torch
+
+        self.cores = usable_cores()
+        self.processes = local_processes(getattr(accelerator, "num_processes", 1))
+        self.num_workers, self.interval_s, self.window = num_workers, interval_s, max(1, window)
+        self.readings: list[float] = []
+        self.threads = torch.get_num_threads()
+        self._next = time.monotonic() + interval_s
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        busy = busy_cores(samples=1, cores=self.cores)
+        self.readings = (self.readings + [busy])[-self.window:]
+        ceiling = _owned_thread_ceiling()
+        if ceiling is None or len(self.readings) < self.window:
+            return
+        others = max(0.0, _other_programs(min(self.readings), self.cores, self.processes) - self.num_workers)
+        wanted = min(plan_threads(self.cores, self.processes, others, self.num_workers).threads, ceiling)
+        if wanted != self.threads:
+            self.threads = _apply_threads(wanted)
 
 
 def _torch_default_threads() -> int:
@@ -364,26 +427,32 @@ def _torch_default_threads() -> int:
     return max(1, len(cores))
 
 
-def prepare_process(environ: Any = None, *, busy: float | None = None, stream: Any = None) -> dict[str, str]:
+#: libgomp (the OpenMP runtime of torch's Linux wheels) spins this many times before an idle thread sleeps;
+#: its default, 300,000, keeps a waiting thread on a core long enough to starve the thread it waits for
+#: whenever other programs share the cores (README, "Benchmarks")
+GOMP_SPINCOUNT = "10000"
+
+
+def prepare_process(environ: Any = None, *, stream: Any = None) -> dict[str, str]:
     """What the `tl-hub` command sets first, before torch or any Hugging Face library is imported (both read
-    these once, when they load): when other programs keep this process's cores busy, OpenMP's idle threads
-    sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`); when the output (`stream`, default stderr) is not
-    a terminal, no progress bars (`tl_hub.reporting.progress_bars_for`). A value the user set is kept; after
-    torch's import the wait policy is left alone. Returns what it set.
+    these once, when they load): OpenMP's idle threads spin briefly, then sleep (`GOMP_SPINCOUNT`), so a run
+    that shares its cores with other programs does not stall on its own spinning threads; and, when the
+    output (`stream`, default stderr) is not a terminal, no progress bars
+    (`tl_hub.reporting.progress_bars_for`). A value the user set (`GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`,
+    `TQDM_DISABLE`) is kept, and once torch is loaded the OpenMP settings are left alone. Returns what it set.
 
     Example:
         >>> import io
-        >>> prepare_process({}, busy=0.0, stream=io.StringIO())
-        {'TQDM_DISABLE': '1'}
+        >>> sorted(prepare_process({"OMP_WAIT_POLICY": "active"}, stream=io.StringIO()))
+        ['TQDM_DISABLE']
     """
     from tl_hub.reporting import progress_bars_for
 
     environ = os.environ if environ is None else environ
     changes = progress_bars_for(sys.stderr if stream is None else stream, environ)
-    if "torch" in sys.modules or environ.get("OMP_WAIT_POLICY"):
+    if "torch" in sys.modules or environ.get("OMP_WAIT_POLICY") or environ.get("GOMP_SPINCOUNT"):
         return changes
-    if (busy_cores() if busy is None else busy) >= 0.5:
-        environ["OMP_WAIT_POLICY"] = changes["OMP_WAIT_POLICY"] = "PASSIVE"
+    environ["GOMP_SPINCOUNT"] = changes["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
     return changes
 
 
