@@ -164,3 +164,24 @@ def test_one_arm_in_its_own_process(tmp_path):
     assert result["images"] == 28  # 20 training + 8 validation images, each embedded once
     assert 0 < result["forward_s"] <= result["wall_s"]
     assert result["peak_rss_mb"] > 100
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_contention_script_pairs_trees_beside_busy_loops(tmp_path):
+    """tests/benchmarks/contention.py: one run per tree (alternating), busy loops beside it, the load recorded."""
+    other = tmp_path / "other_tree"
+    other.mkdir()
+    out = tmp_path / "contention"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "contention.py"), "--trees", str(BENCH.parents[1]), str(other), "--busy", "1",
+         "--repeats", "1", "--out", str(out), "--", sys.executable, "-c",
+         "import os, sys, time; time.sleep(0.3); print(os.environ['PYTHONPATH'].split(os.pathsep)[0])"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["tree"] for r in records] == [str(BENCH.parents[1]), str(other)]
+    for record in records:
+        assert record["returncode"] == 0 and record["wall_s"] >= 0.3 and record["loops_cores"] > 0.2
+        assert record["others_cores"] >= 0.0 and record["cpu_s"] >= 0.0
+    assert "beside 1 busy loop(s)" in (out / "results.md").read_text()

@@ -429,7 +429,7 @@ def _torch_default_threads() -> int:
 
 #: libgomp (the OpenMP runtime of torch's Linux wheels) spins this many times before an idle thread sleeps;
 #: its default, 300,000, keeps a waiting thread on a core long enough to starve the thread it waits for
-#: whenever other programs share the cores (README, "Benchmarks")
+#: whenever other programs share the cores (tests/benchmarks/README.md, "CPU threads on a shared machine")
 GOMP_SPINCOUNT = "10000"
 
 
