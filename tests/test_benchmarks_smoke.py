@@ -70,7 +70,7 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     records = payload["records"]
     assert {(r["section"], r["arm"]) for r in records} == {
         ("speed", "floor"), ("speed", "tlhub"), ("speed", "trainer"),
-        ("throughput", "tlhub"), ("throughput", "trainer"), ("quality", "tlhub"),
+        ("throughput", "tlhub"), ("throughput", "trainer"), ("quality", "tlhub"), ("fixed", "fixed_cost"),
     }
     assert all("error" not in r["result"] for r in records), [r["result"].get("error") for r in records]
     summary = payload["summary"]
@@ -81,13 +81,26 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     assert summary["throughput"][0]["ratio"]["median"] > 0
     quality = summary["quality"][0]
     assert "auto" in quality["policies"] and "auto_gap_points" in quality
+    # a run's fixed cost: the bundled-data head run against its forward pass over ready tensors, same process
+    fixed_arm = next(r["result"] for r in records if r["section"] == "fixed")
+    assert fixed_arm["images"] == 40 + 2000 and fixed_arm["epochs_run"] == 2 and fixed_arm["feature_cache_used"]
+    assert 0 < fixed_arm["forward_s"] and fixed_arm["ratio"] == pytest.approx(fixed_arm["wall_s"] / fixed_arm["forward_s"])
+    fixed = summary["fixed"][0]
+    from tl_hub.config import quickstart_config
+    from tl_hub.hardware import feature_batch_size
+
+    run_batch = feature_batch_size(None, quickstart_config().batch_size, payload["meta"]["config"]["device"])
+    assert fixed["ratio"]["median"] > 0 and fixed["floor_batch_size"] == run_batch  # the run's feature-pass batch
+    target = next(t for t in summary["targets"] if t["target"].startswith("fixed cost"))
+    assert "1.3x" in target["target"] and isinstance(target["met"], bool)
     # the head arm of the speed section trained only the head through the feature cache
     head_arm = next(r for r in records if r["section"] == "speed" and r["arm"] == "tlhub")
     assert head_arm["result"]["policy_used"]["name"] == "head"
     trainer_arm = next(r for r in records if r["section"] == "speed" and r["arm"] == "trainer")
     assert 0 < trainer_arm["result"]["trainable_params"] < 100_000  # the head only: 1280 * 10 + 10
     markdown = (out / "results.md").read_text()
-    for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "Memory", "Targets"):
+    for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "A run's fixed cost", "Memory",
+                    "Targets"):
         assert heading in markdown
     assert "Small-data speed" in proc.stdout  # the summary is printed too
     assert payload["meta"]["complete"] is True and "Partial results" not in markdown
@@ -151,3 +164,24 @@ def test_one_arm_in_its_own_process(tmp_path):
     assert result["images"] == 28  # 20 training + 8 validation images, each embedded once
     assert 0 < result["forward_s"] <= result["wall_s"]
     assert result["peak_rss_mb"] > 100
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_contention_script_pairs_trees_beside_busy_loops(tmp_path):
+    """tests/benchmarks/contention.py: one run per tree (alternating), busy loops beside it, the load recorded."""
+    other = tmp_path / "other_tree"
+    other.mkdir()
+    out = tmp_path / "contention"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "contention.py"), "--trees", str(BENCH.parents[1]), str(other), "--busy", "1",
+         "--repeats", "1", "--out", str(out), "--", sys.executable, "-c",
+         "import os, sys, time; time.sleep(0.3); print(os.environ['PYTHONPATH'].split(os.pathsep)[0])"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["tree"] for r in records] == [str(BENCH.parents[1]), str(other)]
+    for record in records:
+        assert record["returncode"] == 0 and record["wall_s"] >= 0.3 and record["loops_cores"] > 0.2
+        assert record["others_cores"] >= 0.0 and record["cpu_s"] >= 0.0
+    assert "beside 1 busy loop(s)" in (out / "results.md").read_text()

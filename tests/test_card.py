@@ -101,6 +101,21 @@ def test_plots_are_pngs(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_leave_pyplot_and_the_callers_backend_alone(tmp_path):
+    """The plots draw on their own Agg canvas: pyplot is not imported (a fixed cost of every run) and a
+    program's chosen matplotlib backend stays what it was."""
+    out = _copy_run(tmp_path)
+    code = ("import sys, matplotlib\n"
+            "matplotlib.use('svg')\n"
+            "from tl_hub.card import write_plots\n"
+            f"print(write_plots({str(out)!r}), matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["['confusion_matrix.png',", "'training_curves.png']", "svg", "False"]
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_card_validates_and_round_trips_through_hub(hub, tmp_path):
     from huggingface_hub import HfApi, ModelCard
 

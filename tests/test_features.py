@@ -87,3 +87,35 @@ def test_disk_cache_is_float16_and_reused(tmp_path, tiny):
     features_for(model, ds, accelerator=acc, batch_size=4, split="train", cache_dir=tmp_path / "fc",
                  key_parts=["y"], progress=False)
     assert len(list((tmp_path / "fc").rglob("*.safetensors"))) == 2
+
+
+def test_images_are_normalised_per_batch_with_identical_features(tmp_path, tiny):
+    """The feature pass loads a deterministic ImageClassificationDataset as uint8 images and normalises whole
+    batches (the dataset's transform_batch): bit-identical features to the per-item transform."""
+    from helpers.images import write_image_folder
+    from tl_hub.data import load_data
+    from tl_hub.data.dataset import ImageClassificationDataset
+    from tl_hub.data.transforms import ImageSpec
+    from tl_hub.features import _batched
+
+    folder = write_image_folder(tmp_path / "imgs", LABELS, per_label=4, seed=5)
+    bundle = load_data(str(folder), eval_fraction=0.25, seed=0)
+    spec = ImageSpec(size=32, resize_size=36)
+    dataset = ImageClassificationDataset(bundle.train, spec, train=False, cache=False)
+
+    class PerItem(torch.utils.data.Dataset):  # the same items through the per-item transform
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, i: int) -> dict:
+            return dataset[i]
+
+    source, transform = _batched(dataset)
+    assert transform is not None and torch.equal(transform(source[0]["pixel_values"][None])[0],
+                                                 dataset[0]["pixel_values"])
+    assert _batched(ImageClassificationDataset(bundle.train, spec, train=True, cache=False))[1] is None  # augmented
+    model = load_backbone(str(tiny("vit")), LABELS)
+    acc = cpu_accelerator()
+    batched = extract_features(model, dataset, accelerator=acc, batch_size=4, progress=False)
+    per_item = extract_features(model, PerItem(), accelerator=acc, batch_size=4, progress=False)
+    assert torch.equal(batched[0], per_item[0]) and torch.equal(batched[1], per_item[1])

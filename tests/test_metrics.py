@@ -215,3 +215,40 @@ def test_the_loop_and_the_recipe_share_the_rule():
     assert TrainArgs(metric_for_best_model=config.metric_for_best_model).greater_is_better is None  # the rule decides
     assert greater_is_better(config.metric_for_best_model) is False
 
+
+
+# --- one arithmetic: compute_metrics calls the shipped modules' own functions, without evaluate -------------
+
+
+@pytest.mark.parametrize(("seed", "num_labels", "n", "present"), [(20, 10, 300, None), (21, 7, 90, 4), (22, 2, 25, None)])
+def test_compute_metrics_equals_the_evaluate_modules(seed, num_labels, n, present):
+    """Every number compute_metrics reports is what evaluate.load(<shipped module>).compute gives."""
+    refs, logits = _random_case(seed, num_labels, n, present)
+    preds = logits.argmax(axis=1)
+    got = compute_metrics(preds, refs, [str(i) for i in range(num_labels)], logits=logits)
+    prf = load_metric("precision_recall_f1")
+    expected = {**load_metric("accuracy").compute(predictions=preds, references=refs),
+                **{k: v for k, v in prf.compute(predictions=preds, references=refs).items() if k != "per_label"}}
+    per_label = prf.compute(predictions=preds, references=refs, labels=list(range(num_labels)))["per_label"]
+    expected["per_label"] = {str(i): v for i, v in per_label.items()}
+    expected["confusion_matrix"] = load_metric("confusion_matrix").compute(
+        predictions=preds, references=refs, num_labels=num_labels)["confusion_matrix"]
+    if num_labels > 5:
+        expected["top5_accuracy"] = load_metric("top_k_accuracy").compute(
+            predictions=top_k_ids(logits, 5), references=refs, k=5)["top_5_accuracy"]
+    assert got == expected  # identical, not approximately equal
+
+
+def test_reported_metrics_do_not_import_evaluate():
+    """evaluate (seconds to import) is loaded only for a metric tl_hub does not ship."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from tl_hub.metrics import compute_metrics\n"
+            "r = compute_metrics(np.array([0, 1, 2, 1]), np.array([0, 1, 1, 1]), list('abcdefg'),\n"
+            "                    logits=np.eye(7, dtype=np.float32)[[0, 1, 2, 1]])\n"
+            "print(round(r['accuracy'], 2), 'evaluate' in sys.modules, 'datasets' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0.75", "False", "False"]

@@ -127,7 +127,9 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
 def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str]:
     """Write `confusion_matrix.png` and `training_curves.png` from metrics.json; returns written names.
 
-    A plot whose data is missing is skipped. Uses matplotlib's Agg backend (no display needed).
+    A plot whose data is missing is skipped. The figures are drawn on matplotlib's Agg canvas directly
+    (`matplotlib.figure.Figure`, as matplotlib recommends for scripts that only save files): no display is
+    needed, `pyplot` is never imported, and a caller's own matplotlib backend is left alone.
 
     Example:
         >>> write_plots("outputs/fashion")  # doctest: +SKIP
@@ -135,20 +137,25 @@ def write_plots(output_dir: str | Path, metrics: dict | None = None) -> list[str
     """
     out = Path(output_dir)
     metrics = _read_json(out / METRICS_FILE) if metrics is None else metrics
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     written: list[str] = []
-    if _plot_confusion(plt, metrics, out / CONFUSION_PNG):
+    if _plot_confusion(metrics, out / CONFUSION_PNG):
         written.append(CONFUSION_PNG)
-    if _plot_curves(plt, metrics, out / CURVES_PNG):
+    if _plot_curves(metrics, out / CURVES_PNG):
         written.append(CURVES_PNG)
     return written
 
 
-def _plot_confusion(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
+def _figure(**kwargs: Any) -> Any:
+    """A figure on its own Agg canvas (what `pyplot.subplots` would draw on, without pyplot's global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_confusion(metrics: dict[str, Any], path: Path) -> bool:
     matrix = metrics.get("confusion_matrix")
     labels = metrics.get("labels") or []
     if not matrix or not all(isinstance(r, list) for r in matrix):
@@ -159,7 +166,8 @@ def _plot_confusion(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
     n = cm.shape[0]
     names = labels if len(labels) == n else [str(i) for i in range(n)]
     size = min(4 + 0.45 * n, 14)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    fig = _figure(figsize=(size, size * 0.9))
+    ax = fig.subplots()
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -175,16 +183,16 @@ def _plot_confusion(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
     ax.set_title("Confusion matrix, evaluation split\n(counts; colour = share of the true label)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
     return True
 
 
-def _plot_curves(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
+def _plot_curves(metrics: dict[str, Any], path: Path) -> bool:
     epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
     if not epochs:
         return False
     xs = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     if any(e.get("train_loss") is not None for e in epochs):
         ax_loss.plot(xs, [e.get("train_loss", float("nan")) for e in epochs], "o-", label="train loss")
     if any(e.get("eval_loss") is not None for e in epochs):
@@ -209,10 +217,7 @@ def _plot_curves(plt: Any, metrics: dict[str, Any], path: Path) -> bool:
         ax_metric.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
     return True
-
-
 
 
 # ---------------------------------------------------------------------------------------------------

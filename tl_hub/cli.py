@@ -256,6 +256,9 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tl-hub` console script; returns the exit status."""
+    from tl_hub.hardware import prepare_process
+
+    prepare_process()  # first, before torch loads: OpenMP threads that sleep when idle, no bars into a pipe
     from tl_hub.errors import TlHubError
     from tl_hub.reporting import use_console
 

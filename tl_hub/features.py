@@ -103,6 +103,30 @@ class FeatureDataset(Dataset):
         return {"features": self.features[i], "labels": self.labels[i], "index": i}
 
 
+class _Uint8Items(Dataset):
+    """A deterministic `ImageClassificationDataset`'s items as uint8 images, for `extract_features` to
+    normalise whole batches with the dataset's own `transform_batch`: the same arithmetic per pixel as the
+    per-item transform, in three tensor operations per batch instead of three per image."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"pixel_values": self.dataset.uint8(i), "labels": self.dataset.labels[i], "index": i}
+
+
+def _batched(dataset: Dataset) -> tuple[Dataset, Any]:
+    """(the dataset to load, the batch transform to apply after loading, or None)."""
+    from tl_hub.data.dataset import ImageClassificationDataset
+
+    if isinstance(dataset, ImageClassificationDataset) and not dataset.augment and not dataset.uint8_items:
+        return _Uint8Items(dataset), dataset.transform_batch
+    return dataset, None
+
+
 @torch.no_grad()
 def extract_features(
     model: torch.nn.Module,
@@ -119,11 +143,14 @@ def extract_features(
     head's inputs (float32, one row per item, in index order) and the labels.
 
     Works on any number of processes: each runs its shard, results are gathered to every process.
-    The model runs in eval mode under the accelerator's precision (bf16 autocast when configured).
+    The model runs in eval mode under the accelerator's precision (bf16 autocast when configured). While
+    it runs, a `tl_hub.hardware.ThreadGovernor` keeps torch's threads sized to the cores other programs
+    leave free (never a thread count the user chose).
 
     Example:
         >>> # feats, labels = extract_features(model, eval_ds, accelerator=Accelerator(cpu=True))
     """
+    from tl_hub.hardware import ThreadGovernor
     from tl_hub.train import forward_logits
 
     head = head_module(model)
@@ -134,7 +161,8 @@ def extract_features(
 
     nproc = accelerator.num_processes
     bs = max(nproc, batch_size - batch_size % nproc)
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=bs, shuffle=False, num_workers=num_workers))
+    source, transform_batch = _batched(dataset)
+    loader = accelerator.prepare(DataLoader(source, batch_size=bs, shuffle=False, num_workers=num_workers))
     was_training = model.training
     prepared = accelerator.prepare(model)
     if channels_last:
@@ -149,8 +177,12 @@ def extract_features(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(loader), desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+    governor = ThreadGovernor(accelerator, num_workers)  # the machine's load may change during the pass
     try:
         for batch in loader:
+            governor.tick()
+            if transform_batch is not None:  # uint8 batch -> the eval transform's float pixels
+                batch["pixel_values"] = transform_batch(batch["pixel_values"])
             captured.clear()
             forward_logits(prepared, batch, channels_last)
             if len(captured) != 1:

@@ -41,11 +41,13 @@ from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError
 from tl_hub.hardware import (
     augments_batches_on_device,
+    configure_threads,
     default_workers,
     describe_device,
     feature_batch_size,
     make_accelerator,
     tune_cpu_allocator,
+    tune_cuda,
     wants_channels_last,
 )
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
@@ -135,8 +137,10 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
     locate_sources(config)
     output_dir = Path(config.output_dir).expanduser()
     accelerator = make_accelerator(config.mixed_precision, log_with=config.log_with, project_dir=output_dir)
+    configure_threads(accelerator, config.num_workers)  # threads + workers <= this process's free cores
     if accelerator.device.type == "cpu":
         tune_cpu_allocator()
+    tune_cuda(config.cuda_autotune)  # cudnn.benchmark + TF32 unless the recipe says cuda_autotune: false
     say = main_process_reporter(accelerator)
     resume = prepare_output_dir(config, accelerator)
     with stops_explained(output_dir, accelerator):  # Ctrl-C or an error: say how the same command resumes
@@ -546,10 +550,12 @@ def write_output_folder(output_dir: Path, model: Any, processor: Any, spec: Any,
     from tl_hub.card import write_model_card
     from tl_hub.checkpoint import atomic_write_json
     from tl_hub.data.transforms import export_processor, save_processor
+    from tl_hub.reporting import quiet_library_chatter
 
     model.to(memory_format=torch.contiguous_format)
-    model.save_pretrained(output_dir)
-    save_processor(export_processor(processor, spec), output_dir)
+    with quiet_library_chatter():  # no "Writing model shards" bar; real warnings still show
+        model.save_pretrained(output_dir)
+        save_processor(export_processor(processor, spec), output_dir)
     atomic_write_json(output_dir / METRICS_FILE, metrics_doc)
     atomic_write_json(output_dir / RUN_INFO_FILE, run_info)
     write_model_card(output_dir, repo_id=repo_id)

@@ -44,7 +44,7 @@ from typing import Any
 from tl_hub.errors import DataError, HubError, TlHubError
 from tl_hub.locations import locate, nearby
 from tl_hub.output_folder import CARD_FILE, CONFIG_FILE, RUN_INFO_FILE, check_output_folder, hub_files
-from tl_hub.reporting import use_console
+from tl_hub.reporting import quiet_library_chatter, use_console
 
 logger = logging.getLogger(__name__)
 
@@ -489,7 +489,7 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
         source = str(location.path)
     else:
         source = _validate_repo_id(location.source)
-    with _hub_errors(source, "load"):
+    with _hub_errors(source, "load"), quiet_library_chatter():  # no "Loading weights" bar, no spurious warning
         try:
             only_cache = {"local_files_only": True} if location.local_only else {}
             model = AutoModelForImageClassification.from_pretrained(source, revision=revision, **only_cache)

@@ -11,6 +11,10 @@ Sections (each comparison measured in the same run, arms alternating, reported a
               epochs; plus the physical floor: one no-grad forward pass over the same images.
   throughput  partial and full fine-tuning: training images/s of tl_hub's loop vs the Trainer.
   quality     test accuracy of head / partial / full / scratch / lp-ft / auto on the 10k test set.
+  fixed       a run's fixed cost: the quickstart's head run (the data bundled with tl_hub, N = 1,000,
+              10 epochs, every epoch evaluated on the 2,000 bundled eval images) timed in a process that
+              imported only torch, against the floor measured after it in the same process: the
+              backbone's forward pass over those 3,000 images as ready tensors (no decoding).
   memory      peak RSS of every arm (each arm is its own process), tl_hub vs Trainer.
 
 Every arm runs in a fresh subprocess (`run.py --arm SPEC.json`) so its peak RSS and its imports are its
@@ -60,7 +64,7 @@ class BenchConfig:
     device: str = "cpu"
     image_size: int = 112
     batch_size: int = 64
-    sections: tuple[str, ...] = ("speed", "throughput", "quality")
+    sections: tuple[str, ...] = ("speed", "throughput", "quality", "fixed")
     # speed (head policy)
     speed_ns: tuple[int, ...] = (1000, 10000)
     speed_epochs: int = 10
@@ -76,6 +80,10 @@ class BenchConfig:
     num_workers: int = 0
     malloc_tuning: bool = False
     first_repeat: int = 0  # repeat indices start here (a later run adds repeats to an earlier one: --merge)
+    # fixed cost (the quickstart's head run on the bundled data vs its forward pass over ready tensors)
+    fixed_examples_per_label: int = 100
+    fixed_epochs: int = 10
+    fixed_repeats: int = 3
     # quality
     quality_ns: tuple[int, ...] = (100, 1000, 10000)
     quality_policies: tuple[str, ...] = POLICIES
@@ -112,6 +120,7 @@ def quick_config(**kw: Any) -> BenchConfig:
         seeds_small=1,
         n_val=500,
         n_test=1000,
+        fixed_repeats=2,
     )
     base.update(kw)
     return BenchConfig(**base)
@@ -136,6 +145,9 @@ def smoke_config(**kw: Any) -> BenchConfig:
         seeds_small=1,
         n_val=20,
         n_test=40,
+        fixed_examples_per_label=4,
+        fixed_epochs=2,
+        fixed_repeats=1,
     )
     base.update(kw)
     return BenchConfig(**base)
@@ -438,17 +450,88 @@ def arm_trainer(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def arm_fixed_cost(spec: dict[str, Any]) -> dict[str, Any]:
+    """A run's fixed cost. First the run: the quickstart recipe (the data bundled with tl_hub, policy head)
+    at `examples_per_label` x 10 training images and `epochs` epochs, every epoch evaluated on the 2,000
+    bundled eval images, timed from a process that has imported torch and nothing else heavy, so every
+    library the run loads, the data, the feature pass, the head's epochs, the plots, the card and the files
+    all count. Then, in the same process and with the same torch threads, the floor: the backbone's forward
+    pass over the same training + eval images already decoded and transformed into one tensor (decoding
+    untimed), at the batch size of the run's own feature pass, in the run's layout and precision."""
+    import torch
+
+    from tl_hub.config import quickstart_config
+
+    preimported = sorted(m for m in ("transformers", "timm", "accelerate", "datasets", "evaluate", "matplotlib")
+                         if m in sys.modules)
+    overrides = ["--model", spec["model"], "--image_size", str(spec["image_size"]), "--epochs", str(spec["epochs"]),
+                 "--examples_per_label", str(spec["examples_per_label"]),
+                 "--mixed_precision", "bf16" if spec["precision"] == "bf16" else "no",
+                 "--num_workers", str(spec.get("num_workers", 0))]
+    config = quickstart_config(overrides, output_dir=str(Path(spec["workdir"]) / "fixed_out"))
+    from tl_hub.finetuning import finetune  # light (its heavy imports happen inside finetune)
+
+    t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
+    result = finetune(config)
+    wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    metrics = json.loads((Path(result.output_dir) / "metrics.json").read_text())
+    floor = _ready_tensor_forward(config, spec["device"])
+    return {"wall_s": wall, "cpu_s": cpu, "ratio": wall / floor["forward_s"], **floor,
+            "feature_pass_s": (metrics.get("feature_extraction") or {}).get("seconds"),
+            "val_accuracy": result.metrics.get("accuracy"), "epochs_run": len(result.history),
+            "feature_cache_used": result.feature_cache_used, "preimported": preimported,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _ready_tensor_forward(config: Any, device: str) -> dict[str, Any]:
+    """The floor of `arm_fixed_cost`: the run's train + eval images through tl_hub's own eval transform into
+    one tensor (untimed), then the timed forward pass of the backbone over it."""
+    import torch
+
+    from tl_hub.backbone import load_backbone
+    from tl_hub.data.dataset import ImageClassificationDataset
+    from tl_hub.finetuning import load_preprocessing, load_run_data
+    from tl_hub.hardware import feature_batch_size, wants_channels_last
+
+    data = load_run_data(config)
+    _, image_spec = load_preprocessing(config)
+    pixels = torch.stack([item["pixel_values"] for split in (data.train, data.eval)
+                          for item in ImageClassificationDataset(split, image_spec, train=False, cache=False)])
+    model = load_backbone(config.model, list(data.labels)).to(device).eval()
+    channels_last = wants_channels_last(model, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    batch = feature_batch_size(config.eval_batch_size, config.batch_size, device)
+    autocast = config.mixed_precision == "bf16"
+    pixels = pixels.to(device)
+    started = time.perf_counter()
+    with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+        for start in range(0, len(pixels), batch):
+            model(pixel_values=pixels[start : start + batch])
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return {"forward_s": time.perf_counter() - started, "images": len(pixels), "floor_batch_size": batch,
+            "channels_last": channels_last}
+
+
 ARMS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "floor": arm_floor,
     "tlhub": arm_tlhub,
     "trainer": arm_trainer,
+    "fixed_cost": arm_fixed_cost,
 }
 
 
 def run_arm_here(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one arm in this process and add the process-level numbers (peak RSS, process wall)."""
     started = time.perf_counter()
-    _preimport()
+    if spec.get("preimport", True):
+        _preimport()
+    else:  # the arm times the imports it causes: only torch is loaded before its timer
+        import torch  # noqa: F401
     result_imports_s = time.perf_counter() - started
     if spec["device"] == "cuda":
         import torch
@@ -616,7 +699,16 @@ def section_quality(runner: Runner) -> None:
                 runner.run(spec, {"section": "quality", "n": n, "policy": policy, "seed": seed})
 
 
-SECTIONS = {"speed": section_speed, "throughput": section_throughput, "quality": section_quality}
+def section_fixed(runner: Runner) -> None:
+    cfg = runner.config
+    for rep in range(cfg.first_repeat, cfg.first_repeat + cfg.fixed_repeats):
+        spec = runner.spec("fixed_cost", examples_per_label=cfg.fixed_examples_per_label, epochs=cfg.fixed_epochs,
+                           preimport=False)
+        runner.run(spec, {"section": "fixed", "n": 10 * cfg.fixed_examples_per_label, "repeat": rep})
+
+
+SECTIONS = {"speed": section_speed, "throughput": section_throughput, "quality": section_quality,
+            "fixed": section_fixed}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -646,7 +738,7 @@ def _last_epoch_ips(result: dict[str, Any]) -> float | None:
 
 def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]:
     """Ratios per comparison (paired by repeat), with median / min / max over repeats, and the targets."""
-    summary: dict[str, Any] = {"speed": [], "throughput": [], "quality": [], "memory": [], "targets": []}
+    summary: dict[str, Any] = {"speed": [], "throughput": [], "quality": [], "fixed": [], "memory": [], "targets": []}
     targets = summary["targets"]
 
     # speed: pair the arms of the same (n, repeat)
@@ -759,6 +851,26 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
             })
         summary["quality"].append(row)
 
+    # fixed cost: the run against the forward pass over ready tensors, both in the same process
+    for n in sorted({r["n"] for r in records if r["section"] == "fixed"}):
+        results = [r["result"] for r in records if r["section"] == "fixed" and r["n"] == n and _ok(r)]
+        if not results:
+            continue
+        row = {"n": n, "run_wall_s": _spread([r["wall_s"] for r in results]),
+               "forward_s": _spread([r["forward_s"] for r in results]),
+               "ratio": _spread([r["ratio"] for r in results]),
+               "feature_pass_s": _spread([r.get("feature_pass_s") for r in results]),
+               "process_wall_s": _spread([r.get("process_wall_s") for r in results]),
+               "images": results[0]["images"], "floor_batch_size": results[0]["floor_batch_size"],
+               "epochs": results[0]["epochs_run"], "torch_threads": results[0]["torch_threads"]}
+        summary["fixed"].append(row)
+        targets.append({
+            "target": f"fixed cost N={n}: the head run <= 1.3x its backbone's forward over the {row['images']:,} "
+                      "images as ready tensors (same process)",
+            "value": f"{row['ratio']['median']:.2f}x (min {row['ratio']['min']:.2f}, max {row['ratio']['max']:.2f})",
+            "met": bool(row["ratio"]["median"] <= 1.3),
+        })
+
     # memory: peak RSS, tl_hub vs Trainer, per comparable group
     groups: dict[tuple, dict[str, list[float]]] = {}
     for r in records:
@@ -853,6 +965,21 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any], failed: list[dict
         lines += ["", "Wall seconds per run (mean): " + "; ".join(
             f"N={r['n']}: " + ", ".join(f"{p} {v['wall_s_mean']:.0f}" for p, v in r["policies"].items())
             for r in summary["quality"]), ""]
+    if summary.get("fixed"):
+        lines += [
+            "## A run's fixed cost (quickstart data, head, imports included; floor: forward over ready tensors)",
+            "",
+            "| N | epochs | run wall s | of which feature pass s | floor: forward s (images, batch) | run / floor "
+            "| arm process s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in summary["fixed"]:
+            lines.append(
+                f"| {r['n']:,} | {r['epochs']} | {_fmt(r['run_wall_s'])} | {_fmt(r['feature_pass_s'])} "
+                f"| {_fmt(r['forward_s'])} ({r['images']:,}, {r['floor_batch_size']}) | {_fmt(r['ratio'], 2, '×')} "
+                f"| {_fmt(r['process_wall_s'])} |"
+            )
+        lines.append("")
     if summary["memory"]:
         lines += ["## Memory (peak RSS of the arm's process up to the end of training, MiB)", "",
                   "| section | policy | N | tl_hub | Trainer | ratio |", "|---|---|---|---|---|---|"]
@@ -925,7 +1052,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores (N=1,000 only)")
     mode.add_argument("--smoke", action="store_true", help="seconds, tiny data at 32 px: checks the code paths")
     p.add_argument("--out", default="bench_results", help="folder for results.json and results.md")
-    p.add_argument("--sections", default=None, help="comma list of speed,throughput,quality (default: all)")
+    p.add_argument("--sections", default=None, help="comma list of speed,throughput,quality,fixed (default: all)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="backbone source for both tools")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -973,7 +1100,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
             raise SystemExit(f"--sections: unknown {unknown}; choose from {sorted(SECTIONS)}")
         cfg.sections = wanted
     if args.repeats is not None:
-        cfg.speed_repeats = cfg.tp_repeats = args.repeats
+        cfg.speed_repeats = cfg.tp_repeats = cfg.fixed_repeats = args.repeats
     if args.first_repeat < 0:
         raise SystemExit(f"--first-repeat: expected an integer >= 0, got {args.first_repeat}")
     cfg.first_repeat = args.first_repeat

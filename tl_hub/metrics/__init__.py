@@ -1,12 +1,13 @@
-"""Evaluation metrics through the `evaluate` library, with the metric code shipped inside tl_hub.
+"""Evaluation metrics: tl_hub's own `evaluate` modules, plus any other `evaluate` metric by name.
 
 The `evaluate` wheel ships no metric code: `evaluate.load("accuracy")` downloads a script from the Hub
 and fails offline. tl_hub ships its own `evaluate` modules next to this file (`accuracy.py`,
-`precision_recall_f1.py`, `top_k_accuracy.py`, `confusion_matrix.py`) and loads them by local path, so
-evaluation never touches the network. Any other `evaluate` metric id or path can be added by name
-(`extra_metrics=["matthews_correlation"]`, or `metrics:` in a recipe).
-
-`evaluate` is imported lazily (it costs 5-10 s): importing this package is instant.
+`precision_recall_f1.py`, `top_k_accuracy.py`, `confusion_matrix.py`); `load_metric` loads them by
+local path, so evaluation never touches the network. Their arithmetic lives in `tl_hub.metrics.scores`,
+which `compute_metrics` calls directly (the same code, the same numbers): the metrics every run reports
+need neither `evaluate`'s import nor its per-call Arrow round trip. `evaluate` is imported only when a
+metric that tl_hub does not ship is asked for (`extra_metrics=["matthews_correlation"]`, or `metrics:`
+in a recipe), or by `load_metric`.
 
 Example:
     >>> import numpy as np
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tl_hub.errors import ConfigError, DataError
+from tl_hub.metrics import scores
 
 __all__ = [
     "BUILTIN_METRIC_KEYS",
@@ -184,25 +186,25 @@ def compute_metrics(
     num_labels = len(names)
     if num_labels < 2:
         raise DataError(f"label_names: got {names!r}; a classifier needs at least 2 labels")
-    scores = None
+    logit_scores = None
     if logits is not None:
-        scores = np.asarray(_to_numpy(logits), dtype=np.float32)
-        if scores.ndim != 2 or scores.shape[1] != num_labels:
+        logit_scores = np.asarray(_to_numpy(logits), dtype=np.float32)
+        if logit_scores.ndim != 2 or logit_scores.shape[1] != num_labels:
             raise DataError(
-                f"logits: expected shape [N, {num_labels}] (one score per label), got {tuple(scores.shape)}"
+                f"logits: expected shape [N, {num_labels}] (one score per label), got {tuple(logit_scores.shape)}"
             )
     if predictions is None:
-        if scores is None:
+        if logit_scores is None:
             raise DataError("predictions: got None and no logits to take the argmax of; pass one of them")
-        predictions = scores.argmax(axis=1)
+        predictions = logit_scores.argmax(axis=1)
     preds = np.asarray(_to_numpy(predictions)).reshape(-1).astype(np.int64)
     refs = np.asarray(_to_numpy(references)).reshape(-1).astype(np.int64)
     if preds.shape != refs.shape:
         raise DataError(f"predictions ({preds.shape[0]}) and references ({refs.shape[0]}) differ in length")
     if preds.size == 0:
         raise DataError("references: got 0 examples; there is nothing to evaluate (is the eval split empty?)")
-    if scores is not None and scores.shape[0] != refs.shape[0]:
-        raise DataError(f"logits: {scores.shape[0]} rows for {refs.shape[0]} references")
+    if logit_scores is not None and logit_scores.shape[0] != refs.shape[0]:
+        raise DataError(f"logits: {logit_scores.shape[0]} rows for {refs.shape[0]} references")
     for what, ids in (("predictions", preds), ("references", refs)):
         if ids.min() < 0 or ids.max() >= num_labels:
             raise DataError(
@@ -210,19 +212,17 @@ def compute_metrics(
                 f"got values {int(ids.min())}..{int(ids.max())}"
             )
 
+    # the shipped evaluate modules' own arithmetic (tl_hub.metrics.scores), without evaluate's machinery
     result: dict[str, Any] = {}
-    result.update(load_metric("accuracy").compute(predictions=preds, references=refs))
-    prf = load_metric("precision_recall_f1")
-    macro = prf.compute(predictions=preds, references=refs)
+    result.update(scores.accuracy(preds, refs))
+    macro = scores.precision_recall_f1(preds, refs)
     result.update({k: macro[k] for k in ("precision_macro", "recall_macro", "f1_macro")})
-    if scores is not None and num_labels > 5:
-        top = load_metric("top_k_accuracy").compute(predictions=top_k_ids(scores, 5), references=refs, k=5)
+    if logit_scores is not None and num_labels > 5:
+        top = scores.top_k_accuracy(top_k_ids(logit_scores, 5), refs, k=5)
         result["top5_accuracy"] = top["top_5_accuracy"]
-    per_label = prf.compute(predictions=preds, references=refs, labels=list(range(num_labels)))["per_label"]
-    result["per_label"] = {names[int(i)]: scores_ for i, scores_ in per_label.items()}
-    result["confusion_matrix"] = load_metric("confusion_matrix").compute(
-        predictions=preds, references=refs, num_labels=num_labels
-    )["confusion_matrix"]
+    per_label = scores.precision_recall_f1(preds, refs, labels=list(range(num_labels)))["per_label"]
+    result["per_label"] = {names[int(i)]: values for i, values in per_label.items()}
+    result["confusion_matrix"] = scores.confusion_matrix(preds, refs, num_labels=num_labels)["confusion_matrix"]
 
     for extra in extra_metrics:
         module = load_metric(extra)

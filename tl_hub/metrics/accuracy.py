@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datasets
 import evaluate
-import numpy as np
+
+from tl_hub.metrics.scores import accuracy
 
 _DESCRIPTION = "Fraction of examples whose predicted class id equals the reference class id."
 _KWARGS_DESCRIPTION = """
@@ -41,8 +42,4 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, sample_weight=None):
-        predictions = np.asarray(predictions, dtype=np.int64)
-        references = np.asarray(references, dtype=np.int64)
-        hits = (predictions == references).astype(np.float64)
-        weights = np.ones_like(hits) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        return {"accuracy": float((hits * weights).sum() / weights.sum())}
+        return accuracy(predictions, references, sample_weight=sample_weight)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datasets
 import evaluate
-import numpy as np
+
+from tl_hub.metrics.scores import confusion_matrix
 
 _DESCRIPTION = "Counts of (reference class, predicted class) pairs as a num_labels x num_labels matrix."
 _KWARGS_DESCRIPTION = """
@@ -39,14 +40,4 @@ class ConfusionMatrix(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, num_labels=None):
-        predictions = np.asarray(predictions, dtype=np.int64)
-        references = np.asarray(references, dtype=np.int64)
-        if num_labels is None:
-            num_labels = int(max(predictions.max(initial=-1), references.max(initial=-1))) + 1
-        num_labels = int(num_labels)
-        ids = np.concatenate([predictions, references]) if len(predictions) else np.zeros(0, dtype=np.int64)
-        if len(ids) and (ids.min() < 0 or ids.max() >= num_labels):
-            raise ValueError(f"confusion_matrix: class ids must be in [0, {num_labels}), got {ids.min()}..{ids.max()}")
-        matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
-        np.add.at(matrix, (references, predictions), 1)
-        return {"confusion_matrix": matrix.tolist()}
+        return confusion_matrix(predictions, references, num_labels=num_labels)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datasets
 import evaluate
-import numpy as np
+
+from tl_hub.metrics.scores import precision_recall_f1
 
 _DESCRIPTION = "Per-label and macro-averaged precision, recall and F1 for single-label classification."
 _KWARGS_DESCRIPTION = """
@@ -31,12 +32,6 @@ Returns:
     precision_macro, recall_macro, f1_macro (float),
     per_label (dict): {class id: {"precision", "recall", "f1", "support"}} for every id in labels.
 """
-
-
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(num, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 class PrecisionRecallF1(evaluate.Metric):
@@ -53,33 +48,4 @@ class PrecisionRecallF1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, labels=None):
-        predictions = np.asarray(predictions, dtype=np.int64)
-        references = np.asarray(references, dtype=np.int64)
-        if labels is None:
-            labels = np.union1d(np.unique(predictions), np.unique(references))
-        labels = np.asarray(labels, dtype=np.int64)
-        # per requested label: true positives, predicted count, reference count
-        size = int(max(labels.max(initial=-1), predictions.max(initial=-1), references.max(initial=-1))) + 1
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"precision_recall_f1: labels must be class ids >= 0, got {labels.tolist()}")
-        tp = np.bincount(references[predictions == references], minlength=size)[labels].astype(np.float64)
-        predicted = np.bincount(predictions, minlength=size)[labels].astype(np.float64)
-        support = np.bincount(references, minlength=size)[labels].astype(np.float64)
-        precision = _safe_div(tp, predicted)
-        recall = _safe_div(tp, support)
-        f1 = _safe_div(2 * precision * recall, precision + recall)
-        per_label = {
-            int(c): {
-                "precision": float(p),
-                "recall": float(r),
-                "f1": float(f),
-                "support": int(s),
-            }
-            for c, p, r, f, s in zip(labels, precision, recall, f1, support)
-        }
-        return {
-            "precision_macro": float(precision.mean()) if len(labels) else 0.0,
-            "recall_macro": float(recall.mean()) if len(labels) else 0.0,
-            "f1_macro": float(f1.mean()) if len(labels) else 0.0,
-            "per_label": per_label,
-        }
+        return precision_recall_f1(predictions, references, labels=labels)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datasets
 import evaluate
-import numpy as np
+
+from tl_hub.metrics.scores import top_k_accuracy
 
 _DESCRIPTION = "Fraction of examples whose reference class is among the k best-ranked classes."
 _KWARGS_DESCRIPTION = """
@@ -47,15 +48,4 @@ class TopKAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, k=5):
-        k = int(k)
-        references = np.asarray(references, dtype=np.int64)
-        if len(references) == 0:
-            return {f"top_{k}_accuracy": 0.0}
-        ranked = np.asarray(predictions, dtype=np.int64)
-        if ranked.ndim != 2 or ranked.shape[0] != references.shape[0] or ranked.shape[1] < k:
-            raise ValueError(
-                f"top_k_accuracy: predictions must be [n_examples, >= {k}] ranked class ids, got shape "
-                f"{ranked.shape} for {references.shape[0]} references"
-            )
-        hits = (ranked[:, :k] == references[:, None]).any(axis=1)
-        return {f"top_{k}_accuracy": float(hits.mean())}
+        return top_k_accuracy(predictions, references, k=k)
