@@ -111,6 +111,10 @@ def test_quiet_library_chatter_keeps_real_warnings():
     auto = logging.getLogger("transformers.models.auto.image_processing_auto")
     modeling = logging.getLogger("transformers.modeling_utils")
     handler = Keep(level=logging.WARNING)
+    library = logging.getLogger("transformers")
+    before = (library.level, auto.disabled, modeling.disabled)  # earlier tests may have quietened transformers
+    library.setLevel(logging.WARNING)
+    auto.disabled = modeling.disabled = False
     for target in (auto, modeling):
         target.addHandler(handler)
     bars = hf_logging.is_progress_bar_enabled()
@@ -124,6 +128,8 @@ def test_quiet_library_chatter_keeps_real_warnings():
     finally:
         for target in (auto, modeling):
             target.removeHandler(handler)
+        library.setLevel(before[0])
+        auto.disabled, modeling.disabled = before[1], before[2]
     assert seen == ["Unrecognized image processor in model_dir.", "Some weights of the checkpoint were not used",
                     "Requested torchvision backend is not available. Falling back to pil backend."]
     assert hf_logging.is_progress_bar_enabled() == bars  # restored
