@@ -2,7 +2,8 @@
 
 Runs `run.py --smoke` on the Fashion-MNIST subset that ships inside tl_hub (32 px, a few dozen images,
 every section), checks the JSON and markdown it writes, one arm in its own process (the way every
-arm runs in a real benchmark), the Trainer baseline's freezing, and the loader's missing-data error.
+arm runs in a real benchmark), the loop section alone, the Trainer baseline's freezing, and the loader's
+missing-data error.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     assert {(r["section"], r["arm"]) for r in records} == {
         ("speed", "floor"), ("speed", "tlhub"), ("speed", "trainer"),
         ("throughput", "tlhub"), ("throughput", "trainer"), ("quality", "tlhub"), ("fixed", "fixed_cost"),
+        ("loop", "loop_overhead"),
     }
     assert all("error" not in r["result"] for r in records), [r["result"].get("error") for r in records]
     summary = payload["summary"]
@@ -99,11 +101,45 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     trainer_arm = next(r for r in records if r["section"] == "speed" and r["arm"] == "trainer")
     assert 0 < trainer_arm["result"]["trainable_params"] < 100_000  # the head only: 1280 * 10 + 10
     markdown = (out / "results.md").read_text()
-    for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "A run's fixed cost", "Memory",
-                    "Targets"):
+    for heading in ("Small-data speed", "Fine-tuning throughput", "Policy quality", "A run's fixed cost",
+                    "The loop's own cost (CPU)", "Memory", "Targets"):
         assert heading in markdown
     assert "Small-data speed" in proc.stdout  # the summary is printed too
     assert payload["meta"]["complete"] is True and "Partial results" not in markdown
+
+
+def test_loop_section_alone_in_its_own_process(tmp_path):
+    """`--sections loop` alone: one loop_overhead arm in its own process (tiny sizes), its rows, both targets
+    and the markdown table. No wall-clock assertions: only the structure and positive rates."""
+    out = tmp_path / "loop"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--sections", "loop", "--repeats", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = json.loads((out / "results.json").read_text())
+    records = payload["records"]
+    assert [(r["section"], r["arm"]) for r in records] == [("loop", "loop_overhead")]
+    result = records[0]["result"]
+    assert "error" not in result, result.get("error")
+    assert result["cuda_available"] is False  # the arm's process runs with CUDA hidden: a CPU measurement
+    overhead, pipeline = result["per_step_overhead"], result["input_pipeline"]
+    assert len(overhead["tl_hub_images_per_second"]) == len(overhead["bare_images_per_second"]) == 2
+    assert overhead["setup"]["images"] == payload["meta"]["config"]["loop_images"]
+    assert pipeline["crop"] == payload["meta"]["config"]["loop_pipeline_crop"] and pipeline["workers"] == 1
+    (row,) = payload["summary"]["loop"]
+    assert row["ratio"] > 0 and row["ratio"] == pytest.approx(overhead["ratio"])
+    assert row["tlhub_images_per_s"]["median"] > 0 and row["bare_images_per_s"]["median"] > 0
+    assert row["paired_ratios"]["n"] == 2 and row["pipeline_images_per_s_per_worker"] > 0
+    loop_targets = [t for t in payload["summary"]["targets"] if t["target"].startswith("loop:")]
+    assert len(loop_targets) == 2 and all(isinstance(t["met"], bool) for t in loop_targets)
+    assert ">= 0.8x a bare PyTorch loop" in loop_targets[0]["target"]
+    assert ">= 8,000 img/s per worker core" in loop_targets[1]["target"]
+    markdown = (out / "results.md").read_text()
+    assert "## The loop's own cost (CPU)" in markdown and "throughput section" in markdown
+    assert "| tl_hub img/s | bare img/s | ratio (tl_hub / bare) |" in markdown
+    assert "loop: input pipeline" in proc.stdout  # the targets are printed with the tables
+    assert "Small-data speed" not in markdown  # no other section ran
 
 
 def test_quality_only_run_picks_its_sizes_and_keeps_partial_results(tmp_path):
@@ -142,7 +178,9 @@ def test_quality_only_run_picks_its_sizes_and_keeps_partial_results(tmp_path):
     assert run.main(["--merge", str(tmp_path / "junk.json"), "--out", str(merged)]) == 2
     assert run.build_config(run.parse_args(["--smoke", "--speed-ns", "50,60"])).speed_ns == (50, 60)
     later = run.build_config(run.parse_args(["--smoke", "--first-repeat", "1", "--repeats", "1"]))
-    assert (later.first_repeat, later.speed_repeats) == (1, 1)
+    assert (later.first_repeat, later.speed_repeats, later.loop_repeats) == (1, 1, 1)
+    for mode in (["--quick"], []):  # the loop section is in the default sections of quick and full runs
+        assert "loop" in run.build_config(run.parse_args([*mode, "--device", "cpu"])).sections
     with pytest.raises(SystemExit, match="--quality-ns"):
         run.build_config(run.parse_args(["--smoke", "--quality-ns", "ten"]))
 

@@ -15,6 +15,10 @@ Sections (each comparison measured in the same run, arms alternating, reported a
               10 epochs, every epoch evaluated on the 2,000 bundled eval images) timed in a process that
               imported only torch, against the floor measured after it in the same process: the
               backbone's forward pass over those 3,000 images as ready tensors (no decoding).
+  loop        the loop's own cost on the CPU (loop_overhead.py, one arm): tl_hub's steady-state images/s
+              with a trivial model against a bare PyTorch loop over the same uint8 tensors and batched
+              augmentation (target >= 0.8x), and the input pipeline alone in images/s per worker core at
+              224 px colour (target >= 8,000). Lite0 partial / full against the Trainer is `throughput`.
   memory      peak RSS of every arm (each arm is its own process), tl_hub vs Trainer.
 
 Every arm runs in a fresh subprocess (`run.py --arm SPEC.json`) so its peak RSS and its imports are its
@@ -64,7 +68,7 @@ class BenchConfig:
     device: str = "cpu"
     image_size: int = 112
     batch_size: int = 64
-    sections: tuple[str, ...] = ("speed", "throughput", "quality", "fixed")
+    sections: tuple[str, ...] = ("speed", "throughput", "quality", "fixed", "loop")
     # speed (head policy)
     speed_ns: tuple[int, ...] = (1000, 10000)
     speed_epochs: int = 10
@@ -84,6 +88,20 @@ class BenchConfig:
     fixed_examples_per_label: int = 100
     fixed_epochs: int = 10
     fixed_repeats: int = 3
+    # the loop's own cost on the CPU (loop_overhead.py): (a) tl_hub vs a bare loop, trivial model
+    loop_images: int = 2048  # random colour images, decoded once to uint8 at loop_side px, random crop loop_crop
+    loop_side: int = 128
+    loop_crop: int = 112
+    loop_batch: int = 32
+    loop_epochs: int = 2  # the last epoch (from its second step) is the one timed
+    loop_repeats: int = 5  # tl_hub and the bare loop alternate inside the arm, `loop_repeats` times each
+    # (b) the input pipeline alone (gather + collate [+ pinned copy]), no augmentation, per worker core
+    loop_pipeline_images: int = 1024
+    loop_pipeline_side: int = 256
+    loop_pipeline_crop: int = 224
+    loop_pipeline_batch: int = 128
+    loop_pipeline_batches: int = 40  # timed batches, after 2 untimed ones
+    loop_pipeline_workers: int = 1
     # quality
     quality_ns: tuple[int, ...] = (100, 1000, 10000)
     quality_policies: tuple[str, ...] = POLICIES
@@ -106,7 +124,8 @@ class BenchConfig:
 
 
 def quick_config(**kw: Any) -> BenchConfig:
-    """A few minutes on 2 quiet CPU cores: N = 1,000 only, one seed, 2 quality epochs, 1k test images."""
+    """A few minutes on 2 quiet CPU cores: N = 1,000 only, one seed, 2 quality epochs, 1k test images; the
+    loop section on 512 images, 3 repeats (about a minute)."""
     base = dict(
         mode="quick",
         speed_ns=(1000,),
@@ -121,6 +140,10 @@ def quick_config(**kw: Any) -> BenchConfig:
         n_val=500,
         n_test=1000,
         fixed_repeats=2,
+        loop_images=512,
+        loop_repeats=3,
+        loop_pipeline_images=512,
+        loop_pipeline_batches=20,
     )
     base.update(kw)
     return BenchConfig(**base)
@@ -148,6 +171,16 @@ def smoke_config(**kw: Any) -> BenchConfig:
         fixed_examples_per_label=4,
         fixed_epochs=2,
         fixed_repeats=1,
+        loop_images=64,
+        loop_side=32,
+        loop_crop=28,
+        loop_batch=8,
+        loop_repeats=1,
+        loop_pipeline_images=48,
+        loop_pipeline_side=40,
+        loop_pipeline_crop=32,
+        loop_pipeline_batch=8,
+        loop_pipeline_batches=4,
     )
     base.update(kw)
     return BenchConfig(**base)
@@ -517,11 +550,33 @@ def _ready_tensor_forward(config: Any, device: str) -> dict[str, Any]:
             "channels_last": channels_last}
 
 
+def arm_loop_overhead(spec: dict[str, Any]) -> dict[str, Any]:
+    """The loop's own cost on the CPU (loop_overhead.py): (a) tl_hub's loop against a bare PyTorch loop with a
+    trivial model, alternating `repeats` times in this process, then (b) tl_hub's input pipeline alone.
+    `spec["loop"]` holds the sizes: {"overhead": per_step_overhead kwargs, "pipeline": input_pipeline kwargs}."""
+    import torch
+
+    import loop_overhead
+
+    sizes = spec["loop"]
+    t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
+    overhead = loop_overhead.per_step_overhead(**sizes["overhead"])
+    pipeline = loop_overhead.input_pipeline(**sizes["pipeline"])
+    note = (f"tl_hub {statistics.median(overhead['tl_hub_images_per_second']):.0f} vs bare "
+            f"{statistics.median(overhead['bare_images_per_second']):.0f} img/s ({overhead['ratio']:.2f}x); "
+            f"pipeline {pipeline['images_per_second_per_worker']:,.0f} img/s per worker core")
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - cpu0, "per_step_overhead": overhead,
+            "input_pipeline": pipeline, "cuda_available": torch.cuda.is_available(),
+            "torch_threads": torch.get_num_threads(), "note": note}
+
+
 ARMS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "floor": arm_floor,
     "tlhub": arm_tlhub,
     "trainer": arm_trainer,
     "fixed_cost": arm_fixed_cost,
+    "loop_overhead": arm_loop_overhead,
 }
 
 
@@ -616,6 +671,7 @@ class Runner:
                 f"     wall {result.get('wall_s', float('nan')):.1f} s"
                 + (f", test acc {acc:.4f}" if acc is not None else "")
                 + f", peak RSS (training) {result.get('peak_rss_train_mb', 0):.0f} MiB"
+                + (f"; {result['note']}" if result.get("note") else "")
             )
         return result
 
@@ -630,6 +686,8 @@ class Runner:
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["HF_DATASETS_CACHE"] = str(workdir / "hf_datasets_cache")  # fresh per arm: no tool reuses another's
+        if spec.get("cpu_only"):
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU measurement even on a GPU machine
         if self.config.malloc_tuning:
             env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**30), MALLOC_TOP_PAD_=str(2**26))
         log_file = workdir / "arm.log"
@@ -707,8 +765,26 @@ def section_fixed(runner: Runner) -> None:
         runner.run(spec, {"section": "fixed", "n": 10 * cfg.fixed_examples_per_label, "repeat": rep})
 
 
+def section_loop(runner: Runner) -> None:
+    """The loop's own cost on the CPU: one `loop_overhead` arm in its own process (CUDA hidden), tl_hub's loop
+    and the bare loop alternating inside it `loop_repeats` times, then the input pipeline alone."""
+    cfg = runner.config
+    sizes = {
+        "overhead": {"n": cfg.loop_images, "side": cfg.loop_side, "crop": cfg.loop_crop, "batch": cfg.loop_batch,
+                     "epochs": cfg.loop_epochs, "repeats": cfg.loop_repeats},
+        "pipeline": {"n": cfg.loop_pipeline_images, "side": cfg.loop_pipeline_side, "crop": cfg.loop_pipeline_crop,
+                     "batch": cfg.loop_pipeline_batch, "batches": cfg.loop_pipeline_batches,
+                     "workers": cfg.loop_pipeline_workers},
+    }
+    spec = runner.spec("loop_overhead", device="cpu", precision="fp32", preimport=False, cpu_only=True, loop=sizes,
+                       image_size=cfg.loop_crop, batch_size=cfg.loop_batch, num_workers=0)
+    runner.run(spec, {"section": "loop", "n": cfg.loop_images, "repeat": cfg.first_repeat})
+
+
 SECTIONS = {"speed": section_speed, "throughput": section_throughput, "quality": section_quality,
-            "fixed": section_fixed}
+            "fixed": section_fixed, "loop": section_loop}
+# the sections that read the Fashion-MNIST package (fixed and loop need nothing outside tl_hub)
+NEEDS_FASHION_MNIST = ("speed", "throughput", "quality")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -738,7 +814,8 @@ def _last_epoch_ips(result: dict[str, Any]) -> float | None:
 
 def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]:
     """Ratios per comparison (paired by repeat), with median / min / max over repeats, and the targets."""
-    summary: dict[str, Any] = {"speed": [], "throughput": [], "quality": [], "fixed": [], "memory": [], "targets": []}
+    summary: dict[str, Any] = {"speed": [], "throughput": [], "quality": [], "fixed": [], "loop": [], "memory": [],
+                               "targets": []}
     targets = summary["targets"]
 
     # speed: pair the arms of the same (n, repeat)
@@ -821,7 +898,16 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
                 "met": bool(row["ratio"]["median"] >= 1.5),
             })
 
-    # quality: mean over seeds per (n, policy)
+    summary["quality"] = _summarize_quality(records, targets)
+    summary["fixed"] = _summarize_fixed(records, targets)
+    summary["loop"] = _summarize_loop(records, targets)
+    summary["memory"] = _summarize_memory(records, targets)
+    return summary
+
+
+def _summarize_quality(records: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Quality rows: test accuracy, mean over seeds per (n, policy); appends the auto-gap targets."""
+    rows: list[dict[str, Any]] = []
     for n in sorted({r["n"] for r in records if r["section"] == "quality"}):
         recs = [r for r in records if r["section"] == "quality" and r["n"] == n and _ok(r)]
         row: dict[str, Any] = {"n": n, "policies": {}}
@@ -849,9 +935,14 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
                          f"{fixed[best]:.4f}: gap {100 * gap:+.2f} pt",
                 "met": bool(gap <= 0.01),
             })
-        summary["quality"].append(row)
+        rows.append(row)
+    return rows
 
-    # fixed cost: the run against the forward pass over ready tensors, both in the same process
+
+def _summarize_fixed(records: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fixed-cost rows: the run against the forward pass over ready tensors (same process); appends the
+    targets."""
+    rows: list[dict[str, Any]] = []
     for n in sorted({r["n"] for r in records if r["section"] == "fixed"}):
         results = [r["result"] for r in records if r["section"] == "fixed" and r["n"] == n and _ok(r)]
         if not results:
@@ -863,15 +954,19 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
                "process_wall_s": _spread([r.get("process_wall_s") for r in results]),
                "images": results[0]["images"], "floor_batch_size": results[0]["floor_batch_size"],
                "epochs": results[0]["epochs_run"], "torch_threads": results[0]["torch_threads"]}
-        summary["fixed"].append(row)
+        rows.append(row)
         targets.append({
             "target": f"fixed cost N={n}: the head run <= 1.3x its backbone's forward over the {row['images']:,} "
                       "images as ready tensors (same process)",
             "value": f"{row['ratio']['median']:.2f}x (min {row['ratio']['min']:.2f}, max {row['ratio']['max']:.2f})",
             "met": bool(row["ratio"]["median"] <= 1.3),
         })
+    return rows
 
-    # memory: peak RSS, tl_hub vs Trainer, per comparable group
+
+def _summarize_memory(records: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Memory rows: peak RSS, tl_hub vs Trainer, per comparable group; appends the targets."""
+    rows: list[dict[str, Any]] = []
     groups: dict[tuple, dict[str, list[float]]] = {}
     for r in records:
         if r["section"] in ("speed", "throughput") and r["arm"] in ("tlhub", "trainer") and _ok(r):
@@ -887,8 +982,89 @@ def summarize(records: list[dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]
                 "value": f"{max(arms['tlhub']):.0f} vs {max(arms['trainer']):.0f} MiB ({row['ratio']:.2f}x)",
                 "met": bool(row["ratio"] <= 1.0),
             })
-        summary["memory"].append(row)
-    return summary
+        rows.append(row)
+    return rows
+
+
+def _summarize_loop(records: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per `loop` arm (its repeats alternate inside it): tl_hub and bare-loop images/s (median, min,
+    max over repeats), their ratio (median over median, as loop_overhead.py computes it), the paired
+    per-repeat ratios, the pipeline's images/s per worker core; appends the two targets per row."""
+    rows = []
+    for r in records:
+        if r["section"] != "loop" or not _ok(r):
+            continue
+        overhead, pipeline = r["result"]["per_step_overhead"], r["result"]["input_pipeline"]
+        tl, bare = overhead["tl_hub_images_per_second"], overhead["bare_images_per_second"]
+        row = {"setup": overhead["setup"], "repeat": r.get("repeat"), "tlhub_images_per_s": _spread(tl),
+               "bare_images_per_s": _spread(bare), "ratio": overhead["ratio"],
+               "paired_ratios": _spread([a / b for a, b in zip(tl, bare) if b]),
+               "overhead_target": overhead["target"],
+               "pipeline_images_per_s_per_worker": pipeline["images_per_second_per_worker"],
+               "pipeline_target": pipeline["target"],
+               "pipeline_setup": {k: pipeline.get(k) for k in ("workers", "side", "crop", "batch", "images",
+                                                               "pin_memory")},
+               "torch_threads": r["result"].get("torch_threads")}
+        rows.append(row)
+        setup, paired = row["setup"], row["paired_ratios"]
+        targets.append({
+            "target": f"loop: tl_hub's loop >= {row['overhead_target']}x a bare PyTorch loop (trivial model, same "
+                      f"uint8 tensors + batched augmentation, {setup['crop']} px, batch {setup['batch']})",
+            "value": f"{row['ratio']:.2f}x ({row['tlhub_images_per_s']['median']:.0f} vs "
+                     f"{row['bare_images_per_s']['median']:.0f} img/s, "
+                     + (f"paired {paired['min']:.2f}–{paired['max']:.2f} over {paired['n']} repeats)"
+                        if paired["n"] > 1 else "1 repeat)"),
+            "met": bool(row["ratio"] >= row["overhead_target"]),
+        })
+        pipe = row["pipeline_setup"]
+        targets.append({
+            "target": f"loop: input pipeline >= {row['pipeline_target']:,.0f} img/s per worker core "
+                      f"({pipe['crop']} px colour, no augmentation)",
+            "value": f"{row['pipeline_images_per_s_per_worker']:,.0f} img/s per worker core "
+                     f"({pipe['workers']} worker(s), batch {pipe['batch']})",
+            "met": bool(row["pipeline_images_per_s_per_worker"] >= row["pipeline_target"]),
+        })
+    return rows
+
+
+def _loop_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown of the `loop` section: what is timed, then one table row per loop arm."""
+    lines = [
+        "## The loop's own cost (CPU)",
+        "",
+        "(a) tl_hub's loop (`tl_hub.train`, DataLoader workers off) against a bare PyTorch loop, both training a "
+        "trivial model (pool to 3 numbers, one linear layer) on the same pre-decoded uint8 tensors with the same "
+        "batched augmentation, fused AdamW and batch: steady-state images/s (last epoch, from its second step), "
+        "alternating in one process; target ≥ 0.8×. (b) tl_hub's training loader alone (gather + collate, plus "
+        "the pinned copy when CUDA is there; no augmentation, no model): images/s per worker core; target ≥ "
+        "8,000. Lite0 partial / full against the Trainer: the throughput section.",
+        "",
+        "| images (px → crop), batch | tl_hub img/s | bare img/s | ratio (tl_hub / bare) "
+        "| pipeline img/s per worker core (crop px, workers, batch) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        setup, pipe, paired = r["setup"], r["pipeline_setup"], r["paired_ratios"]
+        ratio = f"{r['ratio']:.2f}×" + (f" (paired {paired['min']:.2f}–{paired['max']:.2f})" if paired["n"] > 1 else "")
+        lines.append(
+            f"| {setup['images']:,} ({setup['side']} → {setup['crop']}), {setup['batch']} "
+            f"| {_fmt(r['tlhub_images_per_s'], 0)} | {_fmt(r['bare_images_per_s'], 0)} | {ratio} "
+            f"| {r['pipeline_images_per_s_per_worker']:,.0f} ({pipe['crop']}, {pipe['workers']}, {pipe['batch']}) |"
+        )
+    lines.append("")
+    return lines
+
+
+def _memory_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of the memory rows (peak RSS, tl_hub vs Trainer)."""
+    lines = ["## Memory (peak RSS of the arm's process up to the end of training, MiB)", "",
+             "| section | policy | N | tl_hub | Trainer | ratio |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "–"
+        lines.append(f"| {r['section']} | {r['policy']} | {r['n']:,} | {_fmt(r['tlhub_peak_rss_mb'], 0)} | "
+                     f"{_fmt(r['trainer_peak_rss_mb'], 0)} | {ratio} |")
+    lines.append("")
+    return lines
 
 
 def _fmt(spread: dict[str, Any], digits: int = 1, suffix: str = "") -> str:
@@ -980,14 +1156,10 @@ def to_markdown(summary: dict[str, Any], meta: dict[str, Any], failed: list[dict
                 f"| {_fmt(r['process_wall_s'])} |"
             )
         lines.append("")
+    if summary.get("loop"):
+        lines += _loop_markdown(summary["loop"])
     if summary["memory"]:
-        lines += ["## Memory (peak RSS of the arm's process up to the end of training, MiB)", "",
-                  "| section | policy | N | tl_hub | Trainer | ratio |", "|---|---|---|---|---|---|"]
-        for r in summary["memory"]:
-            ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "–"
-            lines.append(f"| {r['section']} | {r['policy']} | {r['n']:,} | {_fmt(r['tlhub_peak_rss_mb'], 0)} | "
-                         f"{_fmt(r['trainer_peak_rss_mb'], 0)} | {ratio} |")
-        lines.append("")
+        lines += _memory_markdown(summary["memory"])
     if failed:
         lines += ["## Failed arms (left out of the tables above)", ""]
         for r in failed:
@@ -1052,11 +1224,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores (N=1,000 only)")
     mode.add_argument("--smoke", action="store_true", help="seconds, tiny data at 32 px: checks the code paths")
     p.add_argument("--out", default="bench_results", help="folder for results.json and results.md")
-    p.add_argument("--sections", default=None, help="comma list of speed,throughput,quality,fixed (default: all)")
+    p.add_argument("--sections", default=None,
+                   help="comma list of speed,throughput,quality,fixed,loop (default: all)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="backbone source for both tools")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    p.add_argument("--repeats", type=int, default=None, help="repeats for speed and throughput")
+    p.add_argument("--repeats", type=int, default=None, help="repeats for speed, throughput, fixed and loop")
     p.add_argument("--first-repeat", type=int, default=0,
                    help="index of the first repeat (arm order alternates by index); to add repeats to an "
                         "earlier run, then --merge both")
@@ -1100,7 +1273,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
             raise SystemExit(f"--sections: unknown {unknown}; choose from {sorted(SECTIONS)}")
         cfg.sections = wanted
     if args.repeats is not None:
-        cfg.speed_repeats = cfg.tp_repeats = cfg.fixed_repeats = args.repeats
+        cfg.speed_repeats = cfg.tp_repeats = cfg.fixed_repeats = cfg.loop_repeats = args.repeats
     if args.first_repeat < 0:
         raise SystemExit(f"--first-repeat: expected an integer >= 0, got {args.first_repeat}")
     cfg.first_repeat = args.first_repeat
@@ -1130,12 +1303,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import fashion_mnist
 
-    try:
-        fashion_mnist.load_split("test", args.data)
-    except fashion_mnist.FashionMNISTMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     cfg = build_config(args)
+    if set(cfg.sections) & set(NEEDS_FASHION_MNIST):
+        try:
+            fashion_mnist.load_split("test", args.data)
+        except fashion_mnist.FashionMNISTMissing as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
