@@ -102,3 +102,23 @@ def test_skip_option_counts_and_reports_the_batches(assets, poison, caplog):
     from safetensors.torch import load_file
 
     assert all(torch.isfinite(t).all() for t in load_file(out / "model.safetensors").values())
+
+
+@pytest.mark.parametrize("checkpointing_steps", [None, 1])
+def test_a_gpu_reads_the_check_a_step_later_and_names_the_same_step(assets, poison, monkeypatch, checkpointing_steps):
+    """On a GPU the non-finite flags of step k are read at step k+1 (`defers_checks`), forced here on the CPU:
+    the error names the same step and images as the immediate check, and no checkpoint holds that step."""
+    import tl_hub.train as train_mod
+    from tl_hub.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError) as immediate:
+        run(assets, "now", checkpointing_steps=checkpointing_steps)
+    poison.clear()
+    monkeypatch.setattr(train_mod, "defers_checks", lambda device: True)
+    with pytest.raises(NonFiniteLossError) as deferred:
+        run(assets, "later", checkpointing_steps=checkpointing_steps)
+    assert str(deferred.value) == str(immediate.value)
+    step = int(str(deferred.value).split("optimizer step ")[1].split(";")[0])
+    saved = sorted((assets["root"] / "later" / "checkpoints").glob("checkpoint-*"))
+    assert bool(saved) == bool(checkpointing_steps)
+    assert all(int(path.name.split("-")[1]) < step for path in saved), saved

@@ -303,6 +303,19 @@ class _Optimizing:
     loss_sum: Any = None  # float64 tensor on the device: the epoch's running sum of finite losses
     group: list[tuple[torch.Tensor, torch.Tensor, list[str], int]] = field(default_factory=list)
     # per micro-batch of the group: (loss over all processes, is-finite flag, its image ids, batch number)
+    pending: _GroupCheck | None = None  # on a GPU: the last step's flags, read at the next step
+
+
+@dataclass
+class _GroupCheck:
+    """One optimizer step's (is-finite flag, loss) pairs on their way to the host, and what names them."""
+
+    values: torch.Tensor  # [micro-batches, 2] float64: on the host, or being copied there
+    ready: Any  # the CUDA event recorded after that copy; None when `values` is already readable
+    batches: list[tuple[Any, int]]  # per micro-batch: (its image indices, its batch number in the epoch)
+    epoch: int
+    step: int  # the optimizer step, counted from 1
+    reporting: bool  # whether this step's loss goes to the progress bar and the trackers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,6 +619,7 @@ def _train_epoch(loop: _Loop, state: LoopState, run: _Optimizing) -> _EpochRun:
             first_step_end = first_step_end or time.perf_counter()
         if bar is not None:
             bar.update(1)
+    _flush_check(loop, run)
     if bar is not None:
         bar.close()
     end = time.perf_counter()
@@ -680,7 +694,10 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, i
     step, advance the schedule, report every `report_every` steps; checkpoint every `checkpointing_steps`;
     run the callbacks."""
     args, accelerator = loop.args, loop.accelerator
-    loss = _check_group(loop, state, run)
+    check = _queue_check(loop, state, run)
+    if defers_checks(accelerator.device):  # read the step before this one: its copy is long done
+        check, run.pending = run.pending, check
+    loss, reported_step = (_resolve_check(loop, check), check.step) if check is not None else (None, None)
     if args.max_grad_norm and args.max_grad_norm > 0:
         accelerator.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
     run.optimizer.step()
@@ -692,7 +709,7 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, i
     if loss is not None and bar is not None:
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.0f}", refresh=False)
     if loss is not None and getattr(accelerator, "trackers", None):
-        accelerator.log({"train_loss": loss, "learning_rate": lr}, step=state.global_step)
+        accelerator.log({"train_loss": loss, "learning_rate": lr}, step=reported_step)
     every = args.checkpointing_steps
     if isinstance(every, int) and every > 0 and state.global_step % every == 0:
         _save_checkpoint(loop, state, run)
@@ -700,24 +717,59 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, i
         callback("step", state)
 
 
-def _check_group(loop: _Loop, state: LoopState, run: _Optimizing) -> float | None:
-    """One read of the accumulation group's (finite flag, loss) pairs; raises NonFiniteLossError naming the
-    first bad micro-batch. Returns the group's last loss when this step reports, else None. (With
-    `skip_nonfinite_batches` the group holds only the micro-batches already found finite.)"""
-    reporting = state.global_step % max(1, loop.args.report_every) == 0
-    if not run.group:  # every micro-batch of the group was skipped
+def defers_checks(device: Any) -> bool:
+    """Whether an optimizer step's non-finite check is read one step later: on a GPU, where reading it at
+    once would make the host wait for the step's backward pass, leaving the GPU idle while the next batch
+    is prepared. The error still names the right step and images, and every checkpoint, evaluation and the
+    end of each epoch first read what is pending, so no non-finite step is ever saved or evaluated.
+
+    Example:
+        >>> defers_checks(torch.device("cpu"))
+        False
+    """
+    return torch.device(device).type == "cuda"
+
+
+def _queue_check(loop: _Loop, state: LoopState, run: _Optimizing) -> _GroupCheck | None:
+    """The accumulation group's (finite flag, loss) pairs as one tensor, copied to the host without waiting
+    (on a GPU: into pinned memory, an event marks when it has arrived). None when every micro-batch of the
+    group was skipped (`skip_nonfinite_batches` keeps only those already found finite)."""
+    if not run.group:
         return None
-    values = torch.stack([torch.stack([flag.double(), loss.double()]) for loss, flag, _, _ in run.group]).tolist()
-    pending, run.group = run.group, []
-    for (finite, value), (_, _, index, batch_index) in zip(values, pending):
+    values = torch.stack([torch.stack([flag.double(), loss.double()]) for loss, flag, _, _ in run.group])
+    ready = None
+    if values.device.type == "cuda":
+        values = values.to("cpu", non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+    batches = [(index, batch_index) for _, _, index, batch_index in run.group]
+    run.group = []
+    return _GroupCheck(values, ready, batches, state.epoch, state.global_step + 1,
+                       reporting=state.global_step % max(1, loop.args.report_every) == 0)
+
+
+def _resolve_check(loop: _Loop, check: _GroupCheck) -> float | None:
+    """Read a queued check (the one host sync of a step): raises NonFiniteLossError naming the first bad
+    micro-batch; returns the group's last loss when that step reports, else None."""
+    if check.ready is not None:
+        check.ready.synchronize()
+    values = check.values.tolist()
+    for (finite, value), (index, batch_index) in zip(values, check.batches):
         if not finite:
             raise NonFiniteLossError(
-                f"loss is {value} at epoch {state.epoch + 1}, batch {batch_index + 1}, optimizer step "
-                f"{state.global_step + 1}; images of this batch (this process): {_batch_ids({'index': index}, loop.ids)}. "
+                f"loss is {value} at epoch {check.epoch + 1}, batch {batch_index + 1}, optimizer step "
+                f"{check.step}; images of this batch (this process): {_batch_ids({'index': index}, loop.ids)}. "
                 "Lower learning_rate, check these images, or set skip_nonfinite_batches: true to skip "
                 "such batches (they are counted and reported)."
             )
-    return values[-1][1] if reporting else None
+    return values[-1][1] if check.reporting else None
+
+
+def _flush_check(loop: _Loop, run: _Optimizing) -> None:
+    """Read the check a GPU step left pending, before anything is saved or evaluated."""
+    pending, run.pending = run.pending, None
+    if pending is not None:
+        _resolve_check(loop, pending)
 
 
 def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, timing: _EpochRun) -> None:
@@ -800,6 +852,7 @@ def _epoch_line(record: dict[str, Any], total_epochs: int, metric: str, improved
 
 
 def _save_checkpoint(loop: _Loop, state: LoopState, run: _Optimizing) -> None:
+    _flush_check(loop, run)  # a non-finite step is never saved
     state.loss_sum = float(run.loss_sum.item())  # the running sum lives on the device between checkpoints
     if loop.accelerator.is_main_process:
         ckpt.save_checkpoint(loop.checkpoint_root, model=loop.model, optimizer=run.optimizer,

@@ -116,19 +116,22 @@ def augment_batch(
     top = torch.floor(draws[3][:, 0] * (height - crop_h + 1)).clamp(min=0)
     left = torch.where(found, left, torch.full_like(left, (width - side) // 2))
     top = torch.where(found, top, torch.full_like(top, (height - side) // 2))
-    boxes = torch.stack([rows.to(torch.float64), left, top, left + crop_w, top + crop_h], dim=1)
+    mirror = (draws[4][:, 0] < 0.5) if flip else torch.zeros(batch, dtype=torch.bool)
+    # boxes and flip flags travel in one small copy that does not wait for the device: a blocking copy to a GPU
+    # waits for every kernel queued before it, which would stall the loop once per batch
+    plan = torch.stack([rows.to(torch.float64), left, top, left + crop_w, top + crop_h, mirror.to(torch.float64)],
+                       dim=1).to(device=pixels.device, dtype=torch.float32, non_blocking=True)
     out = roi_align(
         pixels.to(torch.float32),
-        boxes.to(device=pixels.device, dtype=torch.float32),
+        plan[:, :5],
         output_size=(spec.size, spec.size),
         spatial_scale=1.0,
         sampling_ratio=-1,
         aligned=True,
     )
     if flip:
-        mirror = (draws[4][:, 0] < 0.5).to(pixels.device).view(batch, 1, 1, 1)
-        out = torch.where(mirror, out.flip(-1), out)
-    scale_t, shift_t = (t.to(pixels.device) for t in spec.affine)
+        out = torch.where(plan[:, 5].view(batch, 1, 1, 1) > 0.5, out.flip(-1), out)
+    scale_t, shift_t = spec.affine_on(pixels.device)
     return out.mul_(scale_t).add_(shift_t)
 
 

@@ -172,10 +172,21 @@ class ImageSpec:
             >>> ImageSpec(size=1, resize_size=1).normalize(white).flatten().tolist()
             [1.0, 1.0, 1.0]
         """
-        scale, shift = self._affine
-        if scale.device != pixels.device:
-            scale, shift = scale.to(pixels.device), shift.to(pixels.device)
+        scale, shift = self.affine_on(pixels.device)
         return pixels.to(torch.float32).mul_(scale).add_(shift)
+
+    def affine_on(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """`affine` on `device`, copied without waiting for the device (a blocking copy to a GPU would wait
+        for every kernel queued before it; see `tl_hub.train.device_batch`).
+
+        Example:
+            >>> ImageSpec(size=1, resize_size=1).affine_on("cpu")[0].shape
+            torch.Size([3, 1, 1])
+        """
+        scale, shift = self._affine
+        if scale.device == torch.device(device):
+            return scale, shift
+        return scale.to(device, non_blocking=True), shift.to(device, non_blocking=True)
 
     def eval_transform(self, image: Image.Image) -> torch.Tensor:
         """Full eval transform of any PIL image (converted with `tl_hub.data.images.to_rgb`): float32 ``[3, S, S]``.
