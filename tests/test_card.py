@@ -144,3 +144,16 @@ def test_template_ships_in_wheel(tmp_path):
                            check=True).stdout.strip()
     assert Path(found) == tmp_path / "site" / "tl_hub" / "model_cards" / "image_classification.md"
     assert template_path().read_text() == Path(found).read_text()
+
+
+def test_card_accounts_for_the_labels_left_out(tmp_path):
+    """A recipe's `labels` naming a subset: the card's data sentence says how many rows of which other labels
+    were left out (the console's data report says the same)."""
+    out = _copy_run(tmp_path)
+    info = json.loads((out / "run_info.json").read_text())
+    data = info["data"]
+    data.update(entries_found=57, used_train=40, used_eval=10, not_selected=7,
+                labels_left_out={"purple": 4, "orange": 3})
+    (out / "run_info.json").write_text(json.dumps(info))
+    text = render_model_card(out, repo_id="tester/colours-vit").text
+    assert "7 of labels not in `labels`: orange (3), purple (4)" in text

@@ -322,7 +322,12 @@ def _accounting(data: dict) -> str:
     if data.get("not_selected"):
         options = {k: v for k, v in (data.get("options") or {}).items()
                    if k in ("examples_per_label", "max_train_samples") and v is not None}
-        why = f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
+        reasons = [f"{k}={v}" for k, v in options.items()]
+        left_out = data.get("labels_left_out") or {}
+        if left_out:  # rows of labels the recipe's `labels` leaves out
+            reasons.append(f"{sum(left_out.values()):,} of labels not in `labels`: "
+                           + ", ".join(f"{name} ({count:,})" for name, count in sorted(left_out.items())))
+        why = f" ({'; '.join(reasons)})" if reasons else ""
         text += f", {data['not_selected']:,} not selected{why}"
     skipped = data.get("skipped")
     if isinstance(skipped, list) and skipped:
