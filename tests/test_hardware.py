@@ -170,3 +170,25 @@ def test_prepare_process_sets_only_what_the_user_did_not(monkeypatch):
 def test_prepare_process_leaves_openmp_alone_once_torch_is_loaded():
     assert "torch" in sys.modules
     assert prepare_process({}, stream=io.StringIO()) == {"TQDM_DISABLE": "1"}
+
+
+def test_cuda_autotune_sets_cudnn_benchmark_and_tf32_and_the_recipe_key_turns_them_off(monkeypatch):
+    """`cuda_autotune` (default true): cudnn.benchmark + TF32 on CUDA; false: exact float32, fixed algorithms.
+    (CUDA's presence is faked: the flags are plain torch settings, also readable without a GPU.)"""
+    import torch
+
+    from tl_hub.config import RecipeConfig
+    from tl_hub.hardware import tune_cuda
+
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        assert RecipeConfig(dataset="bundled:fashion_mnist").cuda_autotune is True
+        assert tune_cuda(True) == {"cudnn_benchmark": True, "tf32": True}
+        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert tune_cuda(False) == {"cudnn_benchmark": False, "tf32": False}
+        assert not (torch.backends.cudnn.benchmark or torch.backends.cuda.matmul.allow_tf32
+                    or torch.backends.cudnn.allow_tf32)
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
