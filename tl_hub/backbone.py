@@ -276,9 +276,16 @@ def _set_labels(config: Any, labels: list[str]) -> None:
 
 
 def _fix_timm_config(config: Any) -> None:
-    """timm's save_for_hf writes model_args with num_classes: TimmWrapper then passes it twice."""
-    args = getattr(config, "model_args", None)
-    if args and "num_classes" in args:
+    """Two fixes to a TimmWrapper config, so the saved config.json loads in transformers *and* timm:
+    timm's save_for_hf writes model_args with num_classes (TimmWrapper then passes it twice); and
+    transformers writes ``"model_args": null`` when there are none, which timm's `create_model("hf-hub:...")`
+    / ``"local-dir:..."`` cannot read (it calls ``.get`` on it) -- an empty dict means the same to both."""
+    if not hasattr(config, "model_args"):
+        return
+    args = config.model_args
+    if args is None:
+        config.model_args = {}
+    elif "num_classes" in args:
         config.model_args = {k: v for k, v in args.items() if k != "num_classes"}
 
 
