@@ -492,12 +492,17 @@ def load(repo_or_dir: str | Path, revision: str | None = None) -> tuple[Any, Any
     with _hub_errors(source, "load"), quiet_library_chatter():  # no "Loading weights" bar, no spurious warning
         try:
             only_cache = {"local_files_only": True} if location.local_only else {}
-            model = AutoModelForImageClassification.from_pretrained(source, revision=revision, **only_cache)
+            model = AutoModelForImageClassification.from_pretrained(source, revision=revision, use_safetensors=True,
+                                                                    **only_cache)  # never a pickled .bin
             processor = AutoImageProcessor.from_pretrained(source, revision=revision, **only_cache)
         except OSError as err:
             cause = _hub_cause(err)
             if cause is not None:
                 raise cause from err  # mapped to a HubError by _hub_errors
+            if "safetensors" in str(err):
+                raise HubError(f"load {source!r}: no model.safetensors there; tl_hub loads safetensors weights only "
+                               "(a pickled .bin can run code when loaded). Re-save the model with "
+                               "save_pretrained(..., safe_serialization=True), or push it again with tl-hub push") from err
             raise HubError(f"load {source!r}: {err}") from err
     return model.eval(), processor
 
