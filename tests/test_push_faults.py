@@ -99,6 +99,9 @@ FAULTS = {
     "commit-502": ("POST", r"/commit/main$", {"status": 502}),
     "commit-503-twice": ("POST", r"/commit/main$", {"status": 503, "times": 2}),
     "commit-429-retry-after": ("POST", r"/commit/main$", {"status": 429, "retry_after": 1}),
+    # no Retry-After, but the RateLimit header says the window is spent and resets in 1 s
+    "commit-429-ratelimit-reset": ("POST", r"/commit/main$", {"status": 429, "headers": {
+        "RateLimit": '"api";r=0;t=1', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'}}),
     "commit-connection-dropped": ("POST", r"/commit/main$", {"status": None, "drop": True}),
     "preupload-503": ("POST", r"/preupload/main$", {"status": 503}),
     "lfs-batch-429-retry-after": ("POST", r"\.git/info/lfs/objects/batch$", {"status": 429, "retry_after": 0}),
@@ -123,10 +126,11 @@ def test_transient_fault_is_retried_into_one_complete_commit(hub, outputs, name,
     assert len(commits) == 1, f"{name}: {len(commits)} commits instead of one"
     assert url.endswith(commits[0].sha)
     assert_complete(hub, repo_id, commits[0], out)
-    if kwargs.get("retry_after"):
+    asked = kwargs.get("retry_after") or (1 if "RateLimit" in kwargs.get("headers", {}) else 0)
+    if asked:
         failed = next(r for r in hub.requests if r.at >= started and r.status == 429)
         retry = next(r for r in hub.requests if r.at > failed.at and r.method == method and r.path == failed.path)
-        assert retry.at - failed.at >= kwargs["retry_after"], "Retry-After was not honoured"
+        assert retry.at - failed.at >= asked, "the wait the Hub asked for (Retry-After / RateLimit) was not honoured"
 
 
 def test_lost_commit_answer_is_adopted_not_duplicated(hub, outputs):
@@ -167,9 +171,10 @@ def test_push_that_gives_up_leaves_repo_unchanged_and_rerun_commits_once(hub, ou
     assert_complete(hub, repo_id, commits[0], outputs[0])
 
 
-def test_rate_limit_longer_than_the_cap_fails_clearly(hub, outputs):
+@pytest.mark.parametrize("answer", [{"retry_after": 3600}, {"headers": {"RateLimit": '"api";r=0;t=3600'}}])
+def test_rate_limit_longer_than_the_cap_fails_clearly(hub, outputs, answer):
     repo_id = new_repo(hub, "rate-limit")
-    hub.faults.add("POST", r"/commit/main$", status=429, retry_after=3600)
+    hub.faults.add("POST", r"/commit/main$", status=429, **answer)
     with pytest.raises(HubError, match=r"the Hub asks to wait 3600 s \(HTTP 429\); the repo is unchanged"):
         tl_hub.push_to_hub(outputs[0], repo_id)
     assert commits_since_creation(hub, repo_id) == []

@@ -11,7 +11,7 @@
   is (otherwise the card is re-rendered so its snippets name the real repo id).
   Under a distributed launch only the main process pushes; the others wait for it.
   **Faults:** 408/429/5xx answers and dropped connections are retried with exponential backoff
-  (`Retry-After` honoured; `TL_HUB_PUSH_RETRIES`, default 5, and `TL_HUB_PUSH_BACKOFF`, default 1 s).
+  (`Retry-After` and the `RateLimit` header's reset honoured; `TL_HUB_PUSH_RETRIES`, default 5, and `TL_HUB_PUSH_BACKOFF`, default 1 s).
   The commit itself carries the parent commit it was built on, so a retry can never add a second copy:
   when an answer is lost, tl_hub first checks whether the commit landed (files equal to the local ones
   on a new head, or in a new pull request) and adopts it. A 412 (someone else committed meanwhile) is
@@ -187,14 +187,35 @@ def _transient_wait(err: BaseException) -> float | None:
     if isinstance(err, HfHubHTTPError):
         if _status(err) not in RETRY_STATUSES:
             return None
-        value = (err.response.headers.get("Retry-After") or "").strip() if err.response is not None else ""
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return 0.0
+        return server_wait(err.response.headers) if err.response is not None else 0.0
     if isinstance(err, _network_errors()):
         return 0.0
     return None
+
+
+def server_wait(headers: Any) -> float:
+    """Seconds the Hub asks a client to wait before trying again: its `Retry-After` (seconds), or -- when its
+    `RateLimit` header says no request is left in the window -- the window's reset time (parsed by
+    huggingface_hub's own `parse_ratelimit_headers`), whichever is longer; 0.0 when it says neither.
+
+    Example:
+        >>> server_wait({"Retry-After": "2"}), server_wait({"RateLimit": '"api";r=0;t=55'}), server_wait({})
+        (2.0, 55.0, 0.0)
+        >>> server_wait({"RateLimit": '"api";r=12;t=55'})  # requests left: no need to wait for the reset
+        0.0
+    """
+    wait = 0.0
+    value = str(headers.get("Retry-After") or "").strip()
+    with contextlib.suppress(ValueError):
+        wait = max(0.0, float(value))
+    try:
+        from huggingface_hub.utils import parse_ratelimit_headers
+    except ImportError:  # an older huggingface_hub: Retry-After only
+        return wait
+    info = parse_ratelimit_headers(headers)
+    if info is not None and info.remaining == 0:
+        wait = max(wait, float(info.reset_in_seconds))
+    return wait
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -131,6 +131,7 @@ class Fault:
     cut: bool = False  # read only half of the request body, then close the connection (dropped mid-upload)
     mutate: Any = None  # callable(bytes) -> bytes applied to the request body before it is processed
     barrier: threading.Barrier | None = None  # hold matching requests until this many are waiting
+    headers: dict[str, str] | None = None  # extra headers of an injected status answer (e.g. RateLimit)
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method in ("*", method) and re.search(self.path_regex, path) is not None
@@ -150,7 +151,8 @@ class FaultQueue:
 
     def add(self, method: str, path_regex: str, *, status: int | None = 503, retry_after: float | None = None,
             drop: bool = False, times: int = 1, delay: float = 0.0, truncate: bool = False,
-            drop_after: bool = False, mutate: Any = None, barrier: int = 0, cut: bool = False) -> Fault:
+            drop_after: bool = False, mutate: Any = None, barrier: int = 0, cut: bool = False,
+            headers: dict[str, str] | None = None) -> Fault:
         """Make the next `times` requests matching method (or "*") and path regex misbehave.
 
         status: answer this HTTP status (with Retry-After if given); None = answer normally (after
@@ -160,7 +162,7 @@ class FaultQueue:
         """
         fault = Fault(method.upper() if method != "*" else "*", path_regex, status, retry_after, drop, times,
                       delay=delay, truncate=truncate, drop_after=drop_after, mutate=mutate,
-                      barrier=threading.Barrier(barrier, timeout=60) if barrier else None, cut=cut)
+                      barrier=threading.Barrier(barrier, timeout=60) if barrier else None, cut=cut, headers=headers)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -517,6 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {"X-Error-Message": f"injected fault {fault.status}"}
             if fault.retry_after is not None:
                 extra["Retry-After"] = str(fault.retry_after)
+            extra.update(fault.headers or {})
             self._json(fault.status, {"error": f"injected fault {fault.status}"}, extra)
             return
         try:
