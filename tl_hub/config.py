@@ -236,8 +236,12 @@ class RecipeConfig:
         "evaluation",
     )
     log_with: list[str] = _f(
-        [], "Accelerate trackers (tensorboard, wandb, mlflow, ...; all = every installed one).", "evaluation"
+        [], "Accelerate trackers (tensorboard, wandb, mlflow, ...; all = every installed one); each must be installed. "
+        "They log the resolved policy, learning rate and data sizes; tensorboard writes to output_dir/runs/"
+        "PROJECT/RUN_NAME.", "evaluation"
     )
+    tracker_project: str = _f("tl_hub", "The trackers' project (experiment) name.", "evaluation")
+    run_name: str | None = _f(None, "The trackers' run name (null = the output folder's name).", "evaluation")
 
     # --- output and Hub ----------------------------------------------------------------------
     output_dir: str = _f("tl_hub_output", "Folder for the Hub-ready model, metrics, recipe and checkpoints.", "output")
@@ -450,6 +454,10 @@ class RecipeConfig:
                 "'-', '_', '.'; at most 96 characters each)"
             )
         self._validate_metric()
+        if self.log_with:
+            from tl_hub.trackers import check_tracker_names
+
+            object.__setattr__(self, "log_with", check_tracker_names(self.log_with))
         for name in ("resume_from_checkpoint", "output_dir", "feature_cache_dir", "hub_model_id", "dataset", "model"):
             if looks_like_token(getattr(self, name)):
                 raise ConfigError(

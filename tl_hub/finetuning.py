@@ -51,9 +51,10 @@ from tl_hub.hardware import (
     wants_channels_last,
 )
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
-from tl_hub.policy import FreezePolicy, plan_phases, resolve_policy, uses_feature_cache
+from tl_hub.policy import FreezePolicy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
 from tl_hub.reporting import main_process_reporter, use_console
 from tl_hub.run_folder import prepare_output_dir, stops_explained
+from tl_hub.trackers import make_trackers, run_hparams, tracker_init_kwargs
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
            "locate_sources",
@@ -136,7 +137,9 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
     config = resolve_config(config, overrides)
     locate_sources(config)
     output_dir = Path(config.output_dir).expanduser()
-    accelerator = make_accelerator(config.mixed_precision, log_with=config.log_with, project_dir=output_dir)
+    trackers = make_trackers(config.log_with, project=config.tracker_project, run_name=_run_name(config),
+                             logging_dir=output_dir / "runs") if config.log_with else []  # installed ones only
+    accelerator = make_accelerator(config.mixed_precision, log_with=trackers, project_dir=output_dir)
     configure_threads(accelerator, config.num_workers)  # threads + workers <= this process's free cores
     if accelerator.device.type == "cpu":
         tune_cpu_allocator()
@@ -148,9 +151,8 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         say(data.report.summary())
         model, policy, summary = load_model_and_policy(config, data, say=say)
         processor, spec = load_preprocessing(config)
-        if config.log_with:
-            accelerator.init_trackers("tl_hub", config={k: v for k, v in config.to_dict().items()
-                                                        if isinstance(v, (int, float, str, bool))})
+        if trackers:
+            start_trackers(accelerator, config, trackers, policy, data)
         training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
         summary = training.last_phase_summary or summary
         metrics_doc = metrics_document(training, data.labels)
@@ -159,7 +161,7 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
             run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
             write_output_folder(output_dir, model, processor, spec, metrics_doc, run_info, repo_id=config.hub_model_id)
         accelerator.wait_for_everyone()
-        if config.log_with:
+        if trackers:
             accelerator.end_training()
         push_url = push_output_folder(config, output_dir, accelerator)
         _report_end(say, config, output_dir, metrics_doc, training)
@@ -169,6 +171,25 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         feature_cache_used=training.feature_cache_used, train_runtime_s=training.seconds, push_url=push_url,
         labels=list(data.labels),
     )
+
+
+def start_trackers(accelerator: Any, config: RecipeConfig, trackers: list[Any], policy: FreezePolicy, data: Any) -> None:
+    """Start the recipe's trackers under `tracker_project` / the run name, logging what the run really uses
+    as hyperparameters: the resolved policy, its peak learning rate and the data sizes.
+
+    Example:
+        >>> start_trackers(accelerator, config, ["wandb"], "head", data)  # doctest: +SKIP
+    """
+    phase = "head" if policy.name == "lp-ft" else None  # lp-ft starts with its head phase
+    hparams = run_hparams(config.to_dict(), policy=policy.name,
+                          learning_rate=peak_learning_rate(policy.name, phase, config.learning_rate),
+                          sizes={"train": len(data.train), "eval": len(data.eval), "labels": len(data.labels)})
+    accelerator.init_trackers(config.tracker_project, config=hparams,
+                              init_kwargs=tracker_init_kwargs(trackers, _run_name(config)))
+
+
+def _run_name(config: RecipeConfig) -> str:
+    return config.run_name or Path(config.output_dir).expanduser().resolve().name
 
 
 # ----------------------------------------------------------------------------------------------
