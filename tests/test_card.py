@@ -157,3 +157,14 @@ def test_card_accounts_for_the_labels_left_out(tmp_path):
     (out / "run_info.json").write_text(json.dumps(info))
     text = render_model_card(out, repo_id="tester/colours-vit").text
     assert "7 of labels not in `labels`: orange (3), purple (4)" in text
+
+
+def test_card_metric_types_are_distinct_and_the_hyperparameters_say_what_ran(tmp_path):
+    """Top-5 accuracy is its own model-index type (not a second `accuracy`); the card lists the optimizer and
+    the augmentation that really ran (run_info's words, written by `finetuning.run_facts`)."""
+    out = _copy_run(tmp_path)
+    card = render_model_card(out, repo_id="tester/colours-vit")
+    types = [r.metric_type for r in card.data.eval_results]
+    assert len(types) == len(set(types)) and "top_5_accuracy" in types
+    assert "| `optimizer` | AdamW" in card.text and "| `augmentation` | random resized crop" in card.text
+    assert "`augment`" not in card.text

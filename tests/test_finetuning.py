@@ -181,3 +181,14 @@ def test_the_accelerator_path_of_batched_augmentation_runs_end_to_end(tmp_path, 
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in runs[0].history)
+
+
+def test_the_card_says_no_augmentation_ran_on_cached_features(tmp_path, vit, image_folder):
+    """`augment: true` with the head trained on cached features: nothing was augmented, and the card says so."""
+    tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "head", policy="head", augment=True, feature_cache="on"))
+    info = json.loads((tmp_path / "head" / "run_info.json").read_text())
+    assert info["feature_cache_used"] and info["hyperparameters"]["augmentation"].startswith("none: the head trained")
+    assert "augment has no effect there" in (tmp_path / "head" / "README.md").read_text()
+    tl_hub.finetune(_cfg(vit, image_folder, tmp_path / "full", policy="full", augment=True, epochs=1))
+    full = json.loads((tmp_path / "full" / "run_info.json").read_text())["hyperparameters"]
+    assert full["augmentation"].startswith("random resized crop") and full["optimizer"].startswith("AdamW")

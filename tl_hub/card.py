@@ -55,7 +55,7 @@ _BUNDLED_DATASETS = {
     "bundled:digits": (None, "scikit-learn's 8x8 handwritten digits (UCI ML hand-written digits)"),
 }
 _METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1", "precision_macro": "precision",
-               "recall_macro": "recall", "top5_accuracy": "accuracy"}
+               "recall_macro": "recall", "top5_accuracy": "top_5_accuracy"}
 _METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "precision_macro": "Precision (macro)",
                  "recall_macro": "Recall (macro)", "top5_accuracy": "Top-5 accuracy"}
 

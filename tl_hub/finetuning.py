@@ -512,6 +512,32 @@ def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
     return doc
 
 
+#: the optimizer of every phase (`tl_hub.train.make_optimizer`), as the card states it
+OPTIMIZER = "AdamW (betas 0.9, 0.999; eps 1e-08; the fused kernel where the device has one)"
+
+#: the training augmentation of the image path (`tl_hub.data.dataset`: per item on a CPU, per batch on a GPU)
+AUGMENTATION = "random resized crop (area 25-100 %, aspect 3/4-4/3) + horizontal flip, then normalisation"
+
+
+def augmentation_used(augment: bool, policy: str, feature_cache_used: bool) -> str:
+    """What augmentation really ran, for the card: none where the head trained on cached features (they are
+    computed once, from the eval transform), whatever `augment` says.
+
+    Example:
+        >>> augmentation_used(True, "head", True)
+        'none: the head trained on features cached once from the eval transform (augment has no effect there)'
+        >>> augmentation_used(True, "lp-ft", True).startswith("head phase: none")
+        True
+    """
+    if not augment:
+        return "none (augment: false)"
+    if not feature_cache_used:
+        return AUGMENTATION
+    if policy == "lp-ft":
+        return f"head phase: none (features cached once from the eval transform); full phase: {AUGMENTATION}"
+    return "none: the head trained on features cached once from the eval transform (augment has no effect there)"
+
+
 def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezePolicy, summary: Any, spec: Any,
               training: Training, started: float) -> dict[str, Any]:
     """run_info.json: what was trained from what, how, on which machine and software, for how long.
@@ -525,9 +551,10 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
 
     hyper = {k: getattr(config, k) for k in (
         "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
-        "warmup_ratio", "max_grad_norm", "seed", "image_size", "augment", "metric_for_best_model",
+        "warmup_ratio", "max_grad_norm", "seed", "image_size", "metric_for_best_model",
         "early_stopping_patience")}
-    hyper.update(learning_rate=training.learning_rate, image_size=spec.size,
+    hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
+                 augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
                  eval_batch_size=config.eval_batch_size or config.batch_size)
     if training.learning_rate_full_phase is not None:
         hyper["learning_rate_full_phase"] = training.learning_rate_full_phase
