@@ -84,7 +84,8 @@ def _offline_recipe(command: str) -> bool:
 
 def _walk_plan() -> list[tuple[str, str]]:
     """(command to run, where it comes from) for README.md then recipes/README.md; what needs the network or a
-    fresh venv is left to the tests that cover it (the install lines: CI itself; push/predict: test_hub.py)."""
+    fresh venv is left to the tests that cover it (the install lines: CI itself; push/predict: test_hub.py;
+    evaluate: test_evaluation.py)."""
     plan = []
     for doc in (ROOT / "README.md", ROOT / "recipes" / "README.md"):
         for command in _commands(doc):
@@ -92,7 +93,8 @@ def _walk_plan() -> list[tuple[str, str]]:
                 command = command.rsplit("&&", 1)[1].strip()
                 if "pytest" in command or "benchmarks" in command:
                     continue
-            if command.startswith(("hf ", "tl-hub push", "tl-hub predict")) or not _offline_recipe(command):
+            skipped = ("hf ", "tl-hub push", "tl-hub predict", "tl-hub evaluate")
+            if command.startswith(skipped) or not _offline_recipe(command):
                 continue
             plan.append((command, str(doc.relative_to(ROOT))))
     return plan

@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "load": "tl_hub.hub",
     "predict": "tl_hub.hub",
     "write_model_card": "tl_hub.card",
+    "evaluate_model": "tl_hub.evaluation",
+    "EvaluationResult": "tl_hub.evaluation",
 }
 
 __all__ = ["__version__", *_EXPORTS]
