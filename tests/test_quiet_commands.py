@@ -133,3 +133,25 @@ def test_quiet_library_chatter_keeps_real_warnings():
     assert seen == ["Unrecognized image processor in model_dir.", "Some weights of the checkpoint were not used",
                     "Requested torchvision backend is not available. Falling back to pil backend."]
     assert hf_logging.is_progress_bar_enabled() == bars  # restored
+
+
+def test_progress_false_shows_no_bar_and_predict_shows_one_over_many_images(tmp_path, tiny, capsys):
+    """`progress: false` switches tl_hub's bars off (training epochs, feature pass); `predict` over more than 4
+    batches of images draws one (decoding a batch at a time), and `progress=False` switches it off."""
+    import os
+
+    import tl_hub
+    from helpers.images import write_image_folder
+
+    data = write_image_folder(tmp_path / "imgs", ["a", "b"], per_label=40, seed=5)
+    os.environ.pop("TQDM_DISABLE", None)
+    out = tmp_path / "out"
+    tl_hub.finetune(model=str(tiny("vit")), dataset=str(data), image_size=32, epochs=1, batch_size=8,
+                    output_dir=str(out), num_workers=0, progress=False, policy="full")
+    assert "epoch 1:" not in capsys.readouterr().err
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    assert len(files) == 80
+    tl_hub.predict(out, files, top_k=1)
+    assert "predict" in capsys.readouterr().err
+    results = tl_hub.predict(out, files, top_k=1, progress=False)
+    assert "predict" not in capsys.readouterr().err and len(results) == 80

@@ -327,7 +327,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
         metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
-        channels_last=channels_last and not use_features, compile=config.compile,
+        channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
     started = time.perf_counter()
@@ -454,7 +454,7 @@ def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], 
     started = time.perf_counter()
     features = {split: features_for(model, ds, accelerator=accelerator, batch_size=batch, split=split,
                                      cache_dir=config.feature_cache_dir, key_parts=key, num_workers=loop.args.num_workers,
-                                     channels_last=channels_last, log=loop.say)
+                                     channels_last=channels_last, log=loop.say, progress=config.progress)
                 for split, ds in datasets.items()}
     seconds = time.perf_counter() - started
     n_images = len(datasets["train"]) + len(datasets["eval"])

@@ -540,38 +540,47 @@ def _hub_cause(err: BaseException) -> BaseException | None:
     return None
 
 
-def _open_images(images: Any) -> tuple[list[Any], list[str]]:
+def _image_items(images: Any) -> list[Any]:
+    """The images as a list, each a file that exists or a PIL image (checked up front, before any inference)."""
     from PIL import Image
-    from transformers.image_utils import load_image  # the same decoding as pipeline()
 
     items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
-    opened, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
             if not Path(item).expanduser().is_file():
                 hint = nearby(str(item)) if not Path(item).expanduser().exists() else "a folder"
                 raise DataError(f"images[{i}]: {str(item)!r} is not a file ({hint}); pass image paths or PIL images")
-            try:
-                opened.append(load_image(str(Path(item).expanduser())))
-            except (OSError, ValueError) as err:
-                raise DataError(f"images[{i}]: cannot read {str(item)!r} as an image ({err})") from err
-            names.append(str(item))
-        elif isinstance(item, Image.Image):
-            opened.append(load_image(item))
-            names.append(f"<image {i}>")
-        else:
+        elif not isinstance(item, Image.Image):
             raise DataError(f"images[{i}]: got {type(item).__name__}; pass a file path or a PIL.Image")
-    return opened, names
+    return items
+
+
+def _open_image(i: int, item: Any) -> Any:
+    """One image decoded as pipeline() decodes it."""
+    from transformers.image_utils import load_image  # the same decoding as pipeline()
+
+    if not isinstance(item, (str, Path)):
+        return load_image(item)
+    try:
+        return load_image(str(Path(item).expanduser()))
+    except (OSError, ValueError) as err:
+        raise DataError(f"images[{i}]: cannot read {str(item)!r} as an image ({err})") from err
+
+
+#: images per forward pass of `predict`; a progress bar shows above this many batches' worth
+PREDICT_BATCH = 16
 
 
 def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int = 5,
-            revision: str | None = None) -> list[list[dict[str, Any]]]:
+            revision: str | None = None, *, progress: bool = True) -> list[list[dict[str, Any]]]:
     """Classify images; per image a list of {"label", "score"}, best first (scores as pipeline() gives).
 
     Args:
         repo_or_dir: Hub repo id, local output folder, or a (model, processor) pair from `load`.
         images: a path / PIL image, or a list of them.
         top_k: how many labels per image (capped at the number of labels).
+        progress: a progress bar over more than 4 batches of images (tqdm; also off with TQDM_DISABLE=1).
+            Images are decoded a batch at a time, so memory does not grow with their number.
 
     Example:
         >>> predict("me/fashion-lite0", ["shoe.png"], top_k=1)  # doctest: +SKIP
@@ -582,14 +591,18 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise DataError(f"top_k: got {top_k!r}; expected a positive integer")
     model, processor = repo_or_dir if isinstance(repo_or_dir, tuple) else load(repo_or_dir, revision=revision)
-    opened, _ = _open_images(images)
+    items = _image_items(images)
     id2label = model.config.id2label
     k = min(top_k, len(id2label))
     multi = getattr(model.config, "problem_type", None) == "multi_label_classification" or model.config.num_labels == 1
     results: list[list[dict[str, Any]]] = []
     device = next(model.parameters()).device
-    for start in range(0, len(opened), 16):
-        batch = processor(images=opened[start:start + 16], return_tensors="pt")
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(items), PREDICT_BATCH)
+    for start in tqdm(starts, desc="predict", unit="batch", disable=not progress or len(starts) <= 4, leave=False):
+        opened = [_open_image(i, items[i]) for i in range(start, min(start + PREDICT_BATCH, len(items)))]
+        batch = processor(images=opened, return_tensors="pt")
         pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)
         with torch.no_grad():
             logits = model(pixel_values=pixel_values).logits.float()
