@@ -227,8 +227,9 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.augment = bool(train and augment)
         self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
         self.uint8_items = bool(uint8_items)
-        self.labels = torch.as_tensor(np.asarray(hf_dataset[label_column], dtype=np.int64))
-        self.ids = list(hf_dataset["id"]) if "id" in hf_dataset.column_names else None
+        columns = hf_dataset.with_format("arrow")  # whole columns at once (row by row is slow on index lists)
+        self.labels = torch.from_numpy(np.array(columns[label_column].to_numpy(), dtype=np.int64))  # a copy: writable
+        self.ids = columns["id"].to_pylist() if "id" in hf_dataset.column_names else None
         self._source = _Source(hf_dataset, image_column)
         self.side = spec.resize_size if self.augment else spec.size
         self._file: PixelFile | None = None
@@ -269,14 +270,15 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     def _cache_key_parts(self) -> list[Any]:
         """What the decoded pixels depend on: the rows (fingerprint; size and modification time of each image
         file they point to), the geometry, and the libraries that decode and resize."""
+        from importlib.metadata import version
+
         import PIL
-        import torchvision
 
         spec = self.spec
         geometry = ["train" if self.augment else "eval", self.side, spec.size, spec.resize_size, spec.interpolation,
                     spec.resize_mode, spec.backend]
         return [self._source.fingerprint(), _file_stamps(self._source), geometry,
-                [PIL.__version__, torch.__version__, torchvision.__version__]]
+                [PIL.__version__, torch.__version__, version("torchvision")]]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
