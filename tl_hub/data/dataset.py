@@ -237,13 +237,19 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         #: how the pixels are served: ``{"path", "planes", "decoded" (images this process decoded to build the
         #: file; 0 when it was already there), "seconds"}``, or ``{"off": reason}`` when decoded per item
         self.cache_info: dict[str, Any] = {"off": "cache=False"}
+        # the transforms import torchvision (and with it torch._dynamo): import it here, once, so that forked
+        # DataLoader workers inherit it instead of each importing it again (seconds and ~150 MiB per worker)
+        from torchvision.transforms.v2 import functional  # noqa: F401
         if cache:
             self._use_disk_cache(cache_dir, cache_max_bytes, num_threads)
 
     def _use_disk_cache(self, cache_dir: str | os.PathLike | None, max_bytes: int | None,
                         num_threads: int | None) -> None:
         folder = Path(cache_dir) if cache_dir is not None else cache_dir_default() / "images"
-        threads = num_threads or min(4, os.cpu_count() or 1)
+        # one process builds while the others wait on the lock (`tl_hub.data.pixel_cache`): it may use the cores
+        # they leave idle (decoding and resizing release the GIL)
+        threads = num_threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                     os.cpu_count() or 1)
         got = obtain_pixels(folder, self._cache_key_parts(), self._raw_rows(), self._decode_row, count=len(self),
                             side=self.side, max_bytes=max_bytes, threads=threads)
         if got.pixels is None:
