@@ -129,6 +129,13 @@ class RecipeConfig:
     )
     augment: bool = _f(True, "Random resized crop + horizontal flip on training images.", "data")
     num_workers: int | None = _f(None, "DataLoader worker processes (null = chosen from the CPU count).", "data")
+    image_cache_max_gb: float | None = _f(
+        None,
+        "Disk budget (GiB) for the decoded training/eval images, kept memory-mapped in $TL_HUB_CACHE/images "
+        "and reused by later runs on the same data (null = up to half the free disk space; 0 = no image cache: "
+        "every epoch decodes per item, in the DataLoader workers).",
+        "data",
+    )
 
     # --- freeze policy -----------------------------------------------------------------------
     policy: RecipePolicy = _f(
@@ -478,6 +485,7 @@ class RecipeConfig:
         check_range("max_grad_norm", self.max_grad_norm, low=0, low_open=True, hint="use null to disable clipping")
         check_range("seed", self.seed, low=0, high=2**32 - 1)
         check_range("num_workers", self.num_workers, low=0)
+        check_range("image_cache_max_gb", self.image_cache_max_gb, low=0, hint="e.g. 50, or 0 to turn the cache off")
         check_range("early_stopping_patience", self.early_stopping_patience, low=1)
         check_range("save_total_limit", self.save_total_limit, low=1, hint="use null to keep every checkpoint")
         if isinstance(self.checkpointing_steps, int):

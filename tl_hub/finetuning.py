@@ -408,9 +408,11 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     # uint8 items: the loop copies them to the device and crops/flips/normalises there, a batch at a time; on a
     # CPU the per-item crop is the faster one (see hardware.augments_batches_on_device)
     on_device = augments_batches_on_device(loop.accelerator.device.type)
+    budget = image_cache_budget(config.image_cache_max_gb)
+    cache = {"cache": budget != 0, "cache_max_bytes": budget}
     train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
-                                          uint8_items=on_device)
-    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True)
+                                          uint8_items=on_device, **cache)
+    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)
     return loop_module.train(
         model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
         phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
@@ -477,6 +479,16 @@ def _train_head_on_features(loop: _LoopInputs, model: Any, plan: list[Any], feat
         checkpoint_dir=loop.checkpoint_dir, phases=[features.phase(loop_module, step, loop.config.weight_decay)],
         metrics_fn=loop.metrics_fn, resume_from=loop.resume, ids=loop.train_ids, log=loop.say,
     )
+
+
+def image_cache_budget(max_gb: float | None) -> int | None:
+    """The recipe's `image_cache_max_gb` in bytes (None: the default, half the free disk space; 0: off).
+
+    Example:
+        >>> image_cache_budget(0.5), image_cache_budget(None)
+        (536870912, None)
+    """
+    return None if max_gb is None else int(max_gb * 2**30)
 
 
 def _fingerprint(dataset: Any) -> str | None:

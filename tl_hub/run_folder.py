@@ -37,7 +37,8 @@ __all__ = ["describe_differences", "explain_stop", "prepare_output_dir", "same_r
 
 # recipe keys that may differ between a run and its resumption
 _RESUME_FREE_KEYS = {"resume_from_checkpoint", "overwrite_output_dir", "push_to_hub", "hub_model_id",
-                     "hub_private", "log_with", "tracker_project", "run_name", "progress", "num_workers", "feature_cache_dir", "output_dir"}
+                     "hub_private", "log_with", "tracker_project", "run_name", "progress", "num_workers",
+                     "feature_cache_dir", "output_dir", "image_cache_max_gb"}
 
 
 def same_recipe(a: RecipeConfig, b: RecipeConfig) -> bool:

@@ -22,7 +22,7 @@ def small_bundle():
     return load_data("bundled:fashion_mnist", examples_per_label=4)
 
 
-def test_dataset_eval_items_are_deterministic_and_normalised(small_bundle):
+def test_dataset_eval_items_are_deterministic_and_normalised(small_bundle, tmp_path):
     spec = image_spec(lite0_timm_processor(), image_size=32)
     dataset = ImageClassificationDataset(small_bundle.train, spec, train=False)
     assert dataset.pixels.dtype == torch.uint8 and dataset.pixels.shape == (40, 1, 32, 32)  # greyscale: 1 plane
@@ -36,7 +36,9 @@ def test_dataset_eval_items_are_deterministic_and_normalised(small_bundle):
     uncached = ImageClassificationDataset(small_bundle.train, spec, train=False, cache=False)
     assert uncached.pixels is None
     assert torch.equal(uncached[3]["pixel_values"], first["pixel_values"])
-    over_budget = ImageClassificationDataset(small_bundle.train, spec, train=False, cache_max_bytes=10)
+    # the budget limits what a build may write (an existing entry is used whatever the budget): a fresh folder
+    over_budget = ImageClassificationDataset(small_bundle.train, spec, train=False, cache_max_bytes=10,
+                                             cache_dir=tmp_path)
     assert over_budget.pixels is None and torch.equal(over_budget[3]["pixel_values"], first["pixel_values"])
 
 

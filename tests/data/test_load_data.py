@@ -538,3 +538,29 @@ def test_bad_images_in_a_subset_are_replaced_by_good_ones(tmp_path):
         assert not any(i.endswith("broken.png") for i in list(bundle.train["id"]) + list(bundle.eval["id"]))
         reported += len(bad)
     assert reported >= 1  # the broken file was drawn (and replaced) for some seed
+
+
+def test_splits_and_subsamples_are_index_lists_over_the_source_table(tmp_path):
+    """Carving the eval split and a subsample copies no row: both splits read the source's Arrow file (no new
+    cache file, the table is the whole source) through an indices mapping, with the right labels."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from datasets import load_from_disk
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(60)]
+    labels = [i % 3 for i in range(60)]
+    Dataset.from_dict({"image": images, "label": labels},
+                      features=Features(image=ImageFeature(), label=ClassLabel(names=["a", "b", "c"]))
+                      ).save_to_disk(str(tmp_path / "saved"))
+    source = load_from_disk(str(tmp_path / "saved"))
+    source_files = sorted(f["filename"] for f in source.cache_files)
+    bundle = load_data(str(tmp_path / "saved"), examples_per_label=5, eval_fraction=0.25)
+    assert (len(bundle.train), len(bundle.eval)) == (15, 15)
+    for split in (bundle.train, bundle.eval):
+        assert sorted(f["filename"] for f in split.cache_files) == source_files  # nothing written
+        assert split.data.num_rows == 60  # the source's table, read through an index list
+        for row in split.select(range(5)):
+            index = int(row["id"].split("[")[1].rstrip("]"))
+            assert row["label"] == labels[index]
+            assert np.array_equal(np.asarray(row["image"]), np.asarray(images[index]))

@@ -1,8 +1,9 @@
-"""The training/eval torch Dataset over a `load_data` split: decode once, then serve epochs from memory.
+"""The training/eval torch Dataset over a `load_data` split: decode once to disk, then serve epochs from it.
 
-`ImageClassificationDataset` decodes every image once into one uint8 tensor (``N x C x R x R``, C = 1
-for greyscale data) and then serves epochs from memory: random resized crop + horizontal flip on the
-uint8 tensor for training, the deterministic eval crop (identical to
+`ImageClassificationDataset` decodes every image once into a memory-mapped uint8 file (``N x C x R x R``,
+C = 1 for greyscale data; `tl_hub.data.pixel_cache`), reused by DataLoader workers, the other processes
+of the node and later runs on the same data, and then serves epochs from it: random resized crop +
+horizontal flip of the uint8 image for training, the deterministic eval crop (identical to
 `tl_hub.data.transforms.export_processor`'s processor) otherwise.
 
 With ``uint8_items=True`` (what `tl_hub.finetune` uses for evaluation, and for training on accelerators)
@@ -25,9 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ from PIL import Image
 
 from tl_hub.errors import DataError
 from tl_hub.data.images import open_image
+from tl_hub.data.pixel_cache import PixelFile, obtain_pixels
 from tl_hub.data.transforms import ImageSpec
+from tl_hub.paths import cache_dir as cache_dir_default
 from tl_hub.seeding import sample_uniforms
 
 logger = logging.getLogger(__name__)
@@ -150,6 +153,11 @@ class _Source:
             self._raw = self.dataset.cast_column(self.column, ImageFeature(decode=False))
         return self._raw
 
+    def fingerprint(self) -> str | None:
+        """The `datasets` fingerprint of the rows (it changes whenever the rows or their content change); the
+        library keeps it in a private attribute and offers no public accessor."""
+        return getattr(self.dataset, "_fingerprint", None)
+
     def row(self, index: int) -> Any:
         return self.raw()[int(index)][self.column]
 
@@ -161,13 +169,15 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     """A torch Dataset over a `load_data` split: ``{"pixel_values", "labels", "index"}`` per item.
 
     With ``cache=True`` every image is decoded and resized **once** (threads; PIL and torchvision
-    release the GIL) into one uint8 tensor, ``N x C x R x R`` (R = ``spec.resize_size`` for training,
-    ``spec.size`` for eval), shared copy-on-write with forked DataLoader workers and through shared
-    memory with spawned ones. C is 1 while every image is greyscale (its three RGB channels equal: a
-    third of the memory, and the per-item crop works on one plane) and 3 from the first colour image
-    on; items always have 3 channels. Later epochs only crop, flip and normalise. If the cache would
-    exceed ``cache_max_bytes`` (default: 40 % of RAM, at most 16 GiB) images are decoded per item instead
-    (do that in DataLoader workers).
+    release the GIL) into a uint8 file, ``N x C x R x R`` (R = ``spec.resize_size`` for training,
+    ``spec.size`` for eval), under ``cache_dir`` (default ``$TL_HUB_CACHE/images``), keyed by the rows and
+    the geometry; a later dataset over the same rows and geometry -- in this process, a DataLoader worker,
+    another rank, a later run -- maps the file instead of decoding (`tl_hub.data.pixel_cache`). The file is
+    memory-mapped: the kernel's page cache holds it, shared by every process. C is 1 while every image is
+    greyscale (its three RGB channels equal: a third of the disk, and the per-item crop works on one plane)
+    and 3 from the first colour image on; items always have 3 channels. Later epochs only crop, flip and
+    normalise. If the file would exceed ``cache_max_bytes`` (default: half the free disk space) images are
+    decoded per item instead (do that in DataLoader workers); `cache_info` says which happened.
 
     Training items: random resized crop (area ``scale``, aspect 3/4..4/3) of the cached square,
     resized to ``spec.size``, random horizontal flip. ``augment=False`` (or ``train=False``) gives
@@ -204,6 +214,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         num_threads: int | None = None,
         cache_max_bytes: int | None = None,
         uint8_items: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         for column in (image_column, label_column):
             if column not in hf_dataset.column_names:
@@ -216,23 +227,64 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.augment = bool(train and augment)
         self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
         self.uint8_items = bool(uint8_items)
-        self.labels = torch.as_tensor(np.asarray(hf_dataset[label_column], dtype=np.int64))
-        self.ids = list(hf_dataset["id"]) if "id" in hf_dataset.column_names else None
+        columns = hf_dataset.with_format("arrow")  # whole columns at once (row by row is slow on index lists)
+        self.labels = torch.from_numpy(np.array(columns[label_column].to_numpy(), dtype=np.int64))  # a copy: writable
+        self.ids = columns["id"].to_pylist() if "id" in hf_dataset.column_names else None
         self._source = _Source(hf_dataset, image_column)
         self.side = spec.resize_size if self.augment else spec.size
-        self.pixels: torch.Tensor | None = None
+        self._file: PixelFile | None = None
+        self._tensor: torch.Tensor | None = None
+        #: how the pixels are served: ``{"path", "planes", "decoded" (images this process decoded to build the
+        #: file; 0 when it was already there), "seconds"}``, or ``{"off": reason}`` when decoded per item
+        self.cache_info: dict[str, Any] = {"off": "cache=False"}
+        # the transforms import torchvision (and with it torch._dynamo): import it here, once, so that forked
+        # DataLoader workers inherit it instead of each importing it again (seconds and ~150 MiB per worker)
+        from torchvision.transforms.v2 import functional  # noqa: F401
         if cache:
-            need = len(self) * 3 * self.side * self.side
-            budget = cache_max_bytes if cache_max_bytes is not None else _default_cache_budget()
-            if need <= budget:
-                self.pixels = self._decode_all(num_threads)
-            else:
-                logger.warning(
-                    "image cache would need %.1f GiB (> %.1f GiB budget): decoding per item instead; "
-                    "use DataLoader workers (num_workers) or a smaller image_size",
-                    need / 2**30,
-                    budget / 2**30,
-                )
+            self._use_disk_cache(cache_dir, cache_max_bytes, num_threads)
+
+    def _use_disk_cache(self, cache_dir: str | os.PathLike | None, max_bytes: int | None,
+                        num_threads: int | None) -> None:
+        folder = Path(cache_dir) if cache_dir is not None else cache_dir_default() / "images"
+        # one process builds while the others wait on the lock (`tl_hub.data.pixel_cache`): it may use the cores
+        # they leave idle (decoding and resizing release the GIL)
+        threads = num_threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                     os.cpu_count() or 1)
+        got = obtain_pixels(folder, self._cache_key_parts(), self._raw_rows(), self._decode_row, count=len(self),
+                            side=self.side, max_bytes=max_bytes, threads=threads)
+        if got.pixels is None:
+            self.cache_info = {"off": got.reason}
+            logger.warning("image cache: %s; decoding every image per item instead (use DataLoader workers, "
+                           "num_workers), a smaller image_size, or more image_cache_max_gb / free disk space",
+                           got.reason)
+            return
+        self._file = got.pixels
+        self.cache_info = {"path": str(got.pixels.path), "planes": got.pixels.planes, "decoded": got.decoded,
+                           "seconds": got.seconds}
+        if got.decoded:
+            logger.info("image cache: decoded %d images once into %s (%.2f GiB, %d plane(s)) in %.1f s",
+                        got.decoded, got.pixels.path, got.pixels.nbytes / 2**30, got.pixels.planes, got.seconds)
+
+    def _raw_rows(self) -> Iterator[tuple[int, Any]]:
+        raw = self._source.raw()
+        for start in range(0, len(self), 256):
+            yield from enumerate(raw[start : start + 256][self._source.column], start=start)
+
+    def _decode_row(self, index: int, row: Any) -> torch.Tensor:
+        return self._geometry(self._open(row, index))
+
+    def _cache_key_parts(self) -> list[Any]:
+        """What the decoded pixels depend on: the rows (fingerprint; size and modification time of each image
+        file they point to), the geometry, and the libraries that decode and resize."""
+        from importlib.metadata import version
+
+        import PIL
+
+        spec = self.spec
+        geometry = ["train" if self.augment else "eval", self.side, spec.size, spec.resize_size, spec.interpolation,
+                    spec.resize_mode, spec.backend]
+        return [self._source.fingerprint(), _file_stamps(self._source), geometry,
+                [PIL.__version__, torch.__version__, version("torchvision")]]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -254,31 +306,18 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     def _decode(self, index: int) -> torch.Tensor:
         return self._geometry(self._open(self._source.row(index), index))
 
-    def _decode_all(self, num_threads: int | None) -> torch.Tensor:
-        # One plane per image while all are greyscale; the first colour image widens the cache to 3
-        # planes (the greyscale ones written so far are copied into all three). Decoding runs outside
-        # the lock; only the cheap copy into the cache holds it.
-        cache = {"pixels": torch.empty((len(self), 1, self.side, self.side), dtype=torch.uint8)}
-        lock = threading.Lock()
-        raw = self._source.raw()
-        threads = num_threads or min(4, os.cpu_count() or 1)
-        chunk = 256
+    @property
+    def pixels(self) -> torch.Tensor | None:
+        """The cached uint8 images, ``[N, C, R, R]`` (C = 1 for greyscale data), a view of the memory-mapped
+        cache file (nothing is read until used), or None when images are decoded per item."""
+        if self._file is None:
+            return None
+        if self._tensor is None:
+            self._tensor = torch.from_numpy(self._file.array())
+        return self._tensor
 
-        def work(args: tuple[int, Any]) -> None:
-            index, row = args
-            image = self._geometry(self._open(row, index))
-            grey = bool(torch.equal(image[0], image[1]) and torch.equal(image[0], image[2]))
-            with lock:
-                pixels = cache["pixels"]
-                if pixels.shape[1] == 1 and not grey:
-                    pixels = cache["pixels"] = pixels.expand(-1, 3, -1, -1).contiguous()
-                pixels[index] = image[:1] if pixels.shape[1] == 1 else image
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for start in range(0, len(self), chunk):
-                rows = raw[start : start + chunk][self._source.column]
-                list(pool.map(work, enumerate(rows, start=start)))
-        return cache["pixels"]
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tensor": None}  # a worker maps the file itself: only its path travels
 
     def uint8(self, index: int) -> torch.Tensor:
         """The cached (or freshly decoded) uint8 image before augmentation, ``[3, R, R]`` (a greyscale
@@ -290,7 +329,8 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return self._planes(index).expand(3, -1, -1)
 
     def _planes(self, index: int) -> torch.Tensor:
-        return self.pixels[index] if self.pixels is not None else self._decode(index)
+        pixels = self.pixels
+        return pixels[index] if pixels is not None else self._decode(index)
 
     @property
     def per_item_randomness(self) -> bool:
@@ -340,9 +380,22 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "labels": self.labels[index], "index": index}
 
 
-def _default_cache_budget() -> int:
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 * 2**30
-    return int(min(0.4 * total, 16 * 2**30))
+def _file_stamps(source: _Source) -> str:
+    """A hash of (path, size, modification time) of every row that points to an image file (rows that hold
+    their bytes are covered by the fingerprint); read from the Arrow column without loading image bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    table = source.raw().select_columns([source.column]).with_format("arrow")
+    for start in range(0, len(table), 4096):
+        column = table[start : start + 4096][source.column].combine_chunks()
+        paths = column.field("path").to_pylist()
+        by_path = column.field("bytes").is_null().to_pylist()
+        for path, from_file in zip(paths, by_path):
+            if from_file and path:
+                try:
+                    stat = os.stat(path)
+                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()

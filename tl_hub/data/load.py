@@ -14,7 +14,8 @@ file/row: used (train/eval), not selected (subsampling), or skipped with the rea
 
 The steps, in order: read the source into pools (`tl_hub.data.sources`), pick the train and eval
 splits, resolve label names and codes (`tl_hub.data.labels`), split or subsample the rows, decode every
-selected image once (`tl_hub.data.checks`), check that every label can be trained and evaluated.
+selected image once (`tl_hub.data.checks`), check that every label can be trained and evaluated; the
+splits are index lists over the source's Arrow table (no row, no image byte is copied).
 
 Example:
     >>> bundle = load_data("bundled:fashion_mnist", examples_per_label=10)
@@ -328,10 +329,16 @@ def _check_labels_covered(report: DataReport, rows: _Rows, names: list[str], spl
 
 
 def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str]) -> Any:
+    """The split: the pool with its label column, then the chosen rows as an indices mapping over the pool's
+    Arrow table. The label column is added to the whole pool *before* the rows are chosen: `add_column` on
+    a dataset with an indices mapping first rewrites every selected row (`flatten_indices`), image bytes
+    included; this way no row is copied."""
     from datasets import ClassLabel
 
-    ds = pool.dataset.select([int(r) for r in rows]) if len(rows) != len(pool.dataset) else pool.dataset
-    ds = ds.add_column("label", [int(c) for c in codes[rows]], feature=ClassLabel(names=list(names)))
+    labels = np.where(codes >= 0, codes, -1).astype(np.int64)  # rows not chosen keep -1 ("no label")
+    ds = pool.dataset.add_column("label", labels.tolist(), feature=ClassLabel(names=list(names)))
+    if len(rows) != len(pool.dataset) or np.any(rows != np.arange(len(rows))):
+        ds = ds.select(rows.tolist())
     return ds.select_columns(["image", "label", "id"])
 
 
