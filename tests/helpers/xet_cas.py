@@ -28,8 +28,8 @@ Download (`hf_hub_download` / `from_pretrained`):
      fetch each xorb's byte ranges.
   4. `GET {url from step 3}` with `Range: bytes=a-b[,c-d]` -> the serialized xorb bytes (206).
 
-Validation: xorb bodies must parse (chunk headers, LZ4 / byte-grouped LZ4 payloads that decompress to
-the announced sizes); shards must parse, reference stored xorbs and chunk ranges that exist, with
+Validation: xorb bodies must parse (chunk headers; LZ4 *frame* / byte-grouped LZ4 payloads that decompress
+to the announced sizes); shards must parse, reference stored xorbs and chunk ranges that exist, with
 `unpacked_segment_bytes` matching, and the reassembled file must match the sha256 the shard declares
 (uploads without it are refused: the Hub's git side needs it). Xorb / file hashes (blake3 Merkle trees)
 are NOT recomputed: no blake3 in the standard library. Tokens are checked (known, unexpired, write
@@ -75,9 +75,13 @@ def hash_to_hex(raw: bytes) -> str:
     return "".join(f"{v:016x}" for v in struct.unpack("<4Q", raw))
 
 
-def lz4_block_decompress(src: bytes, size: int) -> bytes:
-    """Decompress one LZ4 block (raw block format, no frame) whose output is `size` bytes."""
-    out = bytearray()
+def hex_to_hash(text: str) -> bytes:
+    """The 32 raw bytes of a Xet hash given in its string form (inverse of hash_to_hex)."""
+    return struct.pack("<4Q", *(int(text[i:i + 16], 16) for i in range(0, 64, 16)))
+
+
+def _lz4_block_into(src: bytes, out: bytearray) -> None:
+    """Decode one raw LZ4 block, appending to `out` (matches may reach into earlier output)."""
     i, n = 0, len(src)
     while i < n:
         token = src[i]
@@ -97,7 +101,7 @@ def lz4_block_decompress(src: bytes, size: int) -> bytes:
         offset = src[i] | (src[i + 1] << 8)
         i += 2
         if offset == 0 or offset > len(out):
-            raise CASError(400, "corrupt LZ4 block: bad match offset")
+            raise CASError(400, "corrupt LZ4 data: bad match offset")
         mlen = token & 15
         if mlen == 15:
             while True:
@@ -113,8 +117,39 @@ def lz4_block_decompress(src: bytes, size: int) -> bytes:
         else:
             pattern = bytes(out[start:])
             out += (pattern * (mlen // offset + 1))[:mlen]
+
+
+def lz4_frame_decompress(src: bytes, size: int) -> bytes:
+    """Decompress LZ4 frame-format data (what hf_xet writes for chunk compression 1 and 2).
+
+    Frame: magic 04 22 4D 18, FLG, BD, [content size], [dict id], header checksum, then blocks
+    (u32 size, high bit = stored uncompressed, [u32 block checksum]) up to a zero end mark. Checksums
+    (xxhash32) are skipped, not verified. Raises CASError (400) if the output is not `size` bytes.
+    """
+    if src[:4] != b"\x04\x22\x4d\x18" or len(src) < 7:
+        raise CASError(400, "LZ4 chunk is not an LZ4 frame")
+    flg = src[4]
+    pos = 6 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0) + 1
+    out = bytearray()
+    try:
+        while True:
+            block_size = int.from_bytes(src[pos:pos + 4], "little")
+            pos += 4
+            if block_size == 0:
+                break
+            stored, block_size = block_size & 0x80000000, block_size & 0x7FFFFFFF
+            block = src[pos:pos + block_size]
+            if len(block) != block_size:
+                raise CASError(400, "truncated LZ4 frame")
+            if stored:
+                out += block
+            else:
+                _lz4_block_into(block, out)
+            pos += block_size + (4 if flg & 0x10 else 0)
+    except IndexError as err:
+        raise CASError(400, "truncated LZ4 data") from err
     if len(out) != size:
-        raise CASError(400, f"LZ4 block decompressed to {len(out)} bytes, header says {size}")
+        raise CASError(400, f"LZ4 data decompressed to {len(out)} bytes, header says {size}")
     return bytes(out)
 
 
@@ -171,9 +206,9 @@ def chunk_data(body: bytes, chunk: XorbChunk) -> bytes:
     if scheme == 0:
         data = payload
     elif scheme == 1:
-        data = lz4_block_decompress(payload, chunk.size)
+        data = lz4_frame_decompress(payload, chunk.size)
     else:
-        data = bg4_ungroup(lz4_block_decompress(payload, chunk.size))
+        data = bg4_ungroup(lz4_frame_decompress(payload, chunk.size))
     if len(data) != chunk.size:
         raise CASError(400, "xorb chunk has the wrong uncompressed size")
     return data
@@ -474,7 +509,8 @@ class XetCAS:
         boundary = secrets.token_hex(8)
         parts = []
         for start, end in ranges:
-            parts.append(f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-                         f"Content-Range: bytes {start}-{end}/{len(body)}\r\n\r\n".encode() + body[start:end + 1] + b"\r\n")
+            head = (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                    f"Content-Range: bytes {start}-{end}/{len(body)}\r\n\r\n")
+            parts.append(head.encode() + body[start:end + 1] + b"\r\n")
         data = b"".join(parts) + f"--{boundary}--\r\n".encode()
         return 206, {"Content-Type": f"multipart/byteranges; boundary={boundary}"}, data
