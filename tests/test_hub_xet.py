@@ -1,9 +1,9 @@
 """Xet uploads and downloads through the local Hub (tests/helpers/hub_server.py + helpers/xet_cas.py).
 
-tests/conftest.py sets HF_HUB_DISABLE_XET=1 for the whole session, and huggingface_hub reads it when it is
-imported, so the Xet round trips run the real clients (huggingface_hub + hf_xet + transformers) in child
-processes whose environment lacks it. The server runs in this process, so its request log and storage
-can be checked here.
+The round trips run the real clients (huggingface_hub + hf_xet + transformers) in child processes whose
+environment surely lacks HF_HUB_DISABLE_XET (huggingface_hub reads it once, at import) and whose HF cache
+(and so hf_xet's own chunk / shard caches) starts empty. The server runs in this process, so its request
+log and storage can be checked here.
 """
 
 from __future__ import annotations
