@@ -128,24 +128,34 @@ def _xet_token(hub, repo_id: str, kind: str, hub_token: str) -> str:
         return payload["accessToken"]
 
 
-def _shard(file_hash: str, xorb: str, start: int, end: int, size: int, sha256: str) -> bytes:
-    """An upload shard (no footer) registering one file made of one term, with its sha256."""
+def _shard(file_hash: str, xorb: str, chunk: bytes, *, start: int = 0, end: int = 1, size: int = 5,
+           sha256: str = hashlib.sha256(b"hello").hexdigest(), verification: bytes | None = None) -> bytes:
+    """An upload shard (no footer): one file of one term over `xorb`, which it declares as one chunk of
+    5 bytes with raw hash `chunk`; the verification hash is the right one unless given."""
     import struct
 
     from helpers.xet_cas import hex_to_hash
+    from helpers.xet_hashing import verification_hash
 
     flags = (1 << 31) | (1 << 30)  # verification entries + metadata extension
     out = b"tl-hub-test-shard".ljust(32, b"\0") + struct.pack("<QQ", 2, 0)
     out += hex_to_hash(file_hash) + struct.pack("<IIQ", flags, 1, 0)
     out += hex_to_hash(xorb) + struct.pack("<IIII", 0, size, start, end)
-    out += bytes(48)  # verification hash (not checked by the test CAS)
+    out += (verification or verification_hash([chunk])) + bytes(16)
     out += hex_to_hash(sha256) + bytes(16)
     bookend = b"\xff" * 32 + bytes(16)
-    return out + bookend + bookend
+    out += bookend + hex_to_hash(xorb) + struct.pack("<IIII", 0, 1, 5, 13)
+    out += chunk + struct.pack("<IIQ", 0, 5, 0)
+    return out + bookend
 
 
 def test_cas_rejects_bad_tokens_and_bad_objects(hub):
+    """Token scopes, and uploads the CAS must refuse: malformed xorbs, shards with wrong hashes / sizes /
+    ranges / content, or referencing xorbs it never received."""
     from huggingface_hub import HfApi
+
+    from helpers.xet_cas import hash_to_hex
+    from helpers.xet_hashing import chunk_hash, file_hash
 
     repo_id = hub.new_repo_id("cas")
     HfApi().create_repo(repo_id)
@@ -154,31 +164,42 @@ def test_cas_rejects_bad_tokens_and_bad_objects(hub):
     with pytest.raises(urllib.error.HTTPError) as err:
         _xet_token(hub, repo_id, "write", hub.read_token)
     assert err.value.code == 403
-    xorb_path = "/v1/xorbs/default/" + "ab" * 32
+    raw = chunk_hash(b"hello")
+    xorb = hash_to_hex(raw)  # a one-chunk xorb's Merkle root is its chunk hash
+    file_id = hash_to_hex(file_hash([(raw, 5)]))
+    xorb_path = f"/v1/xorbs/default/{xorb}"
     chunk = bytes([0, 5, 0, 0, 0, 5, 0, 0]) + b"hello"  # version 0, 5 bytes stored, no compression, 5 bytes
     assert _cas(hub, "POST", xorb_path, None, chunk)[0] == 401
     assert _cas(hub, "POST", xorb_path, read, chunk)[0] == 403
     assert _cas(hub, "POST", xorb_path, write, chunk[:-1])[0] == 400  # truncated chunk
-    assert _cas(hub, "POST", xorb_path, write, bytes([0, 5, 0, 0, 1, 9, 0, 0]) + b"\x50abcd")[0] == 400  # LZ4 size
+    assert _cas(hub, "POST", xorb_path, write, bytes([0, 5, 0, 0, 1, 9, 0, 0]) + b"\x50abcd")[0] == 400  # not LZ4
     assert _cas(hub, "POST", xorb_path, write, chunk) == (200, b'{"was_inserted": true}')
     assert _cas(hub, "HEAD", xorb_path, read)[0] == 200
     assert _cas(hub, "POST", "/v1/shards", write, b"not a shard")[0] == 400
-    good = hashlib.sha256(b"hello").hexdigest()
-    file_hash = "12" * 32
-    missing_xorb = _shard(file_hash, "ef" * 32, 0, 1, 5, good)
-    assert _cas(hub, "POST", "/v1/shards", write, missing_xorb)[0] == 400
-    assert _cas(hub, "POST", "/v1/shards", write, _shard(file_hash, "ab" * 32, 0, 2, 5, good))[0] == 400
-    assert _cas(hub, "POST", "/v1/shards", write, _shard(file_hash, "ab" * 32, 0, 1, 4, good))[0] == 400
-    wrong_sha = _shard(file_hash, "ab" * 32, 0, 1, 5, hashlib.sha256(b"other").hexdigest())
-    assert _cas(hub, "POST", "/v1/shards", write, wrong_sha)[0] == 400
-    assert _cas(hub, "POST", "/v1/shards", read, _shard(file_hash, "ab" * 32, 0, 1, 5, good))[0] == 403
-    shard = _shard(file_hash, "ab" * 32, 0, 1, 5, good)
+    other = chunk_hash(b"other")
+    assert _cas(hub, "POST", f"/v1/xorbs/default/{hash_to_hex(other)}", write, chunk)[0] == 200  # misnamed
+    bad = {
+        "xorb never uploaded": _shard(file_id, "ef" * 32, raw),
+        "xorb hash is not the root": _shard(file_id, xorb, other),
+        "file hash": _shard("12" * 32, xorb, raw),
+        "verification hash": _shard(file_id, xorb, raw, verification=bytes(32)),
+        "chunk range": _shard(file_id, xorb, raw, end=2),
+        "term size": _shard(file_id, xorb, raw, size=4),
+        "sha256": _shard(file_id, xorb, raw, sha256=hashlib.sha256(b"other").hexdigest()),
+        "chunk bytes vs declared hash": _shard(file_id, hash_to_hex(other), other),
+    }
+    for what, shard in bad.items():
+        status, body = _cas(hub, "POST", "/v1/shards", write, shard)
+        assert status == 400, (what, status, body)
+    shard = _shard(file_id, xorb, raw)
+    assert _cas(hub, "POST", "/v1/shards", read, shard)[0] == 403
     assert _cas(hub, "POST", "/v1/shards", write, shard) == (200, b'{"result": 1}')
-    status, body = _cas(hub, "GET", f"/v2/reconstructions/{file_hash}", read)
+    assert _cas(hub, "GET", "/v2/reconstructions/" + "cd" * 32, read)[0] == 404
+    status, body = _cas(hub, "GET", f"/v2/reconstructions/{file_id}", read)
     answer = json.loads(body)
-    assert status == 200 and answer["terms"] == [{"hash": "ab" * 32, "unpacked_length": 5,
+    assert status == 200 and answer["terms"] == [{"hash": xorb, "unpacked_length": 5,
                                                   "range": {"start": 0, "end": 1}}]
-    fetch = answer["xorbs"]["ab" * 32][0]
+    fetch = answer["xorbs"][xorb][0]
     span = fetch["ranges"][0]["bytes"]
     request = urllib.request.Request(fetch["url"], headers={"Range": f"bytes={span['start']}-{span['end']}"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -187,10 +208,31 @@ def test_cas_rejects_bad_tokens_and_bad_objects(hub):
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["Content-Type"].startswith("multipart/byteranges")
         assert b"Content-Range: bytes 8-9/13\r\n\r\nhe" in response.read()
-    request = urllib.request.Request(f"{hub.url}/xet-cas/v1/reconstructions/{file_hash}",
+    request = urllib.request.Request(f"{hub.url}/xet-cas/v1/reconstructions/{file_id}",
                                      headers={"Authorization": f"Bearer {read}", "Range": "bytes=2-3"})
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
-    assert answer["offset_into_first_range"] == 2 and answer["fetch_info"]["ab" * 32][0]["url_range"] == span
-    assert _cas(hub, "GET", f"/v2/reconstructions/{file_hash}", None)[0] == 401
-    assert _cas(hub, "GET", "/v2/reconstructions/" + "cd" * 32, read)[0] == 404
+    assert answer["offset_into_first_range"] == 2 and answer["fetch_info"][xorb][0]["url_range"] == span
+    assert _cas(hub, "GET", f"/v2/reconstructions/{file_id}", None)[0] == 401
+
+
+# First 32 bytes of `keyed_hash` in the official BLAKE3 test vectors (BLAKE3-team/BLAKE3,
+# test_vectors/test_vectors.json): input byte i = i % 251, key b"whats the Elvish word for friend".
+KEYED_VECTORS = {
+    0: "92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26",
+    1025: "357dc55de0c7e382c900fd6e320acc04146be01db6a8ce7210b7189bd664ea69",
+    2049: "9f29700902f7c86e514ddc4df1e3049f258b2472b6dd5267f61bf13983b78dd5",
+    3073: "68dede9bef00ba89e43f31a6825f4cf433389fedae75c04ee9f0cf16a427c95a",
+    5121: "6ccf1c34753e7a044db80798ecd0782a8f76f33563accaddbfbb2e0ea4b2d024",
+}
+
+
+def test_blake3_matches_the_published_vectors():
+    """helpers.xet_hashing's pure-Python BLAKE3 (keyed mode) against the official test vectors: empty
+    input, one chunk + 1 byte, and the uneven trees of 3, 4 and 6 chunks."""
+    from helpers.xet_hashing import blake3_keyed
+
+    key = b"whats the Elvish word for friend"
+    data = bytes(i % 251 for i in range(max(KEYED_VECTORS)))
+    for length, expected in KEYED_VECTORS.items():
+        assert blake3_keyed(key, data[:length]).hex() == expected, length

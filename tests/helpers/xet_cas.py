@@ -29,20 +29,26 @@ Download (`hf_hub_download` / `from_pretrained`):
   4. `GET {url from step 3}` with `Range: bytes=a-b[,c-d]` -> the serialized xorb bytes (206).
 
 Validation: xorb bodies must parse (chunk headers; LZ4 *frame* / byte-grouped LZ4 payloads that decompress
-to the announced sizes); shards must parse, reference stored xorbs and chunk ranges that exist, with
-`unpacked_segment_bytes` matching, and the reassembled file must match the sha256 the shard declares
-(uploads without it are refused: the Hub's git side needs it). Xorb / file hashes (blake3 Merkle trees)
-are NOT recomputed: no blake3 in the standard library. Tokens are checked (known, unexpired, write
-scope for uploads).
+to the announced sizes). Shards must parse; each xorb a shard declares must be stored, with the chunk
+offsets / sizes the shard lists, its hash must be the Merkle root of the declared chunk hashes, and its
+smallest chunk must hash (blake3, helpers.xet_hashing) to the declared value; each file's terms must
+reference known chunk ranges with matching `unpacked_segment_bytes` and verification hashes, its Xet
+hash must be the file hash of its chunks, and the reassembled bytes must match the sha256 the shard
+declares (uploads without one are refused: the Hub's git side needs it). Not checked: the hashes of the
+other chunks' bytes (pure-Python blake3 takes ~0.3 s per 64 KiB; the sha256 covers the content anyway)
+and a xorb's hash at its own upload (only the shard carries chunk hashes). Tokens are checked (known,
+unexpired, write scope for uploads; not which repo they were issued for).
 
-Storage under `root`: xorbs/{hash} (as uploaded), shards/{sha256 of body}, files/{file hash}.json
-(reconstruction terms, size, sha256). `on_file(sha256, file_hash, data)` tells the Hub about each file
-a shard registers. `uploads` counts accepted xorbs and shards, for tests.
+Storage under `root`: xorbs/{hash} (as uploaded), shards/{sha256 of body}, chunk_hashes/{xorb}.json
+(declared by a shard and checked), files/{file hash}.json (reconstruction terms, size, sha256).
+`on_file(sha256, file_hash, data)` tells the Hub about each file a shard registers. `uploads` counts
+accepted xorbs, shards and files, for tests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import secrets
@@ -53,6 +59,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from helpers.xet_hashing import aggregated_hash, chunk_hash, file_hash, verification_hash
 
 SHARD_HEADER_SIZE = 48
 ENTRY = 48
@@ -231,10 +239,20 @@ class ShardFile:
     file_hash: str
     terms: list[Term] = field(default_factory=list)
     sha256: str | None = None
+    verifications: list[bytes] = field(default_factory=list)  # one raw hash per term, when present
 
 
-def parse_shard(body: bytes) -> tuple[list[ShardFile], list[str]]:
-    """(files, xorb hashes) of an uploaded shard (header, file info section, CAS info section)."""
+@dataclass
+class ShardXorb:
+    """One xorb a shard declares: its hash and its chunks as (raw chunk hash, offset, size); the offset
+    counts uncompressed bytes from the xorb's first chunk."""
+
+    xorb: str
+    chunks: list[tuple[bytes, int, int]] = field(default_factory=list)
+
+
+def parse_shard(body: bytes) -> tuple[list[ShardFile], list[ShardXorb]]:
+    """(files, declared xorbs) of an uploaded shard (header, file info section, CAS info section)."""
     if len(body) < SHARD_HEADER_SIZE + 2 * ENTRY:
         raise CASError(400, "shard too short")
     version = struct.unpack_from("<Q", body, 32)[0]
@@ -255,6 +273,7 @@ def parse_shard(body: bytes) -> tuple[list[ShardFile], list[str]]:
             record.terms.append(Term(xorb, start, end, size))
             pos += ENTRY
         if flags & FLAG_VERIFICATION:
+            record.verifications = [body[pos + i * ENTRY:pos + i * ENTRY + 32] for i in range(count)]
             pos += count * ENTRY
         if flags & FLAG_METADATA_EXT:
             record.sha256 = hash_to_hex(body[pos:pos + 32])  # stored like a Xet hash (u64 groups)
@@ -269,7 +288,11 @@ def parse_shard(body: bytes) -> tuple[list[ShardFile], list[str]]:
         pos += ENTRY
         if raw_hash == BOOKEND:
             break
-        xorbs.append(hash_to_hex(raw_hash))
+        declared = ShardXorb(hash_to_hex(raw_hash))
+        for i in range(count):
+            start, size = struct.unpack_from("<II", body, pos + i * ENTRY + 32)
+            declared.chunks.append((body[pos + i * ENTRY:pos + i * ENTRY + 32], start, size))
+        xorbs.append(declared)
         pos += count * ENTRY
     return files, xorbs
 
@@ -305,7 +328,7 @@ class XetCAS:
 
     def __init__(self, root: Path, on_file: Callable[[str, str, bytes], None] | None = None) -> None:
         self.root = root
-        for sub in ("xorbs", "shards", "files"):
+        for sub in ("xorbs", "shards", "files", "chunk_hashes"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.url = ""
         self.on_file = on_file
@@ -413,8 +436,54 @@ class XetCAS:
             parts.append(data)
         return b"".join(parts)
 
+    def _check_declared_xorb(self, declared: ShardXorb) -> list[tuple[bytes, int]]:
+        """A xorb a shard declares must be stored, its chunk list must match the stored bytes, its hash
+        must be the Merkle root of the declared chunk hashes, and its smallest chunk must hash to what the
+        shard says (one chunk only: pure-Python blake3 is slow). Returns its (chunk hash, size) list."""
+        body, chunks = self._xorb(declared.xorb)
+        layout = [(start, size) for _raw, start, size in declared.chunks]
+        offsets = list(itertools.accumulate((c.size for c in chunks[:-1]), initial=0))  # uncompressed
+        if layout != [(offset, c.size) for offset, c in zip(offsets, chunks)]:
+            raise CASError(400, f"shard's chunk list for xorb {declared.xorb} does not match the uploaded xorb")
+        entries = [(raw, size) for raw, _start, size in declared.chunks]
+        if hash_to_hex(aggregated_hash(entries)) != declared.xorb:
+            raise CASError(400, f"xorb {declared.xorb}: not the Merkle root of the chunk hashes declared")
+        smallest = min(range(len(chunks)), key=lambda i: chunks[i].size)
+        if chunk_hash(chunk_data(body, chunks[smallest])) != entries[smallest][0]:
+            raise CASError(400, f"xorb {declared.xorb}: chunk {smallest} does not match its declared hash")
+        path = self.root / "chunk_hashes" / f"{declared.xorb}.json"
+        path.write_text(json.dumps([[raw.hex(), size] for raw, size in entries]))
+        return entries
+
+    def _chunk_hashes(self, xorb: str, known: dict[str, list[tuple[bytes, int]]]) -> list[tuple[bytes, int]]:
+        if xorb in known:
+            return known[xorb]
+        path = self.root / "chunk_hashes" / f"{xorb}.json"
+        if not path.exists():
+            raise CASError(400, f"xorb {xorb} was never declared in a shard (its chunk hashes are unknown)")
+        return [(bytes.fromhex(raw), size) for raw, size in json.loads(path.read_text())]
+
+    def _check_file_hashes(self, record: ShardFile, known: dict[str, list[tuple[bytes, int]]]) -> None:
+        """The file hash must be the Xet file hash of its chunks; each term's verification hash must match."""
+        if record.verifications and len(record.verifications) != len(record.terms):
+            raise CASError(400, f"file {record.file_hash}: verification entries do not match its terms")
+        entries: list[tuple[bytes, int]] = []
+        for index, term in enumerate(record.terms):
+            hashes = self._chunk_hashes(term.xorb, known)
+            if not 0 <= term.start < term.end <= len(hashes):
+                raise CASError(400, f"term chunks [{term.start}, {term.end}) outside xorb {term.xorb}")
+            part = hashes[term.start:term.end]
+            if record.verifications and verification_hash([h for h, _ in part]) != record.verifications[index]:
+                raise CASError(400, f"file {record.file_hash}: wrong verification hash for term {index}")
+            entries.extend(part)
+        if hash_to_hex(file_hash(entries)) != record.file_hash:
+            raise CASError(400, f"file {record.file_hash}: not the Xet hash of its chunks")
+
     def _put_shard(self, body: bytes, streaming: bool) -> tuple[int, dict[str, str], bytes]:
-        files, _xorbs = parse_shard(body)
+        files, xorbs = parse_shard(body)
+        known = {declared.xorb: self._check_declared_xorb(declared) for declared in xorbs}
+        for record in files:
+            self._check_file_hashes(record, known)
         assembled = []
         for record in files:
             data = self._assemble(record)
