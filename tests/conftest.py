@@ -26,7 +26,6 @@ os.environ.update(
     {
         "HF_HOME": str(_SESSION_DIR / "hf_home"),
         "HF_ENDPOINT": HUB_URL,
-        "HF_HUB_DISABLE_XET": "1",
         "HF_TOKEN": HUB_TOKEN,
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -36,7 +35,9 @@ os.environ.update(
         "MPLBACKEND": "Agg",
     }
 )
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN_PATH"):
+# Xet stays on (when hf_xet is installed): the local Hub speaks it (helpers/xet_cas.py). Tests of the LFS
+# upload path use the `xet_off` fixture.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN_PATH", "HF_HUB_DISABLE_XET"):
     os.environ.pop(_var, None)
 
 
@@ -117,6 +118,16 @@ def hub():
         yield LocalHub(server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def xet_off(monkeypatch):
+    """Make huggingface_hub take the LFS path for one test, as HF_HUB_DISABLE_XET=1 at import would
+    (child processes get the variable itself)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
 
 
 @pytest.fixture(scope="session")

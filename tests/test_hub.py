@@ -62,6 +62,7 @@ def test_push_is_one_verified_private_commit(hub, run_dir, pushed):
         assert files[name] == (run_dir / name).read_bytes(), name
     assert hub.is_private(repo_id)  # private by default
     assert hub.server.tree(repo_id)["model.safetensors"].lfs
+    assert hub.server.tree(repo_id)["model.safetensors"].xet_hash  # pushed through Xet, as on the real Hub
     card = ModelCard.load(repo_id)
     assert card.data == ModelCard((run_dir / "README.md").read_text()).data
     assert f'model="{repo_id}"' in card.text
@@ -186,8 +187,10 @@ def test_token_never_leaks(hub, run_dir, caplog, capsys):
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
-    # the server never saw the token on the LFS upload URL (which carries no Authorization)
+    # the server never saw the token on the LFS upload URL (which carries no Authorization); the Xet CAS
+    # gets its own short-lived token (it answers 401 to anything else, the Hub token included)
     assert all(not r.has_auth for r in hub.server.requests if r.path.startswith("/lfs-upload/"))
+    assert all(r.status != 401 for r in hub.server.requests if r.path.startswith("/xet-cas/"))
 
 
 def test_tl_hub_parent(hub, run_dir, pushed, tmp_path):
@@ -231,7 +234,7 @@ print("RESULT" + json.dumps(out))
 def fresh_pipeline(hub, repo_id: str, images: list[str], top_k: int, tmp_path: Path) -> list[list[dict]]:
     """Run transformers.pipeline in a new process with an empty HF cache that never imports tl_hub."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TL_HUB", "HUGGINGFACE"))}
-    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "fresh_hf_home"),
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "fresh_hf_home"),
                HF_TOKEN=hub.token, OMP_NUM_THREADS="1", PYTHONPATH="")
     proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, repo_id, str(top_k), *images], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -244,7 +247,9 @@ def test_plain_transformers_pipeline_in_fresh_process(hub, run_dir, pushed, imag
     """The pushed repo works with plain transformers: same labels and scores as tl_hub.predict on the folder."""
     repo_id, _ = pushed
     expected = tl_hub.predict(run_dir, images, top_k=3)
+    start = len(hub.requests)
     got = fresh_pipeline(hub, repo_id, images, 3, tmp_path)
+    assert any("/reconstructions/" in r.path for r in hub.requests[start:]), "the weights did not come via Xet"
     for want, have in zip(expected, got, strict=True):
         assert [w["label"] for w in want] == [h["label"] for h in have]
         assert np.allclose([w["score"] for w in want], [h["score"] for h in have], atol=1e-5)

@@ -4,6 +4,10 @@ Every test checks the repo afterwards: the branch holds only *complete* commits 
 files equal one output folder, byte for byte), and exactly as many commits as pushes that succeeded.
 Retry waits are shortened with TL_HUB_PUSH_BACKOFF; huggingface_hub's own retries (preupload, LFS)
 still wait its fixed 1 s, which is why a few tests take a couple of seconds.
+
+Pushes go through Xet (xorb + shard uploads to the local Hub's CAS, helpers/xet_cas.py) like on the real
+Hub; the faults named "lfs-..." and the kill during an LFS upload run with the `xet_off` fixture (the
+LFS batch + basic-transfer path), the "xorb-..." / "shard-..." ones hit the CAS.
 """
 
 from __future__ import annotations
@@ -107,6 +111,11 @@ FAULTS = {
     "lfs-batch-429-retry-after": ("POST", r"\.git/info/lfs/objects/batch$", {"status": 429, "retry_after": 0}),
     "lfs-upload-dropped-mid-body": ("PUT", r"^/lfs-upload/", {"status": None, "cut": True}),
     "lfs-upload-502": ("PUT", r"^/lfs-upload/", {"status": 502}),
+    "xorb-upload-500": ("POST", r"^/xet-cas/v1/xorbs/", {"status": 500}),
+    "xorb-upload-dropped-mid-body": ("POST", r"^/xet-cas/v1/xorbs/", {"status": None, "cut": True}),
+    "xorb-upload-connection-dropped": ("POST", r"^/xet-cas/v1/xorbs/", {"status": None, "drop": True}),
+    "shard-upload-503": ("POST", r"^/xet-cas/v[12]/shards$", {"status": 503}),
+    "xet-write-token-503": ("GET", r"/xet-write-token/main$", {"status": 503}),
     "head-read-503": ("GET", r"/revision/main$", {"status": 503}),
     "validate-yaml-500": ("POST", r"^/api/validate-yaml$", {"status": 500}),
     "verify-tree-503": ("GET", r"/tree/[0-9a-f]{40}$", {"status": 503, "times": 2}),
@@ -114,8 +123,10 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_transient_fault_is_retried_into_one_complete_commit(hub, outputs, name, tmp_path):
+def test_transient_fault_is_retried_into_one_complete_commit(hub, outputs, name, tmp_path, request):
     method, regex, kwargs = FAULTS[name]
+    if name.startswith("lfs-"):
+        request.getfixturevalue("xet_off")
     out = fresh_copy(outputs[0], tmp_path / "out")
     repo_id = new_repo(hub, name)
     fault = hub.faults.add(method, regex, **kwargs)
@@ -211,14 +222,18 @@ def _wait_for_request(hub, method: str, needle: str, proc: subprocess.Popen, tim
     raise AssertionError(f"no {method} {needle} request within {timeout} s")
 
 
-@pytest.mark.parametrize("kill_at", ["during-lfs-upload", "after-commit-before-verify"])
-def test_killed_push_rerun_ends_in_exactly_one_commit(hub, outputs, kill_at, tmp_path):
+@pytest.mark.parametrize("kill_at", ["during-lfs-upload", "during-xorb-upload", "after-commit-before-verify"])
+def test_killed_push_rerun_ends_in_exactly_one_commit(hub, outputs, kill_at, tmp_path, request):
     """SIGKILL a `tl-hub push` process, then run the same push again: exactly one complete commit."""
     out = fresh_copy(outputs[0], tmp_path / "out")
     repo_id = new_repo(hub, kill_at)
     if kill_at == "during-lfs-upload":
+        request.getfixturevalue("xet_off")
         hub.faults.add("PUT", r"^/lfs-upload/", status=None, delay=30)
         method, needle = "PUT", "/lfs-upload/"
+    elif kill_at == "during-xorb-upload":
+        hub.faults.add("POST", r"^/xet-cas/v1/xorbs/", status=None, delay=30)
+        method, needle = "POST", "/xet-cas/v1/xorbs/"
     else:
         hub.faults.add("GET", rf"/api/models/{repo_id}/tree/", status=None, delay=30)
         method, needle = "GET", f"/api/models/{repo_id}/tree/"
@@ -229,7 +244,7 @@ def test_killed_push_rerun_ends_in_exactly_one_commit(hub, outputs, kill_at, tmp
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     landed = commits_since_creation(hub, repo_id)
-    assert len(landed) == (0 if kill_at == "during-lfs-upload" else 1)
+    assert len(landed) == (0 if kill_at.startswith("during-") else 1)
     hub.faults.clear()
     tl_hub.push_to_hub(out, repo_id)
     commits = commits_since_creation(hub, repo_id)

@@ -2,6 +2,8 @@
 
 - `helpers.hub_server`: a local Hugging Face Hub-compatible HTTP server with fault injection (the
   session's `hub` fixture in tests/conftest.py runs one).
+- `helpers.xet_cas`: the Xet CAS service the local Hub serves under /xet-cas (xorb / shard uploads,
+  file reconstructions), so the real hf_xet client uploads and downloads through it.
 - `helpers.tiny_models`: tiny random image-classification checkpoints of many architectures, saved
   like Hub checkpoints (the `tiny` fixture builds them once per session).
 - `helpers.outputs`: realistic tl_hub output folders for the card / Hub tests, without the training code.

@@ -1,11 +1,17 @@
 """A local Hugging Face Hub-compatible HTTP server for the tests (standard library only).
 
 The unmodified huggingface_hub / transformers / datasets / timm clients talk to it when
-`HF_ENDPOINT` points at it (set before they are imported) and `HF_HUB_DISABLE_XET=1`. It speaks the
-subset of the Hub API those clients use: accounts (whoami), repos (create/delete/info/settings),
-listings (tree, paths-info, refs, commits), downloads (`resolve` with HEAD, ETag, Range), uploads
-(preupload, LFS "basic" batch transfer, ndjson commits with a stale-parent check, pull requests),
-branches and tags, and `validate-yaml`.
+`HF_ENDPOINT` points at it (set before they are imported). It speaks the subset of the Hub API those
+clients use: accounts (whoami), repos (create/delete/info/settings), listings (tree, paths-info, refs,
+commits), downloads (`resolve` with HEAD, ETag, Range), uploads (preupload, LFS "basic" batch transfer,
+ndjson commits with a stale-parent check, pull requests), branches and tags, and `validate-yaml`.
+
+Xet: with `HF_HUB_DISABLE_XET` unset and hf_xet installed, the client uploads "lfs" files through Xet
+instead of the LFS batch API. The Hub side lives here (`xet-write-token` / `xet-read-token`, and the
+`X-Xet-Hash` + `Link: <...xet-read-token...>; rel="xet-auth"` headers / `xetHash` tree field that mark a
+Xet-backed file); the CAS service itself is helpers.xet_cas, served under `/xet-cas` (its module
+docstring lists what the client calls). A file the CAS registered becomes an ordinary blob here, so a
+commit's `lfsFile` (sha256) is accepted and every download path serves it.
 
 Storage: blobs are content-addressed by sha256 on disk; each repo keeps branches, tags, pull-request
 refs and commits in memory, every commit holding its full tree. Errors carry `X-Error-Code`
@@ -40,6 +46,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from helpers.xet_cas import XetCAS
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -81,6 +89,7 @@ class FileEntry:
     size: int
     lfs: bool
     oid: str = ""  # git object id: of the pointer for LFS files, of the content otherwise
+    xet_hash: str | None = None  # the Xet file hash when the content came through the Xet CAS
 
     def __post_init__(self) -> None:
         if not self.oid and self.lfs:
@@ -206,6 +215,7 @@ class HubState:
         self.tokens = dict(tokens)
         self.read_only_tokens = dict(read_only_tokens)
         self.repos: dict[tuple[str, str], Repo] = {}
+        self.xet_hashes: dict[str, str] = {}  # sha256 -> Xet file hash, for files uploaded through Xet
         self.lock = threading.RLock()
         self._counter = 0
 
@@ -225,6 +235,12 @@ class HubState:
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
         path = self.blob_path(sha256)
         return path.exists() and (size is None or path.stat().st_size == size)
+
+    def add_xet_file(self, sha256: str, xet_hash: str, data: bytes) -> None:
+        """Record a file the Xet CAS registered (its content becomes a blob; commits may use it)."""
+        self.put_blob(data)
+        with self.lock:
+            self.xet_hashes[sha256] = xet_hash
 
     def read_blob(self, sha256: str) -> bytes:
         return self.blob_path(sha256).read_bytes()
@@ -365,6 +381,7 @@ class HubServer:
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="tl_hub_local_hub_"))
         self.state = HubState(self.root, tokens or {}, read_only_tokens or {})
+        self.cas = XetCAS(self.root / "xet", on_file=self.state.add_xet_file)
         self.faults = FaultQueue()
         self.requests: list[RequestRecord] = []
         self._port = port
@@ -385,6 +402,7 @@ class HubServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-hub", daemon=True)
         self._thread.start()
+        self.cas.url = f"{self.url}/xet-cas"
         return self
 
     def stop(self) -> None:
@@ -526,7 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body() if method in ("POST", "PUT", "DELETE", "PATCH") else b""
             if fault is not None and fault.mutate is not None:
                 body = fault.mutate(body)
-            user, can_write = self._auth()
+            user, can_write = self._auth() if not split.path.startswith("/xet-cas/") else (None, False)
             self._record.user = user
             segments = [urllib.parse.unquote(s) for s in split.path.split("/")[1:]]
             query = urllib.parse.parse_qs(split.query)
@@ -582,6 +600,8 @@ class _Handler(BaseHTTPRequestHandler):
             repo_type = REPO_TYPES[seg[1]]
             repo_id = f"{seg[2]}/{seg[3]}"
             return self._api_repo(method, repo_type, repo_id, seg[4:], query, body, user, can_write)
+        if seg and seg[0] == "xet-cas":
+            return self._xet_cas(method, "/" + "/".join(seg[1:]), body)
         if seg and seg[0] in ("lfs-upload", "lfs-verify") and len(seg) == 2:
             return self._lfs_transfer(method, seg[0], seg[1], query, body)
         # /{p}{repo}.git/info/lfs/objects/batch and /{p}{repo}/resolve/{rev}/{path}
@@ -665,6 +685,8 @@ class _Handler(BaseHTTPRequestHandler):
             if "private" in payload or "visibility" in payload:
                 repo.private = bool(payload.get("private", payload.get("visibility") == "private"))
             return self._json(200, {})
+        if action in ("xet-write-token", "xet-read-token") and method == "GET":
+            return self._xet_token(repo, action, user, can_write)
         if action == "preupload" and method == "POST":
             self._require_write(user, can_write, ns)
             return self._preupload(repo, rest[1], body)
@@ -678,6 +700,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._require_write(user, can_write, ns)
             return self._tag(method, repo, "/".join(rest[1:]), body)
         raise HubHTTPError(404, f"no route for {method} /api/{repo_type}s/{repo_id}/{'/'.join(rest)}")
+
+    def _xet_token(self, repo: Repo, action: str, user: str | None, can_write: bool) -> None:
+        scope = "write" if action == "xet-write-token" else "read"
+        if scope == "write":
+            self._require_write(user, can_write, repo.repo_id.split("/")[0])
+        token, exp = self.hub.cas.issue_token(scope, f"{repo.repo_type}/{repo.repo_id}")
+        cas_url = f"{self.hub.url}/xet-cas"
+        self._json(200, {"accessToken": token, "exp": exp, "casUrl": cas_url},
+                   {"X-Xet-Cas-Url": cas_url, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp)})
+
+    def _xet_cas(self, method: str, path: str, body: bytes) -> None:
+        """Hand a request under /xet-cas to the CAS service (helpers.xet_cas), which checks its own tokens."""
+        status, headers, data = self.hub.cas.handle(method, path, self.headers, body)
+        content_type = headers.pop("Content-Type", "application/json")
+        if method == "HEAD":
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            headers.setdefault("Content-Length", "0")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self._record.status = status
+            return
+        self._send(status, data, headers, content_type)
 
     def _sibling(self, path: str, entry: FileEntry) -> dict:
         out: dict[str, Any] = {"rfilename": path, "size": entry.size, "blobId": entry.oid}
@@ -711,6 +757,8 @@ class _Handler(BaseHTTPRequestHandler):
         if entry.lfs:
             out["lfs"] = {"oid": entry.sha256, "size": entry.size,
                           "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+        if entry.xet_hash:
+            out["xetHash"] = entry.xet_hash
         if expand:
             last = commit
             cur = commit
@@ -847,6 +895,10 @@ class _Handler(BaseHTTPRequestHandler):
         if entry.lfs:
             headers["X-Linked-Etag"] = f'"{etag}"'
             headers["X-Linked-Size"] = str(entry.size)
+        if entry.xet_hash:
+            refresh = f"{self.hub.url}/api/{repo.repo_type}s/{repo.repo_id}/xet-read-token/{commit.sha}"
+            headers["X-Xet-Hash"] = entry.xet_hash
+            headers["Link"] = f'<{refresh}>; rel="xet-auth"'
         data = st.read_blob(entry.sha256) if method == "GET" else b""
         status = 200
         range_header = self.headers.get("Range")
@@ -966,7 +1018,8 @@ class _Handler(BaseHTTPRequestHandler):
                 elif key == "lfsFile":
                     if not st.has_blob(value["oid"], int(value["size"])):
                         raise HubHTTPError(422, f"LFS object {value['oid']} for {value['path']} was never uploaded")
-                    tree[value["path"]] = FileEntry(value["oid"], int(value["size"]), True)
+                    tree[value["path"]] = FileEntry(value["oid"], int(value["size"]), True,
+                                                    xet_hash=st.xet_hashes.get(value["oid"]))
                 elif key == "deletedFile":
                     if value["path"] not in tree:
                         raise HubHTTPError(404, f"cannot delete {value['path']}: not found", "EntryNotFound")
