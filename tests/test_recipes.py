@@ -77,7 +77,6 @@ EXPECTED = {
     "single_gpu.yaml": ("NO", False, 1),
     "ddp.yaml": ("MULTI_GPU", False, None),
     "fsdp.yaml": ("FSDP", False, None),
-    "deepspeed_zero2.yaml": ("DEEPSPEED", False, None),
 }
 
 
@@ -115,12 +114,10 @@ def test_fsdp_config_keeps_original_params_through_the_launcher():
     assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_USE_ORIG_PARAMS"] == "true"
 
 
-def test_deepspeed_config_leaves_accumulation_to_the_recipe():
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    ds = load_config_from_file(str(ACCEL / "deepspeed_zero2.yaml")).deepspeed_config
-    assert ds["zero_stage"] == 2
-    assert "gradient_accumulation_steps" not in ds  # else it would override the recipe's value
+def test_there_is_no_deepspeed_config():
+    """DeepSpeed is refused at start (tests/test_distributed.py); no launch config offers it."""
+    assert sorted(p.name for p in ACCEL.glob("*.yaml")) == sorted(EXPECTED)
+    assert not [p for p in ACCEL.glob("*.yaml") if "deepspeed" in p.read_text().lower()]
 
 
 # --- finetune.py ------------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ train_mod.forward_logits = forward_logits
 
 def post_step(optimizer, args, kwargs):
     global step
+    if not pending:  # no training forward since the last step: not a training step. (FSDP resume: torch's
+        return       # set_optimizer_state_dict makes the optimizer state with a step of zero gradients at lr 0)
     step += 1
     log.write(json.dumps({"step": step, "lr": [g["lr"] for g in optimizer.param_groups], "batches": pending}) + "\n")
     pending.clear()
@@ -132,11 +134,18 @@ def recipe(assets: dict[str, Path], out: Path, **kw) -> dict:
     return base
 
 
-def launch(assets, config: dict, log: Path, *, procs: int = 1, **env: str) -> subprocess.Popen:
+def launch(assets, config: dict, log: Path, *, procs: int = 1, accelerate_config: Path | None = None,
+           **env: str) -> subprocess.Popen:
+    """One run of the driver: 1 process, or `procs` processes through `accelerate launch` (plain multi-CPU, or
+    the launch config `accelerate_config`, e.g. an FSDP one)."""
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "RESUME_LOG": str(log), "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])), **env}
     if procs == 1:
         cmd = [sys.executable, str(assets["driver"]), json.dumps(config)]
+    elif accelerate_config is not None:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+               "--num_processes", str(procs), "--num_cpu_threads_per_process", "1",
+               "--main_process_port", str(_free_port()), str(assets["driver"]), json.dumps(config)]
     else:
         environ["ACCELERATE_USE_CPU"] = "1"
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
@@ -185,16 +194,18 @@ def assert_identical(reference: Path, resumed: Path, ref_log: list[dict], chain_
         [{k: v for k, v in r.items() if k not in strip} for r in hist[1]], f"{msg}: epoch history differs"
 
 
-def run_chain(assets, tmp: Path, name: str, config_kw: dict, kills: list[dict], procs: int = 1) -> None:
+def run_chain(assets, tmp: Path, name: str, config_kw: dict, kills: list[dict], procs: int = 1,
+              accelerate_config: Path | None = None) -> None:
     """Uninterrupted reference run || a chain of killed runs, each resumed with `latest`; compare."""
     ref_out, out = tmp / f"{name}-ref", tmp / f"{name}-chain"
     ref_log, log = tmp / f"{name}-ref.jsonl", tmp / f"{name}-chain"
-    reference = launch(assets, recipe(assets, ref_out, **config_kw), ref_log, procs=procs)
+    launch_kw = {"procs": procs, "accelerate_config": accelerate_config}
+    reference = launch(assets, recipe(assets, ref_out, **config_kw), ref_log, **launch_kw)
     chain: list[dict] = []
     start = 0
     for i, kill in enumerate(kills):
         run_log = Path(f"{log}-{i}.jsonl")
-        proc = launch(assets, recipe(assets, out, **config_kw), run_log, procs=procs, START_STEP=str(start),
+        proc = launch(assets, recipe(assets, out, **config_kw), run_log, **launch_kw, START_STEP=str(start),
                       **{k: str(v) for k, v in kill.items()})
         text = finish(proc, killed=True)
         steps = read_log(run_log)
@@ -206,7 +217,7 @@ def run_chain(assets, tmp: Path, name: str, config_kw: dict, kills: list[dict], 
         chain = [r for r in chain if r["step"] <= start] + [r for r in steps if r["step"] <= resumed_from]
         start = resumed_from
     final_log = Path(f"{log}-final.jsonl")
-    text = finish(launch(assets, recipe(assets, out, **config_kw), final_log, procs=procs, START_STEP=str(start)),
+    text = finish(launch(assets, recipe(assets, out, **config_kw), final_log, **launch_kw, START_STEP=str(start)),
                   killed=False)
     assert f"global step {start}" in text or start == 0, text[-3000:]
     chain += read_log(final_log)

@@ -169,9 +169,9 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into safetensors-ready tensors and a JSON-ready dict."""
-    sd = optimizer.state_dict()
+def optimizer_to_files(optimizer: torch.optim.Optimizer | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict (or the optimizer's) into safetensors-ready tensors and a JSON-ready dict."""
+    sd = optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, pstate in sd["state"].items():
@@ -302,7 +302,7 @@ def save_checkpoint(
     checkpoint_root: str | os.PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Mapping[str, Any],
     scheduler: Any,
     state: dict[str, Any],
     save_total_limit: int | None = None,
@@ -312,7 +312,8 @@ def save_checkpoint(
     Args:
         checkpoint_root: the `checkpoints/` folder (created if needed).
         model: the unwrapped model (its full state dict is saved).
-        optimizer: the optimizer (or accelerate's wrapper: anything with state_dict()).
+        optimizer: the optimizer (or accelerate's wrapper: anything with state_dict()), or its full state
+            dict (FSDP: gathered from every process, numbered like `optimizer.state_dict()`).
         scheduler: the LR scheduler (anything with a JSON-able state_dict()).
         state: JSON-able loop state; must hold "global_step" (and "end_of_epoch" for epoch ends).
         save_total_limit: keep at most this many complete checkpoints (oldest removed after the new one

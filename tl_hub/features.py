@@ -153,7 +153,8 @@ def extract_features(
     from tl_hub.hardware import ThreadGovernor
     from tl_hub.train import forward_logits
 
-    head = head_module(model)
+    from tl_hub.distributed import prepare_trainable
+
     captured: list[torch.Tensor] = []
 
     def grab(_module: torch.nn.Module, args: tuple, kwargs: dict | None = None) -> None:
@@ -164,7 +165,9 @@ def extract_features(
     source, transform_batch = _batched(dataset)
     loader = accelerator.prepare(DataLoader(source, batch_size=bs, shuffle=False, num_workers=num_workers))
     was_training = model.training
-    prepared = accelerator.prepare(model)
+    # under FSDP a wrapped copy runs (the model itself is never wrapped); its own head is hooked
+    trainable = prepare_trainable(accelerator, model, before_wrap=head_module)
+    prepared, head, model = trainable.prepared, trainable.extra, trainable.module
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.eval()

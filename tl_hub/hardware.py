@@ -71,20 +71,35 @@ def make_accelerator(mixed_precision: str | None = None, *, log_with: list[str] 
                      project_dir: str | os.PathLike | None = None) -> Any:
     """An `accelerate.Accelerator` for tl_hub's loop: the CPU unless CUDA is there, `batch_size` meaning the
     global batch (`split_batches`, so 1 or N processes train the same model), the resolved precision.
+    Launches tl_hub does not support (DeepSpeed, FSDP2) stop here with a ConfigError
+    (`tl_hub.distributed.check_launch`); an FSDP config on a CPU trains under FSDP.
 
     Example:
         >>> make_accelerator("no").mixed_precision
         'no'
     """
     import torch
-    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DataLoaderConfiguration
 
+    from tl_hub.distributed import check_launch, cpu_fsdp_deferred, enable_fsdp_on_cpu
+
+    check_launch()  # DeepSpeed is refused before accelerate tries to import it
     precision = resolve_precision(mixed_precision)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, precision):
         AcceleratorState._reset_state()  # a second run in the same Python process with another precision
+    with cpu_fsdp_deferred(cpu=not torch.cuda.is_available()):
+        accelerator = _accelerator(precision, log_with, project_dir)
+    enable_fsdp_on_cpu(accelerator)  # accelerate drops an FSDP config on a CPU; tl_hub keeps it
+    check_launch(accelerator)  # FSDP2 or FSDP without use_orig_params: refused at start
+    return accelerator
+
+
+def _accelerator(precision: str, log_with: Any, project_dir: Any) -> Any:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=precision,

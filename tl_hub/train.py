@@ -60,6 +60,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from tl_hub import checkpoint as ckpt
+from tl_hub.distributed import (Trainable, clip_gradients, gather_optimizer_state, is_fsdp, load_optimizer_state, prepare_trainable,
+                                push_master, sync_master)
 from tl_hub.errors import CheckpointError, TlHubError
 from tl_hub.metrics import greater_is_better, metric_key
 from tl_hub.reporting import main_process_reporter
@@ -286,6 +288,9 @@ def _phase_data(loop: _Loop, phase: Phase) -> _PhaseData:
     module = phase.module if phase.module is not None else loop.model
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    if loop.args.compile and is_fsdp(loop.accelerator):
+        raise TlHubError("compile: true is not supported under FSDP by tl_hub yet; set compile: false, or launch "
+                         "with DDP (recipes/accelerate_configs/ddp.yaml)")
     if loop.args.compile:
         module = torch.compile(module)  # shares the parameters: optimizer, checkpoints and best model see them
     sampler, train_loader, eval_loader = _make_loaders(train_dataset, eval_dataset, loop.args, loop.accelerator)
@@ -300,7 +305,8 @@ class _Optimizing:
     model: Any
     optimizer: Any
     scheduler: Any
-    loss_sum: Any = None  # float64 tensor on the device: the epoch's running sum of finite losses
+    loss_sum: Any = None
+    trainable: Trainable | None = None  # what `model` wraps, and the master it is copied to (FSDP)  # float64 tensor on the device: the epoch's running sum of finite losses
     group: list[tuple[torch.Tensor, torch.Tensor, list[str], int]] = field(default_factory=list)
     # per micro-batch of the group: (loss over all processes, is-finite flag, its image ids, batch number)
     pending: _GroupCheck | None = None  # on a GPU: the last step's flags, read at the next step
@@ -441,22 +447,22 @@ def train(
     state = _initial_state(loop, fingerprint, resume_from)
     pending_resume = resume_from
     start_time = time.perf_counter()
-    prepared = None
+    trainable = None
     while state.phase_index < len(phases):
         phase = phases[state.phase_index]
         run = _start_phase(loop, state, phase, pending_resume)
-        pending_resume, prepared = None, run.model
+        pending_resume, trainable = None, run.trainable
         phase_index = state.phase_index
         while state.phase_index == phase_index and state.phase_epoch < phase.epochs:
             _end_epoch(loop, state, run, phase, _train_epoch(loop, state, run))
         if state.phase_index == phase_index:  # a phase with 0 epochs
             _next_phase(state)
     accelerator.wait_for_everyone()
-    if prepared is None:  # resumed a finished run: nothing left to train
+    if trainable is None:  # resumed a finished run: nothing left to train
         if pending_resume is not None:
             ckpt.load_checkpoint(pending_resume, model=model, optimizer=None, scheduler=None)
-        prepared = accelerator.prepare(loop.use_phase(len(phases) - 1).module)
-    _restore_best(loop, state, prepared)
+        trainable = prepare_trainable(accelerator, loop.use_phase(len(phases) - 1).module)
+    _restore_best(loop, state, trainable)
     return TrainResult(
         history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
         metric_for_best_model=metric_name, global_step=state.global_step, best_eval=loop.best_eval,
@@ -531,21 +537,26 @@ def _start_phase(loop: _Loop, state: LoopState, phase: Phase, resume_from: str |
     module = loop.use_phase(state.phase_index).module
     if phase.setup is not None:
         phase.setup(model)
-    prepared = loop.accelerator.prepare(module)
-    optimizer = make_optimizer(phase.param_groups(module), phase.learning_rate or args.learning_rate)
+    sharded = is_fsdp(loop.accelerator)
+    if resume_from is not None and sharded:  # the master takes the weights before its copy is wrapped
+        ckpt.load_checkpoint(resume_from, model=model, optimizer=None, scheduler=None)
+    # the groups are built on the unwrapped module (FSDP: the copy it wraps): whole parameters, the model's depths
+    trainable = prepare_trainable(loop.accelerator, module, before_wrap=phase.param_groups)
+    optimizer = make_optimizer(trainable.extra, phase.learning_rate or args.learning_rate)
     total = loop.steps_per_epoch * phase.epochs
     scheduler = _make_scheduler(args.lr_scheduler, optimizer, math.ceil(args.warmup_ratio * total), total)
     if resume_from is not None:
         same_phase = state.optimizer_phase_index == state.phase_index  # as restored from the checkpoint
-        ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer if same_phase else None,
+        ckpt.load_checkpoint(resume_from, model=None if sharded else model,
+                             optimizer=load_optimizer_state(trainable, optimizer) if same_phase else None,
                              scheduler=scheduler if same_phase else None)
     optimizer = loop.accelerator.prepare(optimizer)
     state.optimizer_phase_index = state.phase_index
     loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=loop.accelerator.device)
     n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
     loop.say(f"phase {phase.name!r}: {phase.epochs} epoch(s), {loop.steps_per_epoch} optimizer steps/epoch, "
-             f"{n_train:,} trainable parameters")
-    return _Optimizing(prepared, optimizer, scheduler, loss_sum)
+             f"{n_train:,} trainable parameters" + (f" (FSDP, sharded over {loop.nproc} processes)" if sharded else ""))
+    return _Optimizing(trainable.prepared, optimizer, scheduler, loss_sum, trainable=trainable)
 
 
 def make_optimizer(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
@@ -699,7 +710,7 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, i
         check, run.pending = run.pending, check
     loss, reported_step = (_resolve_check(loop, check), check.step) if check is not None else (None, None)
     if args.max_grad_norm and args.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
+        clip_gradients(accelerator, run.model, args.max_grad_norm)
     run.optimizer.step()
     if not accelerator.optimizer_step_was_skipped:
         run.scheduler.step()
@@ -800,6 +811,7 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
     if improved:
         state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
         loop.best_eval, loop.best_metrics = ev, metrics
+        sync_master(run.trainable)  # FSDP: every process (the same `improved` everywhere: gathered metrics)
         if loop.accelerator.is_main_process:
             ckpt.save_best_model(loop.checkpoint_root, loop.model, {"epoch": state.epoch + 1, loop.metric_name: value})
     else:
@@ -854,24 +866,30 @@ def _epoch_line(record: dict[str, Any], total_epochs: int, metric: str, improved
 def _save_checkpoint(loop: _Loop, state: LoopState, run: _Optimizing) -> None:
     _flush_check(loop, run)  # a non-finite step is never saved
     state.loss_sum = float(run.loss_sum.item())  # the running sum lives on the device between checkpoints
+    # under FSDP every process takes part in gathering the full model and optimizer state; rank 0 writes them
+    sync_master(run.trainable)
+    optimizer_state = gather_optimizer_state(run.trainable, run.optimizer)
     if loop.accelerator.is_main_process:
-        ckpt.save_checkpoint(loop.checkpoint_root, model=loop.model, optimizer=run.optimizer,
+        ckpt.save_checkpoint(loop.checkpoint_root, model=loop.model, optimizer=optimizer_state,
                              scheduler=run.scheduler, state=state.to_dict(), save_total_limit=loop.args.save_total_limit)
     loop.accelerator.wait_for_everyone()
 
 
-def _restore_best(loop: _Loop, state: LoopState, prepared: Any) -> None:
+def _restore_best(loop: _Loop, state: LoopState, trainable: Trainable) -> None:
     """Leave the best epoch's weights in the model (from `best_model.safetensors` unless the last epoch was
-    the best), and its evaluation in `loop` (evaluated again when this process did not see it: a resume)."""
+    the best; under FSDP always, as only global rank 0's master follows training), and its evaluation in
+    `loop` (evaluated again when this process did not see it: a resume)."""
     best_file = loop.checkpoint_root / ckpt.BEST_MODEL_FILE
     if state.best_epoch is None or not best_file.is_file():
+        sync_master(trainable)  # FSDP: rank 0's master takes the last weights
         return
     last_epoch = state.history[-1]["epoch"] if state.history else None
-    if loop.best_eval is None or state.best_epoch != last_epoch:
+    if trainable.sharded or loop.best_eval is None or state.best_epoch != last_epoch:
         ckpt.load_best_model(loop.checkpoint_root, loop.model)
     if loop.best_eval is None:
-        loop.best_eval = evaluate(prepared, loop.data.eval_loader, loop.accelerator, loop.data.channels_last,
-                                  loop.data.eval_dataset)
+        push_master(trainable)  # FSDP: the wrapped copy evaluates the best weights
+        loop.best_eval = evaluate(trainable.prepared, loop.data.eval_loader, loop.accelerator,
+                                  loop.data.channels_last, loop.data.eval_dataset)
         loop.best_metrics = loop.metrics_fn(loop.best_eval)
 
 
