@@ -702,6 +702,8 @@ class _Handler(BaseHTTPRequestHandler):
         raise HubHTTPError(404, f"no route for {method} /api/{repo_type}s/{repo_id}/{'/'.join(rest)}")
 
     def _xet_token(self, repo: Repo, action: str, user: str | None, can_write: bool) -> None:
+        """`xet-read-token` / `xet-write-token`: a CAS token for this repo (write needs write access), as JSON
+        {accessToken, exp, casUrl} and as the X-Xet-* headers huggingface_hub reads."""
         scope = "write" if action == "xet-write-token" else "read"
         if scope == "write":
             self._require_write(user, can_write, repo.repo_id.split("/")[0])
