@@ -11,10 +11,13 @@ parameter groups always see whole, unsharded parameters. The master stays where 
 the wrapped copy is sharded over the processes' devices. `sync_master` gathers the full state dict of the
 wrapped copy collectively (every process calls it; torch's `get_model_state_dict` with
 `full_state_dict=True, cpu_offload=True`; on a CPU without the offload, see `prepare_trainable`) into the
-master of global rank 0, which then writes the same
-safetensors and JSON files as a DDP run; `gather_optimizer_state` does the same for the optimizer,
-numbering the parameters as `optimizer.state_dict()` does, and `load_optimizer_state` puts such a state
-back (every process reads the files, and keeps its own shard).
+master of global rank 0, which then writes the same safetensors and JSON files as a DDP run;
+`gather_optimizer_state` does the same for the optimizer, numbering the parameters as
+`optimizer.state_dict()` does, and `load_optimizer_state` puts such a state back (every process reads the
+files, and keeps its own shard).
+
+Several machines need one shared `output_dir` (global rank 0 writes checkpoints and the best model, every
+process reads them): `check_shared_output_dir` stops a run at start when a machine does not see it.
 
 On a CPU accelerate ignores an FSDP launch config (it starts plain multi-CPU data parallel);
 `enable_fsdp_on_cpu` turns it on, so `accelerate launch --config_file <an FSDP config with use_cpu: true>`
@@ -321,6 +324,7 @@ def check_shared_output_dir(output_dir: str | os.PathLike, accelerator: Any) -> 
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_text(token, encoding="utf-8")
+    accelerator.wait_for_everyone()  # written before any process looks
     seen = True
     if accelerator.is_local_main_process:
         try:

@@ -132,6 +132,8 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         >>> result = finetune("recipes/configs/quickstart.yaml", epochs=3)  # doctest: +SKIP
         >>> print(result.output_dir, result.metrics["accuracy"])  # doctest: +SKIP
     """
+    from tl_hub.distributed import check_shared_output_dir
+
     use_console()
     started = time.perf_counter()
     config = resolve_config(config, overrides)
@@ -145,6 +147,7 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         tune_cpu_allocator()
     tune_cuda(config.cuda_autotune)  # cudnn.benchmark + TF32 unless the recipe says cuda_autotune: false
     say = main_process_reporter(accelerator)
+    check_shared_output_dir(output_dir, accelerator)  # several machines: one folder they all see, or stop now
     resume = prepare_output_dir(config, accelerator)
     with stops_explained(output_dir, accelerator):  # Ctrl-C or an error: say how the same command resumes
         data = load_run_data(config)
