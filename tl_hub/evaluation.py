@@ -112,7 +112,7 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
 
     data = load_data(dataset, eval_split=split, image_column=image_column, label_column=label_column,
                      on_bad_image="skip")
-    if split is not None or data.report.eval_split is not None and data.report.eval_from.startswith("the dataset's own"):
+    if split is not None or data.report.eval_split is not None:  # set only for the dataset's own eval split
         return data.eval, str(data.report.eval_split or split), list(data.labels)
     return concatenate_datasets([data.train, data.eval]), "all images", list(data.labels)
 
