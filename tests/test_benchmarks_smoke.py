@@ -220,6 +220,6 @@ def test_contention_script_pairs_trees_beside_busy_loops(tmp_path):
     records = json.loads((out / "results.json").read_text())["records"]
     assert [r["tree"] for r in records] == [str(BENCH.parents[1]), str(other)]
     for record in records:
-        assert record["returncode"] == 0 and record["wall_s"] >= 0.3 and record["loops_cores"] > 0.2
+        assert record["returncode"] == 0 and record["wall_s"] >= 0.3 and record["loops_cores"] > 0.0
         assert record["others_cores"] >= 0.0 and record["cpu_s"] >= 0.0
     assert "beside 1 busy loop(s)" in (out / "results.md").read_text()
