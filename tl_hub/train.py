@@ -56,13 +56,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from tl_hub import checkpoint as ckpt
 from tl_hub.distributed import (Trainable, clip_gradients, gather_optimizer_state, is_fsdp, load_optimizer_state, prepare_trainable,
                                 push_master, sync_master)
 from tl_hub.errors import CheckpointError, TlHubError
+from tl_hub.loss import LossSpec, compute_loss
 from tl_hub.metrics import greater_is_better, metric_key
 from tl_hub.reporting import main_process_reporter
 from tl_hub.seeding import EpochSampler, SeededDataset, mix_seed, sample_seeds
@@ -109,6 +109,7 @@ class TrainArgs:
     progress: bool = True
     report_every: int = 25  # optimizer steps between reads of the loss (progress bar, trackers): each is a host sync
     compile: bool = False  # torch.compile what trains (checkpoints still hold the plain model's weights)
+    loss: LossSpec = field(default_factory=LossSpec)  # which loss trains and evaluates (tl_hub.loss)
 
     def fingerprint(self) -> dict[str, Any]:
         """The knobs a resumed run must share with the run that wrote the checkpoint."""
@@ -118,6 +119,7 @@ class TrainArgs:
             "seed": self.seed,
             "learning_rate": self.learning_rate,
             "lr_scheduler": self.lr_scheduler,
+            **({"loss": self.loss.fingerprint()} if self.loss != LossSpec() else {}),
         }
 
 
@@ -363,7 +365,7 @@ def device_batch(batch: dict, dataset: Any, device: Any, seeds: Any = None, keep
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_last: bool = False,
-             dataset: Any = None) -> EvalOutput:
+             dataset: Any = None, loss_spec: LossSpec | None = None) -> EvalOutput:
     """Evaluate on a prepared loader; outputs gathered with `gather_for_metrics` (exact sample count).
     `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`).
 
@@ -386,7 +388,7 @@ def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_las
         model.train()
     logits = torch.cat(logits_all) if logits_all else torch.zeros(0, 0)
     labels = torch.cat(labels_all) if labels_all else torch.zeros(0, dtype=torch.long)
-    loss = float(F.cross_entropy(logits, labels).item()) if len(labels) else float("nan")
+    loss = float(compute_loss(loss_spec or LossSpec(), logits, labels).item()) if len(labels) else float("nan")
     return EvalOutput(logits.numpy(), labels.numpy(), torch.cat(index_all).numpy() if index_all else np.zeros(0), loss)
 
 
@@ -669,7 +671,7 @@ def _micro_batch(loop: _Loop, state: LoopState, run: _Optimizing, batch: dict, g
     no_sync = accelerator.no_sync(run.model) if not sync and loop.nproc > 1 else contextlib.nullcontext()
     with no_sync:
         logits = forward_logits(run.model, batch, loop.data.channels_last)
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = compute_loss(args.loss, logits, batch["labels"])
         # the mean over all processes: what the loss of the global batch is (NaN anywhere -> NaN)
         loss_all = accelerator.reduce(loss.detach().clone(), "mean") if loop.nproc > 1 else loss.detach()
         finite = bool(torch.isfinite(loss_all).item()) if args.skip_nonfinite_batches else None
@@ -787,7 +789,8 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
     """Evaluate, record the epoch, keep the best model, decide early stopping, advance the counters,
     write the epoch's checkpoint and run the callbacks."""
     state.loss_sum = float(run.loss_sum.item())
-    ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset)
+    ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset,
+                  loop.args.loss)
     metrics = loop.metrics_fn(ev)
     scalars = _scalar_metrics(metrics)
     scalars.setdefault("loss", ev.loss)
@@ -889,7 +892,7 @@ def _restore_best(loop: _Loop, state: LoopState, trainable: Trainable) -> None:
     if loop.best_eval is None:
         push_master(trainable)  # FSDP: the wrapped copy evaluates the best weights
         loop.best_eval = evaluate(trainable.prepared, loop.data.eval_loader, loop.accelerator,
-                                  loop.data.channels_last, loop.data.eval_dataset)
+                                  loop.data.channels_last, loop.data.eval_dataset, loop.args.loss)
         loop.best_metrics = loop.metrics_fn(loop.best_eval)
 
 

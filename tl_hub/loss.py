@@ -1,0 +1,52 @@
+"""The training and evaluation loss: one rule for the loop's backward pass and for `eval_loss`.
+
+`LossSpec` says which loss a run uses; `compute_loss(spec, logits, labels)` computes it. The loop calls
+only `compute_loss`, so a new kind of loss (class weights, label smoothing, multi-label BCE, soft targets
+from mixup) is a change here, not in the loop.
+
+Example:
+    >>> import torch
+    >>> spec = LossSpec()
+    >>> round(float(compute_loss(spec, torch.tensor([[2.0, 0.0]]), torch.tensor([0]))), 4)
+    0.1269
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss a run trains with.
+
+    Example:
+        >>> LossSpec().problem_type
+        'single_label_classification'
+    """
+
+    problem_type: str = "single_label_classification"
+    class_weights: tuple[float, ...] | None = None  # one weight per label id, or None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote the checkpoint."""
+        return {"problem_type": self.problem_type, "class_weights": list(self.class_weights or [])}
+
+
+def compute_loss(spec: LossSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean loss of a batch, in float32 whatever the logits' dtype.
+
+    Example:
+        >>> import torch
+        >>> compute_loss(LossSpec(), torch.zeros(2, 3), torch.tensor([0, 1])).shape
+        torch.Size([])
+    """
+    logits = logits.float()
+    weight = None
+    if spec.class_weights is not None:
+        weight = torch.tensor(spec.class_weights, dtype=torch.float32, device=logits.device)
+    return F.cross_entropy(logits, labels, weight=weight)
