@@ -203,7 +203,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, arch):
     size = tiny_image_size(arch)
     x = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 0])
-    grads = []
+    grads, stats = [], []
     for on in (False, True):
         torch.manual_seed(0)
         model = load_backbone(str(path), ["a", "b", "c"])
@@ -216,11 +216,15 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, arch):
         loss = F.cross_entropy(out.logits, labels)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        stats.append({n: b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 2
     deep = [n for n in grads[0] if "classifier" not in n and "head" not in n]
     assert deep, "no backbone parameter trains"
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+    # the documented difference: a trainable BatchNorm's statistics take one more update in the recompute
+    moved = [n for n in stats[0] if not torch.equal(stats[0][n], stats[1][n])]
+    assert bool(moved) == (arch == "timm_efficientnet"), moved
 
 
 def test_gradient_checkpointing_refused_for_a_model_that_cannot():

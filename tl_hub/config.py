@@ -214,8 +214,9 @@ class RecipeConfig:
         "off); the EMA weights are evaluated each epoch and are the ones saved. Not under FSDP.", "regularisation",
     )
     gradient_checkpointing: bool = _f(
-        False, "Recompute the backbone's activations in the backward pass (less memory, more compute, same "
-        "result); the backbone must support it.", "regularisation",
+        False, "Recompute the backbone's activations in the backward pass (less memory, more compute, the same "
+        "gradients; BatchNorm layers that train update their running statistics once more in the recompute). The "
+        "backbone must support it.", "regularisation",
     )
 
     # --- precision ---------------------------------------------------------------------------

@@ -10,7 +10,10 @@ saying which policies they apply to. (Label smoothing is part of the loss: `tl_h
   after every optimizer step; its weights are checkpointed with the model and are what is evaluated, kept as
   the best model and written to the output folder.
 - gradient checkpointing: transformers' `gradient_checkpointing_enable` (TimmWrapper forwards it to timm's
-  `set_grad_checkpointing`); a backbone that has neither is refused.
+  `set_grad_checkpointing`); a backbone that has neither is refused. Gradients are unchanged, but a block's
+  recompute runs its BatchNorm layers in training mode a second time, so their running statistics take one
+  more momentum update per step (torch.utils.checkpoint's known effect): a run with it is not bit-identical to
+  one without, which is why it is part of the loop's fingerprint.
 
 Example:
     >>> import torch
@@ -108,7 +111,8 @@ def describe_regularisers(*, label_smoothing: float, mixup_alpha: float, cutmix_
     if ema_decay:
         parts.append(f"EMA of the weights (decay {ema_decay:g}): the EMA weights are the ones evaluated and saved")
     if gradient_checkpointing:
-        parts.append("gradient checkpointing (memory only: the same weights)")
+        parts.append("gradient checkpointing (the same gradients; BatchNorm layers that train also update their "
+                     "running statistics in the recompute)")
     return "; ".join(parts) or "none"
 
 
@@ -173,7 +177,7 @@ def make_ema(model: Any, decay: float) -> Any:
         >>> model = torch.nn.Linear(1, 1, bias=False); _ = torch.nn.init.zeros_(model.weight)
         >>> ema = make_ema(model, 0.9)
         >>> with torch.no_grad(): _ = model.weight.fill_(1.0)
-        >>> ema.update(model); round(float(ema.module.weight), 4)
+        >>> ema.update(model); round(float(ema.module.weight.detach()), 4)
         0.1
     """
     from timm.utils import ModelEmaV3
@@ -212,7 +216,8 @@ def ema_weights_in(model: Any, ema: Any) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------
 def enable_gradient_checkpointing(model: Any, model_name: str = "the backbone") -> None:
     """Recompute the backbone's activations in the backward pass instead of keeping them (less memory,
-    about a third more compute; the same gradients). ConfigError when the backbone cannot.
+    about a third more compute; the same gradients; trainable BatchNorm statistics see the recompute too).
+    ConfigError when the backbone cannot.
 
     Example:
         >>> import torch
