@@ -193,3 +193,14 @@ def test_a_label_in_class_weights_that_the_data_lacks_is_named(tmp_path, tiny, u
                        output_dir=str(tmp_path / "out"), num_workers=0, class_weights={"wolf": 3})
     with pytest.raises(ConfigError, match=r"'wolf' is not a label of this dataset; its labels are: cat, dog, fox"):
         tl_hub.finetune(cfg)
+
+
+def test_policy_command_reads_label_counts(capsys):
+    from tl_hub.cli import main
+
+    counts = ",".join(["1000"] * 5 + ["50"] * 5)
+    assert main(["policy", "--examples", "5250", "--labels", "10", "--label-counts", counts]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("policy: head") and "10th-percentile label has 50 images" in out
+    assert main(["policy", "--examples", "5250", "--labels", "10", "--label-counts", "1000,50"]) != 0
+    assert "label_counts: got 2 counts; expected one per label (10)" in capsys.readouterr().err
