@@ -215,6 +215,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         cache_max_bytes: int | None = None,
         uint8_items: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        progress: bool = False,
     ) -> None:
         for column in (image_column, label_column):
             if column not in hf_dataset.column_names:
@@ -241,17 +242,17 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         # DataLoader workers inherit it instead of each importing it again (seconds and ~150 MiB per worker)
         from torchvision.transforms.v2 import functional  # noqa: F401
         if cache:
-            self._use_disk_cache(cache_dir, cache_max_bytes, num_threads)
+            self._use_disk_cache(cache_dir, cache_max_bytes, num_threads, progress)
 
     def _use_disk_cache(self, cache_dir: str | os.PathLike | None, max_bytes: int | None,
-                        num_threads: int | None) -> None:
+                        num_threads: int | None, progress: bool) -> None:
         folder = Path(cache_dir) if cache_dir is not None else cache_dir_default() / "images"
         # one process builds while the others wait on the lock (`tl_hub.data.pixel_cache`): it may use the cores
         # they leave idle (decoding and resizing release the GIL)
         threads = num_threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
                                      os.cpu_count() or 1)
         got = obtain_pixels(folder, self._cache_key_parts(), self._raw_rows(), self._decode_row, count=len(self),
-                            side=self.side, max_bytes=max_bytes, threads=threads)
+                            side=self.side, max_bytes=max_bytes, threads=threads, progress=progress)
         if got.pixels is None:
             self.cache_info = {"off": got.reason}
             logger.warning("image cache: %s; decoding every image per item instead (use DataLoader workers, "
