@@ -35,9 +35,11 @@ _CHUNK = 512
 def check_rows(pool: Pool, rows: np.ndarray) -> tuple[set[int], list[dict[str, str]]]:
     """Decode the given rows once (a few threads); return the bad row numbers and their report entries.
 
-    Rows of a pool that was checked when it was read (in-memory arrays) are not decoded again.
+    Rows of a pool that was checked when it was read (in-memory arrays) are not decoded again. Over more
+    than one chunk of rows a progress bar shows (tqdm; off with TQDM_DISABLE=1).
     """
     from datasets import Image
+    from tqdm.auto import tqdm
 
     if pool.checked or len(rows) == 0:
         return set(), []
@@ -49,7 +51,9 @@ def check_rows(pool: Pool, rows: np.ndarray) -> tuple[set[int], list[dict[str, s
         row, value, ident = args
         return row, ident, check_image(value, where=ident)
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as threads:
+    bar = tqdm(total=len(rows), desc="checking images", unit="img", leave=False, dynamic_ncols=True,
+               mininterval=0.5, disable=len(rows) <= _CHUNK)
+    with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as threads:
         for start in range(0, len(rows), _CHUNK):
             chunk = [int(r) for r in rows[start : start + _CHUNK]]
             batch = raw.select(chunk)
@@ -57,6 +61,7 @@ def check_rows(pool: Pool, rows: np.ndarray) -> tuple[set[int], list[dict[str, s
                 if reason is not None:
                     bad.add(row)
                     entries.append({"id": ident, "reason": reason, "kind": "bad_image"})
+            bar.update(len(chunk))
     return bad, entries
 
 
