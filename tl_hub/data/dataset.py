@@ -37,6 +37,7 @@ from PIL import Image
 
 from tl_hub.errors import DataError
 from tl_hub.data.images import open_image
+from tl_hub.data.check_record import file_stamps
 from tl_hub.data.pixel_cache import PixelFile, obtain_pixels
 from tl_hub.data.transforms import ImageSpec
 from tl_hub.paths import cache_dir as cache_dir_default
@@ -382,21 +383,5 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
 
 def _file_stamps(source: _Source) -> str:
-    """A hash of (path, size, modification time) of every row that points to an image file (rows that hold
-    their bytes are covered by the fingerprint); read from the Arrow column without loading image bytes."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    table = source.raw().select_columns([source.column]).with_format("arrow")
-    for start in range(0, len(table), 4096):
-        column = table[start : start + 4096][source.column].combine_chunks()
-        paths = column.field("path").to_pylist()
-        by_path = column.field("bytes").is_null().to_pylist()
-        for path, from_file in zip(paths, by_path):
-            if from_file and path:
-                try:
-                    stat = os.stat(path)
-                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                except OSError:
-                    digest.update(f"{path}\0missing\n".encode())
-    return digest.hexdigest()
+    """A hash of (path, size, modification time) of every row that points to an image file."""
+    return file_stamps(source.raw(), source.column)
