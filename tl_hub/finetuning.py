@@ -447,7 +447,7 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     # CPU the per-item crop is the faster one (see hardware.augments_batches_on_device)
     on_device = augments_batches_on_device(loop.accelerator.device.type)
     budget = image_cache_budget(config.image_cache_max_gb)
-    cache = {"cache": budget != 0, "cache_max_bytes": budget}
+    cache = {"cache": budget != 0, "cache_max_bytes": budget, "progress": config.progress}
     train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
                                           uint8_items=on_device, **cache)
     eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)

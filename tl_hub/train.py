@@ -367,9 +367,10 @@ def device_batch(batch: dict, dataset: Any, device: Any, seeds: Any = None, keep
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_last: bool = False,
-             dataset: Any = None, loss_spec: LossSpec | None = None) -> EvalOutput:
+             dataset: Any = None, loss_spec: LossSpec | None = None, progress: bool = False) -> EvalOutput:
     """Evaluate on a prepared loader; outputs gathered with `gather_for_metrics` (exact sample count).
-    `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`).
+    `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`); `progress`: a
+    bar on the local main process (tqdm; also off with TQDM_DISABLE=1).
 
     Example:
         >>> ev = evaluate(model, eval_loader, accelerator)  # doctest: +SKIP
@@ -379,7 +380,11 @@ def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_las
     was_training = model.training
     model.eval()
     logits_all, labels_all, index_all = [], [], []
-    for batch in loader:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5,
+               disable=not (progress and accelerator.is_local_main_process))
+    for batch in bar:
         batch = device_batch(batch, dataset, accelerator.device)
         logits = forward_logits(model, batch, channels_last).float()
         logits, labels, index = accelerator.gather_for_metrics((logits, batch["labels"], batch["index"]))
@@ -805,7 +810,7 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
     write the epoch's checkpoint and run the callbacks."""
     state.loss_sum = float(run.loss_sum.item())
     ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset,
-                  loop.args.loss)
+                  loop.args.loss, progress=loop.args.progress)
     metrics = loop.metrics_fn(ev)
     scalars = _scalar_metrics(metrics)
     scalars.setdefault("loss", ev.loss)
