@@ -44,6 +44,7 @@ from tl_hub.config_parsing import (
 )
 from tl_hub.data.options import check_data_options
 from tl_hub.errors import ConfigError
+from tl_hub.imbalance import check_class_weights
 from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
 from tl_hub.regularisers import check_regularisers
 from tl_hub.validation import check_range
@@ -195,6 +196,18 @@ class RecipeConfig:
         "optimization",
     )
     seed: int = _f(42, "Random seed (data split, head init, augmentation, shuffling).", "optimization")
+    class_weights: Literal["auto", "none"] | dict[str, float] = _f(
+        "none",
+        "Loss weight per label: none; auto (inverse label frequency, averaging 1 over the images, on only when the "
+        "largest label has over 3x the images of the smallest); or {label: weight} (labels not named keep 1).",
+        "optimization",
+    )
+    sampler: Literal["random", "balanced"] = _f(
+        "random",
+        "Order of the training images: random (a seeded permutation per epoch) or balanced (every label drawn "
+        "equally often, with replacement; same epoch length; exact resume holds).",
+        "optimization",
+    )
 
     # --- regularisation (all off by default; see README "Regularisers" for what they did on Fashion-MNIST) ---
     label_smoothing: float = _f(
@@ -271,7 +284,7 @@ class RecipeConfig:
         "They log the resolved policy, learning rate and data sizes; tensorboard writes to output_dir/runs/"
         "PROJECT/RUN_NAME.", "evaluation"
     )
-    progress: bool = _f(True, "Progress bars (feature pass, training epochs); also off with TQDM_DISABLE=1, and when "
+    progress: bool = _f(True, "Progress bars (image cache build, feature pass, training epochs, evaluation); also off with TQDM_DISABLE=1, and when "
                         "the output is not a terminal.", "evaluation")
     tracker_project: str = _f("tl_hub", "The trackers' project (experiment) name.", "evaluation")
     run_name: str | None = _f(None, "The trackers' run name (null = the output folder's name).", "evaluation")
@@ -406,7 +419,7 @@ class RecipeConfig:
                 lines.append(f"\n# ---- {group} " + "-" * max(0, 60 - len(group)))
             lines.append(f"# {f.metadata['help']}")
             value = getattr(self, f.name)
-            flow = None if isinstance(value, list) else False  # lists inline: [a, b]
+            flow = None if isinstance(value, (list, dict)) else False  # lists and mappings inline: [a, b], {a: 1}
             lines.append(yaml.safe_dump({f.name: value}, default_flow_style=flow, width=10_000).strip())
         text = "\n".join(lines).lstrip("\n") + "\n"
         if path is not None:
@@ -480,6 +493,7 @@ class RecipeConfig:
                            max_bad_fraction=self.max_bad_fraction, max_train_samples=self.max_train_samples,
                            examples_per_label=self.examples_per_label, image_size=self.image_size)
         check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
+        check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)
         check_regularisers(label_smoothing=self.label_smoothing, mixup_alpha=self.mixup_alpha,
                            cutmix_alpha=self.cutmix_alpha, ema_decay=self.ema_decay, policy=self.policy,
@@ -585,4 +599,4 @@ def _type_hints() -> dict[str, Any]:
 
 
 def _copy(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
