@@ -286,9 +286,20 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
         say(f"policy: {policy.name} (auto) -- {policy.reason}")
     else:
         say(f"policy: {policy.name} (set in the recipe)")
+    _apply_regularisers(config, model, policy)
     summary = apply_policy(model, policy, phase=plan_phases(policy, config.epochs)[0].lp_ft_phase)
     say(f"trainable parameters: {summary.trainable_params:,} of {summary.trainable_params + summary.frozen_params:,}")
     return model, policy, summary
+
+
+def _apply_regularisers(config: RecipeConfig, model: Any, policy: FreezePolicy) -> None:
+    """The regulariser rules for the policy the run uses (`auto` resolved), and gradient checkpointing on."""
+    from tl_hub.regularisers import check_regularisers_for_policy, enable_gradient_checkpointing
+
+    check_regularisers_for_policy(policy.name, config.feature_cache, mixup_alpha=config.mixup_alpha,
+                                  cutmix_alpha=config.cutmix_alpha, gradient_checkpointing=config.gradient_checkpointing)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model, config.model)
 
 
 def train_label_counts(data: Any) -> list[int] | None:
@@ -349,6 +360,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         3
     """
     from tl_hub.loss import LossSpec
+    from tl_hub.regularisers import MixSpec
     from tl_hub.train import TrainArgs
 
     balance = plan_class_balance(config, data)
@@ -365,7 +377,10 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
-        loss=LossSpec(class_weights=balance.loss_weights), sampler=balance.sampler,
+        loss=LossSpec(class_weights=balance.loss_weights, label_smoothing=config.label_smoothing),
+        sampler=balance.sampler, ema_decay=config.ema_decay,
+        mix=MixSpec(config.mixup_alpha, config.cutmix_alpha, len(data.labels)),
+        gradient_checkpointing=config.gradient_checkpointing,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
     started = time.perf_counter()
@@ -598,6 +613,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     """
     from tl_hub import __version__
     from tl_hub.hub import tl_hub_parent
+    from tl_hub.regularisers import describe_regularisers
 
     hyper = {k: getattr(config, k) for k in (
         "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
@@ -605,7 +621,12 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "early_stopping_patience", "class_weights", "sampler")}
     hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
                  augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
-                 eval_batch_size=config.eval_batch_size or config.batch_size)
+                 eval_batch_size=config.eval_batch_size or config.batch_size,
+                 regularisers=describe_regularisers(
+                     label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
+                     cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay,
+                     gradient_checkpointing=config.gradient_checkpointing, policy=policy.name,
+                     feature_cache_used=training.feature_cache_used))
     if training.learning_rate_full_phase is not None:
         hyper["learning_rate_full_phase"] = training.learning_rate_full_phase
     return {
@@ -619,6 +640,8 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
         "imbalance": training.balance.to_dict() if training.balance is not None else None,
         "stopped_early": training.outcome.stopped_early,
+        "regularisers_detail": {k: getattr(config, k) for k in (
+            "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay", "gradient_checkpointing")},
         "time_to_first_step_s": [round(t, 3) for t in training.outcome.time_to_first_step_s],
     }
 
