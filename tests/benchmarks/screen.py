@@ -39,7 +39,7 @@ PRETRAINED = ["bundled:efficientnet_lite0", "bundled:efficientnet_lite1", "bundl
 CONTROL = "lite0 random init (control)"
 
 
-def build_dataset(folder: Path, n_train: int, n_val: int, n_test: int, seed: int) -> Path:
+def build_dataset(folder: Path, n_train: int, n_val: int, n_test: int, seed: int, source: str = "full") -> Path:
     """A `save_to_disk` DatasetDict (train / validation / test) of real Fashion-MNIST images, class-balanced;
     train and validation are disjoint rows of the official train split, test rows of the official test split."""
     import datasets
@@ -47,8 +47,8 @@ def build_dataset(folder: Path, n_train: int, n_val: int, n_test: int, seed: int
 
     from fashion_mnist import balanced_subset, load_split, to_hf_dataset
 
-    train_x, train_y = load_split("train")
-    test_x, test_y = load_split("test")
+    train_x, train_y = load_split("train", source)
+    test_x, test_y = load_split("test", source)
     picked = balanced_subset(train_y, n_train + n_val, seed=seed)
     rng = np.random.default_rng(seed)
     picked = picked[rng.permutation(len(picked))]
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    dataset = build_dataset(work / "fashion", args.n_train, args.n_val, args.n_test, args.seed)
+    dataset = build_dataset(work / "fashion", args.n_train, args.n_val, args.n_test, args.seed, args.source)
     control = str(random_init_copy(PRETRAINED[0], work / "lite0_random", seed=args.seed))
     names = {control: CONTROL} | {b: b for b in PRETRAINED}
     config = RecipeConfig(dataset=str(dataset), eval_split="validation", image_size=args.image_size,
@@ -93,19 +93,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scores = screen_backbones(config, PRETRAINED + [control], max_images=args.max_images, seed=args.seed)
     screen_s = time.perf_counter() - started
     tuned = {}
+    if args.finetuned_from:  # the same data, sizes and seed: reuse that run's fine-tuned accuracies
+        earlier = json.loads(Path(args.finetuned_from).read_text())
+        same = ("n_train", "n_val", "n_test", "image_size", "epochs", "seed", "source")
+        if any(earlier["settings"].get(k, "full") != vars(args)[k] for k in same):  # runs before --source: full
+            raise SystemExit(f"--finetuned-from: {args.finetuned_from} ran with other settings ({same})")
+        tuned = earlier["fine_tuned"]
     for i, source in enumerate(PRETRAINED + [control]):
-        tuned[names[source]] = fine_tune(source, dataset, work / f"ft{i}", args)
-        print(f"fine-tuned {names[source]}: {tuned[names[source]]}", flush=True)
+        if names[source] not in tuned:
+            tuned[names[source]] = fine_tune(source, dataset, work / f"ft{i}", args)
+            print(f"fine-tuned {names[source]}: {tuned[names[source]]}", flush=True)
     ranking = [dict(s.to_dict(), backbone=names[s.backbone]) for s in scores]
     best_tuned = max(tuned.values(), key=lambda r: r["test_accuracy"])["test_accuracy"]
     pick = ranking[0]["backbone"]
     gap = 100 * (best_tuned - tuned[pick]["test_accuracy"])
     return {
-        "settings": vars(args), "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "settings": vars(args), "machine": _machine(),
         "screen": {"seconds": screen_s, "ranking": ranking}, "fine_tuned": tuned,
         "targets": {"pick": pick, "pick_gap_points": gap, "pick_within_0.5": gap <= 0.5,
                     "control_last": ranking[-1]["backbone"] == CONTROL},
     }
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    cpu = platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
+            "python": platform.python_version()}
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -113,7 +132,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Backbone screen vs fine-tuning (Fashion-MNIST, {s['image_size']} px)", "",
              f"Screen: {doc['screen']['ranking'][0]['n_images']} training images (probe-train "
              f"{doc['screen']['ranking'][0]['n_probe_train']} / probe-val {doc['screen']['ranking'][0]['n_probe_val']}), "
-             f"{doc['screen']['seconds']:.0f} s for all four. Fine-tune: tl_hub `auto`, N = {s['n_train']} "
+             f"{doc['screen']['seconds']:.0f} s for all four. Fine-tune{' (from ' + s['finetuned_from'] + ')' if s.get('finetuned_from') else ''}: tl_hub `auto`, N = {s['n_train']} "
              f"(validation {s['n_val']}), {s['epochs']} epochs; test: {s['n_test']} balanced test images.", "",
              "| screen rank | backbone | probe accuracy | C | screen s | auto policy | fine-tuned test accuracy | fine-tune s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -138,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", choices=["full", "bundled"], default="full",
+                        help="full: the Debian package's Fashion-MNIST; bundled: tl_hub's subset (smoke tests only)")
+    parser.add_argument("--finetuned-from", help="results.json of a run with the same data settings: reuse its "
+                        "fine-tuned accuracies and run only the screen (e.g. another --max-images)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     doc = run(args)
