@@ -223,3 +223,25 @@ def test_contention_script_pairs_trees_beside_busy_loops(tmp_path):
         assert record["returncode"] == 0 and record["wall_s"] >= 0.3 and record["loops_cores"] > 0.0
         assert record["others_cores"] >= 0.0 and record["cpu_s"] >= 0.0
     assert "beside 1 busy loop(s)" in (out / "results.md").read_text()
+
+
+def test_screen_benchmark_on_the_bundled_subset(tmp_path):
+    """screen.py end to end on tiny data: the screen's ranking beside each fine-tuned test accuracy, in its
+    own process; then again from the first run's fine-tunes (--finetuned-from)."""
+    base = [sys.executable, str(BENCH / "screen.py"), "--source", "bundled", "--n-train", "60", "--n-val", "20",
+            "--n-test", "20", "--image-size", "32", "--epochs", "1", "--workdir", str(tmp_path / "work")]
+    first = tmp_path / "first"
+    subprocess.run(base + ["--max-images", "40", "--out", str(first)], check=True, env=ENV, timeout=900,
+                   capture_output=True)
+    doc = json.loads((first / "results.json").read_text())
+    ranking = [row["backbone"] for row in doc["screen"]["ranking"]]
+    assert sorted(ranking) == sorted(doc["fine_tuned"]) and len(ranking) == 4
+    assert all(row["n_images"] == 40 for row in doc["screen"]["ranking"])
+    assert all(0 <= r["test_accuracy"] <= 1 and r["test_images"] == 20 for r in doc["fine_tuned"].values())
+    assert set(doc["targets"]) >= {"pick", "pick_gap_points", "control_last"}
+    assert "| screen rank | backbone |" in (first / "results.md").read_text()
+    again = tmp_path / "again"
+    subprocess.run(base + ["--max-images", "60", "--finetuned-from", str(first / "results.json"), "--out", str(again)],
+                   check=True, env=ENV, timeout=900, capture_output=True)
+    doc2 = json.loads((again / "results.json").read_text())
+    assert doc2["fine_tuned"] == doc["fine_tuned"] and doc2["screen"]["ranking"][0]["n_images"] == 60
