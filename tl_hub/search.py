@@ -30,7 +30,9 @@ Example:
 from __future__ import annotations
 
 import os
+import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,16 +158,22 @@ class _Clock:
 
 
 def _open_study(out: Path, storage: str | None, config: RecipeConfig, heartbeat_s: int) -> Any:
-    import optuna
+    try:
+        import optuna
+    except ImportError as err:
+        raise ConfigError("tl_hub.search needs Optuna: pip install 'tl-hub[search]' (or pip install optuna)") from err
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     from tl_hub.metrics import greater_is_better
 
     url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    rdb = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, int(heartbeat_s)),
-                     grace_period=2 * max(1, int(heartbeat_s)),
-                     failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True))
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8; they are what resumes
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, int(heartbeat_s)),
+                         grace_period=2 * max(1, int(heartbeat_s)),
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                             max_retry=3, inherit_intermediate_values=True))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # the order of trials is the study's (recorded); what each trial trains is a pure function of its recipe
     sampler = optuna.samplers.TPESampler(seed=(config.seed * 7919 + os.getpid()) % 2**31, n_startup_trials=4)
@@ -272,6 +280,7 @@ class _Objective:
         params = sample_params(trial, self.space, self.kept)
         number = folder_number(trial)
         trial.set_user_attr("folder_trial", number)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         for key, value in (("backbone", params.backbone), ("policy", params.candidate.policy),
                            ("fraction", params.candidate.fraction), ("learning_rate", params.learning_rate),
                            ("epochs", params.epochs), ("label", params.policy_label)):
