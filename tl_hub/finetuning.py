@@ -257,6 +257,7 @@ def load_run_data(config: RecipeConfig) -> Any:
     return load_data(
         config.dataset, labels=config.labels, image_column=config.image_column, label_column=config.label_column,
         config=config.dataset_config, split=config.train_split, eval_split=config.eval_split,
+        test_split=config.test_split,
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
