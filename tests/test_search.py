@@ -160,7 +160,7 @@ def watch(self, event, state):
         os.kill(os.getpid(), signal.SIGKILL)   # right after the epoch's checkpoint, mid-trial
 search_trials.TrialWatch.__call__ = watch
 recipe = json.loads(sys.argv[1])
-result = tl_hub.search(recipe, time_budget=sys.argv[2], heartbeat_s=1)
+result = tl_hub.search(recipe, time_budget=sys.argv[2], heartbeat_s=int(os.environ.get("HEARTBEAT_S", "10")))
 print("ROWS", json.dumps([[r.trial, r.state, r.note] for r in result.leaderboard]))
 '''
 
@@ -178,12 +178,12 @@ def _run_driver(tmp_path: Path, recipe: dict, budget: str, **env: str) -> subpro
 def test_killed_search_resumes_its_trial_from_the_checkpoint(tmp_path, vit, data):
     out = tmp_path / "search"
     recipe = _recipe(vit, data, out, policies=["full"], epochs=[3])
-    killed = _run_driver(tmp_path, recipe, "120s", KILL_AFTER_EPOCH="2")
+    killed = _run_driver(tmp_path, recipe, "120s", KILL_AFTER_EPOCH="2", HEARTBEAT_S="1")
     log = killed.communicate(timeout=300)[0]
     assert killed.returncode == -9, log
     assert any((out / "trials" / "trial-000" / "checkpoints").glob("checkpoint-*"))
-    time.sleep(2.5)  # the killed trial's heartbeat goes stale (2 x heartbeat_s)
-    again = _run_driver(tmp_path, recipe, "120s")
+    time.sleep(3.5)  # the killed trial's heartbeat goes stale (3 x heartbeat_s)
+    again = _run_driver(tmp_path, recipe, "120s", HEARTBEAT_S="1")
     log = again.communicate(timeout=300)[0]
     assert again.returncode == 0, log
     rows = {r.trial: r for r in read_leaderboard(out / "leaderboard.csv")}
@@ -208,7 +208,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, vit, data):
     logs = [w.communicate(timeout=400)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
     study = optuna.load_study(study_name="tl_hub_search", storage=f"sqlite:///{out / 'study.db'}")
-    ran = [t for t in study.trials if t.user_attrs.get("worker")]
+    ran = [t for t in study.trials if t.user_attrs.get("worker") and not t.user_attrs.get("not_run")]
     assert len({t.user_attrs["worker"] for t in ran}) == 2  # both processes trained trials of the one study
     folders = [t.user_attrs["folder_trial"] for t in ran]
     assert len(folders) == len(set(folders))  # each trial its own run folder

@@ -116,7 +116,7 @@ def search(config: Any = None, *, time_budget: Any = "30m", backbones: Sequence[
         backbones, policies, learning_rate ([low, high]), epochs (choices), screen_top: override the block.
         storage: an Optuna RDB URL (PostgreSQL, MySQL, SQLite) that several workers share; default: SQLite
             `study.db` in the output folder.
-        heartbeat_s: how often a running trial says it is alive; a trial silent for 2x this long (a killed
+        heartbeat_s: how often a running trial says it is alive; a trial silent for 3x this long (a killed
             worker's) is retried from its checkpoint.
         **overrides: recipe keys.
 
@@ -134,7 +134,10 @@ def search(config: Any = None, *, time_budget: Any = "30m", backbones: Sequence[
     budget = parse_duration(time_budget)
     out, resumed = claim_search_folder(config, search_spec(config, space.to_dict()))
     logger.info(f"search: {'resuming the search' if resumed else 'a new search'} in {out}; time budget {budget:.0f} s")
-    study = _open_study(out, storage, config, heartbeat_s)
+    from filelock import FileLock
+
+    with FileLock(str(out / ".search.lock")):  # workers starting together: one creates the tables and the study
+        study = _open_study(out, storage, config, heartbeat_s)
     clock = _Clock(started, budget, float(study.user_attrs.get("spent_s", 0.0)))
     kept, screen = _screen(study, config, space)
     _enqueue_cheap_first(study, space, kept)
@@ -171,7 +174,7 @@ def _open_study(out: Path, storage: str | None, config: RecipeConfig, heartbeat_
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8; they are what resumes
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, int(heartbeat_s)),
-                         grace_period=2 * max(1, int(heartbeat_s)),
+                         grace_period=3 * max(1, int(heartbeat_s)),
                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                              max_retry=3, inherit_intermediate_values=True))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -234,7 +237,10 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
         if failed_in_a_row >= 3:
             return "three trials in a row failed (see the warnings above)"
         objective = _Objective(config, space, kept, out, deadline=time.monotonic() + clock.left() - reserve)
-        study.optimize(objective, n_trials=1, catch=(TlHubError,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(TlHubError,), gc_after_trial=True)
+        except optuna.exceptions.UpdateFinishedTrialError as err:  # another worker took it for a dead one's
+            logger.warning(f"search: a trial of this worker was ended by another worker ({err}); going on")
         last = study.trials[-1] if study.trials else None
         skipped_in_a_row = skipped_in_a_row + 1 if last is not None and last.user_attrs.get("not_run") else 0
         study.set_user_attr("spent_s", max(float(study.user_attrs.get("spent_s", 0.0)), clock.spent()))
@@ -317,24 +323,12 @@ class _Objective:
 
 def _finish(study: Any, config: RecipeConfig, out: Path, clock: _Clock, stopped: str,
             screen: list[dict[str, Any]]) -> SearchResult:
-    """Under a lock (several workers may end together): publish the best finished trial and its test score."""
-    import optuna
+    """Under a lock (several workers may end together; the last one publishes every trial): put the best finished
+    trial at the top with its test score."""
     from filelock import FileLock
 
-    from tl_hub.metrics import greater_is_better
-
-    rows = rows_from_trials(study.get_trials(deepcopy=False))
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if t.value is not None and t.value == t.value]
-    if not complete:
-        raise TlHubError(f"search: no trial finished within the time budget ({clock.budget:.0f} s; {len(rows)} "
-                         f"started). Give a larger --time-budget, fewer epochs, or a cheaper policy (head); the same "
-                         f"command resumes this search in {out}")
-    greater = greater_is_better(config.metric_for_best_model)
-    best_trial = (max if greater else min)(complete, key=lambda t: (t.value, -t.number))
-    best_dir = trial_folder(out, int(best_trial.user_attrs.get("folder_trial", best_trial.number)))
-    best = next(r for r in rows if r.trial == best_trial.number)
     with FileLock(str(out / ".search.lock")):
+        rows, best, best_dir = _best(study, config, out, clock)
         test = _test_metrics(config, best_dir, out)
         summary = {"metric": config.metric_for_best_model, "time_budget_s": clock.budget,
                    "spent_s": round(clock.spent(), 1), "stopped": stopped, "trials": len(rows),
@@ -348,6 +342,25 @@ def _finish(study: Any, config: RecipeConfig, out: Path, clock: _Clock, stopped:
                 + f"; {clock.spent():.0f} s of {clock.budget:.0f} s. Hub-ready folder: {out}")
     return SearchResult(output_dir=str(out), leaderboard=rows, best=best, test_metrics=test,
                         seconds=time.monotonic() - clock.started, stopped=stopped, screen=screen)
+
+
+def _best(study: Any, config: RecipeConfig, out: Path, clock: _Clock) -> tuple[list[LeaderboardRow], LeaderboardRow, Path]:
+    """The leaderboard, the best finished trial's row and its run folder; TlHubError when none finished."""
+    import optuna
+
+    from tl_hub.metrics import greater_is_better
+
+    rows = rows_from_trials(study.get_trials(deepcopy=False))
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None and t.value == t.value]
+    if not complete:
+        raise TlHubError(f"search: no trial finished within the time budget ({clock.budget:.0f} s; {len(rows)} "
+                         f"started). Give a larger --time-budget, fewer epochs, or a cheaper policy (head); the same "
+                         f"command resumes this search in {out}")
+    greater = greater_is_better(config.metric_for_best_model)
+    best_trial = max(complete, key=lambda t: (t.value if greater else -t.value, -t.number))
+    best_dir = trial_folder(out, int(best_trial.user_attrs.get("folder_trial", best_trial.number)))
+    return rows, next(r for r in rows if r.trial == best_trial.number), best_dir
 
 
 def _test_metrics(config: RecipeConfig, best_dir: Path, out: Path) -> dict[str, Any] | None:
