@@ -191,15 +191,26 @@ def _screen(study: Any, config: RecipeConfig, space: SearchSpace) -> tuple[list[
     if len(space.backbones) <= space.screen_top:
         return list(space.backbones), []
     if "screen" not in study.user_attrs:
-        from tl_hub.screening import screen_backbones
-
-        scores = screen_backbones(config, list(space.backbones), max_images=space.screen_images, seed=config.seed)
+        scores = _screen_backbones()(config, list(space.backbones), max_images=space.screen_images, seed=config.seed)
         study.set_user_attr("screen", [_as_dict(s) for s in scores])
     screen = list(study.user_attrs["screen"])
     kept = [s["backbone"] for s in screen[: space.screen_top]]
     logger.info("search: screened " + ", ".join(f"{s['backbone']} {s['score']:.4f}" for s in screen)
                 + f"; trials for {', '.join(kept)}")
     return kept, screen
+
+
+def _screen_backbones() -> Any:
+    """`tl_hub.screening.screen_backbones` ([7/7]'s screen: a linear probe per backbone, best first), imported by
+    name: it ships with the screening branch of the same issue."""
+    import importlib
+
+    try:
+        return importlib.import_module("tl_hub.screening").screen_backbones
+    except ImportError as err:
+        raise ConfigError("search: more backbones than search.screen_top need tl_hub.screening (the backbone "
+                          "screen) and this tl_hub has none; list at most screen_top backbones, or raise "
+                          "screen_top to their number to give each one trials") from err
 
 
 def _as_dict(score: Any) -> dict[str, Any]:
@@ -227,7 +238,7 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
 
     skipped_in_a_row = failed_in_a_row = 0
     while True:
-        reserve = _final_reserve(clock.budget)
+        reserve = _final_reserve(study, clock.budget)
         if clock.left() <= reserve:
             return "time budget"
         if _space_exhausted(study, space, kept):
@@ -250,9 +261,14 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
             logger.warning(f"search: trial {last.number} failed: {last.user_attrs['error']}")
 
 
-def _final_reserve(budget: float) -> float:
-    """Seconds kept for the end (copy the best trial, test evaluation, card): 5 % of the budget, at least 2 s."""
-    return max(2.0, 0.05 * budget)
+def _final_reserve(study: Any, budget: float) -> float:
+    """Seconds kept for the end (copy the best trial, card, the test evaluation): 2 s plus the test split's
+    images at the slowest forward speed a trial measured (1.3x, for the decode), else 5 % of the budget."""
+    facts = [t.user_attrs for t in study.get_trials(deepcopy=False) if t.user_attrs.get("s_per_image")]
+    test_images = max((int(a.get("test_images") or 0) for a in facts), default=0)
+    if not facts or not test_images:
+        return max(2.0, 0.05 * budget)
+    return 2.0 + 1.3 * test_images * max(float(a["s_per_image"]) for a in facts)
 
 
 def _space_exhausted(study: Any, space: SearchSpace, kept: list[str]) -> bool:
@@ -310,6 +326,8 @@ class _Objective:
         finally:
             for key, value in watch.record(time.monotonic() - watch.started).items():
                 trial.set_user_attr(key, value)
+        for key, value in _speed_facts(Path(cfg.output_dir)).items():
+            trial.set_user_attr(key, value)
         score = best_score(result.history, cfg.metric_for_best_model, greater_is_better(cfg.metric_for_best_model))
         trial.set_user_attr("epochs_run", len(result.history))
         return float("nan") if score is None else score
@@ -319,6 +337,25 @@ class _Objective:
                     if t.number != trial.number and t.user_attrs.get("epoch_s") is not None]
         estimate = estimate_cost(params, finished)
         return estimate is None or time.monotonic() + estimate <= self.deadline
+
+
+def _speed_facts(run_dir: Path) -> dict[str, Any]:
+    """From a finished trial's folder: seconds per image of the backbone's forward pass (the feature pass of a
+    head trial) and the size of the held-out test split, which the final evaluation will read."""
+    import json
+
+    from tl_hub.output_folder import METRICS_FILE, RUN_INFO_FILE
+
+    try:
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+        info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    facts: dict[str, Any] = {"test_images": int((info.get("data") or {}).get("unused_splits", {}).get("test", 0))}
+    feature = metrics.get("feature_extraction") or {}
+    if feature.get("images"):
+        facts["s_per_image"] = float(feature["seconds"]) / float(feature["images"])
+    return facts
 
 
 def _finish(study: Any, config: RecipeConfig, out: Path, clock: _Clock, stopped: str,

@@ -9,7 +9,6 @@ search knows whether another one fits in the time left (`estimate_cost`).
 
 Example:
     >>> from tl_hub.config import RecipeConfig
-from tl_hub.errors import StopRequested
     >>> params = TrialParams("bundled:efficientnet_lite0", "partial@0.3", 3e-4, 4)
     >>> cfg = trial_config(RecipeConfig(dataset="bundled:digits", output_dir="s"), params, folder="s/trials/trial-000",
     ...                    feature_cache_dir="s/trials/features")
