@@ -217,3 +217,18 @@ def test_two_workers_share_one_sqlite_study(tmp_path, vit, data):
             assert (out / "trials" / f"trial-{t.number:03d}" / "run_info.json").is_file()
     rows = read_leaderboard(out / "leaderboard.csv")
     assert {r.trial for r in rows} == {t.number for t in ran}
+
+
+def test_cli_search_runs_a_recipe_file_with_keys(tmp_path, vit, data, capsys):
+    import yaml
+
+    from tl_hub.cli import main
+
+    recipe = _recipe(vit, data, tmp_path / "cli", policies=["head"])
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["search", str(tmp_path / "search.yaml"), "--time-budget", "soon"]) == 2
+    assert "time_budget: got 'soon'" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "search.yaml"), "--time-budget", "60s", "--epochs", "1"]) == 0
+    assert "leaderboard:" in capsys.readouterr().out
+    rows = read_leaderboard(tmp_path / "cli" / "leaderboard.csv")
+    assert [(r.policy, r.epochs) for r in rows] == [("head", 1)]  # the --epochs key overrode the recipe's

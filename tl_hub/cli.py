@@ -56,7 +56,7 @@ def search_command(argv: list[str], *, time_budget: str, storage: str | None) ->
     hold a `search:` block); the other arguments are recipe keys.
 
     Example:
-        >>> search_command(["recipes/configs/search_fashion.yaml"], time_budget="10m", storage=None)  # doctest: +SKIP
+        >>> search_command(["recipes/search/fashion.yaml"], time_budget="10m", storage=None)  # doctest: +SKIP
         0
     """
     from tl_hub.config import parse_overrides

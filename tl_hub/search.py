@@ -22,7 +22,7 @@ test split is never seen until the best trial is chosen.
 
 Example:
     >>> import tl_hub
-    >>> result = tl_hub.search("recipes/configs/search_fashion.yaml", time_budget="10m")  # doctest: +SKIP
+    >>> result = tl_hub.search("recipes/search/fashion.yaml", time_budget="10m")  # doctest: +SKIP
     >>> result.best.policy, result.test_metrics["accuracy"]  # doctest: +SKIP
     ('partial', 0.86)
 """
@@ -121,7 +121,7 @@ def search(config: Any = None, *, time_budget: Any = "30m", backbones: Sequence[
         **overrides: recipe keys.
 
     Example:
-        >>> result = search("recipes/configs/search_fashion.yaml", time_budget="5m")  # doctest: +SKIP
+        >>> result = search("recipes/search/fashion.yaml", time_budget="5m")  # doctest: +SKIP
     """
     use_console()
     started = time.monotonic()
