@@ -29,7 +29,7 @@ from tl_hub.config import RecipeConfig
 from tl_hub.errors import StopRequested
 from tl_hub.search_space import PolicyCandidate, SearchSpace
 
-__all__ = ["OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost", "folder_number",
+__all__ = ["OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost", "folder_number", "speed_facts",
            "sample_params", "trial_config", "trial_folder"]
 
 
@@ -141,14 +141,18 @@ def estimate_cost(params: TrialParams, finished: Sequence[dict[str, Any]]) -> fl
     """Seconds the trial is expected to take, from the user attributes of trials that ran; None when no trial
     tells (then the search tries it, and the time budget stops it if it overruns).
 
-    The same backbone and policy: their overhead plus per-epoch time; the same backbone and another policy
-    that trains through the images: 1.5 x its per-epoch time (full trains more than partial); a head trial
-    on features: its own numbers.
+    The same backbone and policy: their overhead plus per-epoch time. Another policy that trains through the
+    images: 1.5 x the per-epoch time of such a trial (full trains more than partial); with none yet, a head
+    trial's forward speed (its feature pass, `s_per_image`) x (3 x train + eval images) per epoch (forward +
+    backward is about 3 forwards).
 
     Example:
         >>> p = TrialParams("m", "full", None, 4)
         >>> estimate_cost(p, [{"backbone": "m", "policy": "partial@0.3", "epoch_s": 10.0, "overhead_s": 5.0}])
         65.0
+        >>> estimate_cost(p, [{"backbone": "m", "policy": "head", "epoch_s": 0.1, "overhead_s": 5.0,
+        ...                    "s_per_image": 0.01, "n_train": 80, "n_eval": 20}])
+        15.4
         >>> estimate_cost(p, []) is None
         True
     """
@@ -156,10 +160,39 @@ def estimate_cost(params: TrialParams, finished: Sequence[dict[str, Any]]) -> fl
     same = [a for a in usable if a.get("policy") == params.policy_label]
     if same:
         return max(a["overhead_s"] + a["epoch_s"] * params.epochs for a in same)
+    if params.candidate.policy == "head":
+        return None
     images = [a for a in usable if not str(a.get("policy")).startswith("head")]
-    if images and params.candidate.policy != "head":
+    if images:
         return max(a["overhead_s"] + 1.5 * a["epoch_s"] * params.epochs for a in images)
+    probes = [a for a in usable if a.get("s_per_image") and a.get("n_train")]
+    if probes:
+        return max(a["overhead_s"] + params.epochs * a["s_per_image"] * (3 * a["n_train"] + a.get("n_eval", 0))
+                   for a in probes)
     return None
+
+
+def speed_facts(run_dir: Path) -> dict[str, Any]:
+    """From a finished trial's folder, what `estimate_cost` reads: the backbone's seconds per image in the
+    feature pass (head trials) and the numbers of train and eval images.
+
+    Example:
+        >>> speed_facts(Path("no/such/run"))
+        {}
+    """
+    import json
+
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        info = json.loads((run_dir / "run_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sizes = (info.get("data") or {}).get("sizes") or {}
+    facts: dict[str, Any] = {"n_train": int(sizes.get("train", 0)), "n_eval": int(sizes.get("eval", 0))}
+    feature = metrics.get("feature_extraction") or {}
+    if feature.get("images") and feature.get("seconds"):
+        facts["s_per_image"] = float(feature["seconds"]) / float(feature["images"])
+    return facts
 
 
 def best_score(history: Sequence[dict[str, Any]], metric: str, greater: bool) -> float | None:

@@ -58,6 +58,9 @@ def test_accuracy(model_dir: Path, folder: Path, out: Path) -> float:
 def run_finetune(folder: Path, work: Path, name: str, **overrides: Any) -> dict[str, Any]:
     from tl_hub.finetuning import finetune
 
+    done = _finished_arm(work, name)
+    if done is not None:
+        return done
     t0 = time.perf_counter()
     result = finetune(**{**RECIPE, "dataset": str(folder), "output_dir": str(work / name), **overrides})
     wall = time.perf_counter() - t0
@@ -66,16 +69,30 @@ def run_finetune(folder: Path, work: Path, name: str, **overrides: Any) -> dict[
             "val_accuracy": result.metrics.get("accuracy"), "test_accuracy": acc}
 
 
+def _finished_arm(work: Path, name: str) -> dict[str, Any] | None:
+    """An arm a previous invocation finished and scored (work/NAME and work/NAME-test): its recorded numbers
+    (wall = the run's total_runtime_s), so an interrupted benchmark goes on without training it again."""
+    info, test = work / name / "run_info.json", work / f"{name}-test" / "metrics.json"
+    if not (info.is_file() and test.is_file()):
+        return None
+    run_info, metrics = json.loads(info.read_text()), json.loads((work / name / "metrics.json").read_text())
+    return {"arm": name, "policy": run_info["policy"]["name"], "wall_s": round(run_info["total_runtime_s"], 1),
+            "val_accuracy": metrics["final"]["accuracy"],
+            "test_accuracy": json.loads(test.read_text())["final"]["accuracy"], "reused": True}
+
+
 def run_search(folder: Path, work: Path, budget_s: float) -> dict[str, Any]:
     from tl_hub.search import search
 
     t0 = time.perf_counter()
-    result = search({**RECIPE, "dataset": str(folder), "output_dir": str(work / "search"), "search": SEARCH_BLOCK},
+    recipe = {k: v for k, v in RECIPE.items() if k != "test_split"}  # the search keeps test out of its trials itself
+    result = search({**recipe, "dataset": str(folder), "output_dir": str(work / "search"), "search": SEARCH_BLOCK},
                     time_budget=budget_s)
     wall = time.perf_counter() - t0
     info = json.loads((Path(result.output_dir) / "run_info.json").read_text())
     return {"arm": "search", "wall_s": round(wall, 1), "budget_s": round(budget_s, 1),
-            "search_spent_s": info["search"]["spent_s"], "stopped": result.stopped,
+            "search_spent_s": info["search"]["spent_s"], "test_eval_s": info["search"]["test_eval_s"],
+            "stopped": result.stopped,
             "best": vars(result.best), "val_accuracy": result.best.score,
             "test_accuracy": (result.test_metrics or {}).get("accuracy"),
             "leaderboard": [vars(r) for r in result.leaderboard],
