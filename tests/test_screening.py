@@ -97,3 +97,21 @@ def test_bad_backbone_lists(backbones, message, small_fashion):
 def test_too_few_images_for_a_probe(small_fashion):
     with pytest.raises(ConfigError, match=r"max_images: got 15; .* at least 2 images per label \(20 for 10"):
         screen_backbones(RecipeConfig(dataset="bundled:fashion_mnist"), [LITE0], max_images=15, data=small_fashion)
+
+
+@pytest.mark.slow
+def test_head_trials_reuse_the_feature_pass(tmp_path, tiny, caplog):
+    """Two `head` trials on one backbone with different learning rates: the second reads the first's features."""
+    import logging
+
+    import tl_hub
+
+    base = RecipeConfig(model=str(tiny("timm_efficientnet")), dataset="bundled:digits", examples_per_label=6,
+                        policy="head", epochs=2, image_size=32, progress=False, output_dir=str(tmp_path / "t1"))
+    trial = head_trial_config(base, tmp_path / "features")
+    with caplog.at_level(logging.INFO, logger="tl_hub"):
+        tl_hub.finetune(trial)
+        assert not [r for r in caplog.records if "reusing" in r.getMessage()]
+        tl_hub.finetune(trial.replace(learning_rate=3e-3, output_dir=str(tmp_path / "t2")))
+    reused = [r.getMessage() for r in caplog.records if "feature cache: reusing" in r.getMessage()]
+    assert len(reused) == 2 and all(str(tmp_path / "features") in m for m in reused)  # train and eval

@@ -18,7 +18,7 @@ Transfer Better?" (CVPR 2019), whose probe accuracy tracks fine-tuned accuracy a
 matters because feature widths and scales differ between backbones (a fixed C favours some of them), and
 choosing it on probe-train keeps probe-val an unbiased score.
 
-The result is sorted best first (ties: the cheaper screen first, then the name); the search driver fine-tunes
+The result is sorted best first (ties keep the order the backbones were given in); the search driver fine-tunes
 only the first few. `head_trial_config` is how `head` trials reuse the feature pass: every trial with the same
 backbone, data, image size and precision reads the features the first one wrote.
 
@@ -262,7 +262,7 @@ def screen_backbones(config: RecipeConfig, backbones: Sequence[str], *, max_imag
         accelerator = make_accelerator(config.mixed_precision)
     sample = screen_sample(data.train, data.labels, max_images=max_images, seed=seed)
     scores = [_screen_one(config, source, sample, accelerator, seed) for source in backbones]
-    return sorted(scores, key=lambda s: (-s.score, s.seconds, s.backbone))
+    return sorted(scores, key=lambda s: -s.score)  # stable: ties keep the caller's order
 
 
 def _check_backbones(backbones: Sequence[str]) -> list[str]:
