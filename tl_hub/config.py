@@ -79,7 +79,8 @@ class RecipeConfig:
     # --- backbone ----------------------------------------------------------------------------
     model: str = _f(
         "bundled:efficientnet_lite0",
-        "Backbone: a Hub model id (org/name), a local folder, or bundled:efficientnet_lite0 (offline).",
+        "Backbone: a Hub model id (org/name), a local folder, or bundled:efficientnet_lite0 (offline; also "
+        "bundled:efficientnet_lite1 / bundled:efficientnet_lite2 with the backbones extra).",
         "model",
     )
     revision: str | None = _f(None, "Branch, tag or commit of the backbone on the Hub (null = main).", "model")

@@ -193,26 +193,15 @@ def _screen(study: Any, config: RecipeConfig, space: SearchSpace) -> tuple[list[
     if len(space.backbones) <= space.screen_top:
         return list(space.backbones), []
     if "screen" not in study.user_attrs:
-        scores = _screen_backbones()(config, list(space.backbones), max_images=space.screen_images, seed=config.seed)
+        from tl_hub.screening import screen_backbones
+
+        scores = screen_backbones(config, list(space.backbones), max_images=space.screen_images, seed=config.seed)
         study.set_user_attr("screen", [_as_dict(s) for s in scores])
     screen = list(study.user_attrs["screen"])
     kept = [s["backbone"] for s in screen[: space.screen_top]]
     logger.info("search: screened " + ", ".join(f"{s['backbone']} {s['score']:.4f}" for s in screen)
                 + f"; trials for {', '.join(kept)}")
     return kept, screen
-
-
-def _screen_backbones() -> Any:
-    """`tl_hub.screening.screen_backbones` ([7/7]'s screen: a linear probe per backbone, best first), imported by
-    name: it ships with the screening branch of the same issue."""
-    import importlib
-
-    try:
-        return importlib.import_module("tl_hub.screening").screen_backbones
-    except ImportError as err:
-        raise ConfigError("search: more backbones than search.screen_top need tl_hub.screening (the backbone "
-                          "screen) and this tl_hub has none; list at most screen_top backbones, or raise "
-                          "screen_top to their number to give each one trials") from err
 
 
 def _as_dict(score: Any) -> dict[str, Any]:
