@@ -232,3 +232,15 @@ def test_cli_search_runs_a_recipe_file_with_keys(tmp_path, vit, data, capsys):
     assert "leaderboard:" in capsys.readouterr().out
     rows = read_leaderboard(tmp_path / "cli" / "leaderboard.csv")
     assert [(r.policy, r.epochs) for r in rows] == [("head", 1)]  # the --epochs key overrode the recipe's
+
+
+def test_more_backbones_than_screen_top_are_screened_first(tmp_path, vit, tiny, data):
+    """Two backbones, screen_top 1: tl_hub.screening ranks them once (kept in the study) and only the best gets trials."""
+    out = tmp_path / "search"
+    other = str(tiny("convnext"))
+    result = tl_hub.search(_recipe(vit, data, out, backbones=[vit, other], policies=["head"], screen_top=1,
+                                   screen_images=24), time_budget="60s")
+    assert [s["backbone"] for s in result.screen] in ([vit, other], [other, vit])
+    assert result.screen[0]["score"] >= result.screen[1]["score"]
+    assert {r.backbone for r in result.leaderboard} == {result.screen[0]["backbone"]}
+    assert "The backbones were screened first" in (out / "README.md").read_text()
