@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "predict": "tl_hub.hub",
     "write_model_card": "tl_hub.card",
     "evaluate_model": "tl_hub.evaluation",
+    "search": "tl_hub.search",
+    "SearchResult": "tl_hub.search",
     "EvaluationResult": "tl_hub.evaluation",
 }
 

@@ -26,11 +26,13 @@ from typing import Any
 
 from tl_hub.bundled import BUNDLED_BACKBONES, bundled_backbone
 from tl_hub.errors import HubError
+from tl_hub.leaderboard import markdown_table, read_leaderboard
 from tl_hub.output_folder import (
     CARD_FILE,
     CONFIG_FILE,
     CONFUSION_PNG,
     CURVES_PNG,
+    LEADERBOARD_FILE,
     METRICS_FILE,
     RECIPE_FILE,
     RUN_INFO_FILE,
@@ -479,7 +481,8 @@ def build_card_inputs(output_dir: str | Path) -> dict[str, Any]:
         except yaml.YAMLError:
             recipe = {}
     return {"run_info": _read_json(out / RUN_INFO_FILE), "metrics": _read_json(out / METRICS_FILE),
-            "config": _read_json(out / CONFIG_FILE), "recipe_text": recipe_text, "recipe": recipe}
+            "config": _read_json(out / CONFIG_FILE), "recipe_text": recipe_text, "recipe": recipe,
+            "leaderboard": read_leaderboard(out / LEADERBOARD_FILE)}
 
 
 def render_model_card(output_dir: str | Path, *, repo_id: str | None = None, plots: list[str] | None = None):
@@ -605,7 +608,31 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "limitations": _limitations(run_info, metrics, labels, eval_size),
         "example_label": labels[0] if labels else "a label",
         "license": hub_license,
+        "search": _search_section(run_info.get("search"), inputs.get("leaderboard") or []),
         "license_note": _license_note(hub_license, run_info.get("base_model")),
+    }
+
+
+def _search_section(search: dict | None, rows: list[Any]) -> dict | None:
+    """"How this model was chosen": what `tl_hub.search` tried, within which budget, the leaderboard, the plot,
+    and the best trial's score on the test split (measured once, after the choice)."""
+    if not search:
+        return None
+    test = search.get("test") or {}
+    test_rows = [[_METRIC_NAMES.get(k, k), v] for k, v in test.items() if k in _METRIC_NAMES]
+    screen = search.get("screen") or []
+    return {
+        "summary": (f"{search.get('trials', len(rows))} trial(s) in {float(search.get('spent_s') or 0):.0f} s of a "
+                    f"{float(search.get('time_budget_s') or 0):.0f} s budget (stopped: {search.get('stopped', '–')}); "
+                    f"sampler {search.get('sampler', 'TPE')}, pruner {search.get('pruner', 'Hyperband')}; every "
+                    f"score is `{search.get('metric', 'accuracy')}` on the validation carve-out of the training "
+                    f"data; the best is trial {search.get('best_trial')}."),
+        "screen_table": _md_table(["backbone", "screen score", "images", "seconds"], [
+            [s.get("backbone"), s.get("score"), s.get("n_images"), s.get("seconds")] for s in screen]) if screen else "",
+        "leaderboard": markdown_table(rows, search.get("metric", "score")) if rows else "",
+        "plot": search.get("plot"),
+        "test_table": _md_table(["metric", "value"], test_rows) if test_rows else "",
+        "test_split": test.get("split"), "test_size": test.get("num_examples"),
     }
 
 

@@ -1,4 +1,4 @@
-"""The `tl-hub` command line: train, quickstart, policy, push, predict.
+"""The `tl-hub` command line: train, quickstart, search, policy, push, predict, evaluate.
 
 Example:
     $ tl-hub quickstart --output-dir ./quickstart_out
@@ -46,6 +46,32 @@ def train_command(argv: list[str]) -> int:
         _check_recipe_path(args[0])
         args = ["--config", *args]
     finetune(RecipeConfig.from_args(args))
+    return 0
+
+
+def search_command(argv: list[str], *, time_budget: str, storage: str | None) -> int:
+    """`tl-hub search [RECIPE.yaml] --time-budget 30m [--storage URL] [--key value ...]`: `tl_hub.search`.
+
+    As for `tl-hub train`, a first argument that is not a flag and not `key=value` is the recipe file (which may
+    hold a `search:` block); the other arguments are recipe keys.
+
+    Example:
+        >>> search_command(["recipes/search/fashion.yaml"], time_budget="10m", storage=None)  # doctest: +SKIP
+        0
+    """
+    from tl_hub.config import parse_overrides
+    from tl_hub.config_parsing import read_yaml
+    from tl_hub.search import search
+
+    values: dict = {}
+    overrides = list(argv)
+    if overrides and not overrides[0].startswith("-") and "=" not in overrides[0]:
+        _check_recipe_path(overrides[0])
+        values = read_yaml(Path(overrides.pop(0)))
+    values.update(parse_overrides(overrides))
+    result = search(values, time_budget=time_budget, storage=storage)
+    print(f"leaderboard: {Path(result.output_dir) / 'leaderboard.csv'} ({len(result.leaderboard)} trials, stopped: "
+          f"{result.stopped})")
     return 0
 
 
@@ -231,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", default="tl_hub_output/quickstart", help="where the Hub-ready folder goes")
 
+    p = sub.add_parser(
+        "search", usage="tl-hub search [RECIPE.yaml] --time-budget 30m [--storage URL] [--key value ...]",
+        help="AutoML on a time budget: try backbones x policies x learning rates, keep the best model",
+        description="The recipe's keys are fixed for every trial; its `search:` block lists the candidates "
+                    "(backbones, policies, learning_rate: [low, high], epochs). The best trial's model ends up in "
+                    "output_dir with leaderboard.csv; the same command resumes a killed search.",
+    )
+    p.add_argument("--time-budget", default="30m", help="e.g. 90s, 30m, 2h (default 30m)")
+    p.add_argument("--storage", default=None,
+                   help="an Optuna RDB URL several workers share (default: sqlite study.db in output_dir)")
+
     p = sub.add_parser("policy", help="explain which freeze policy a dataset size gets")
     p.add_argument("--examples", type=int, required=True, help="number of training images")
     p.add_argument("--labels", type=int, required=True, help="number of classes")
@@ -287,6 +324,8 @@ def stop_on_sigterm() -> None:
 def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "train":
         return train_command(extra)
+    if args.command == "search":
+        return search_command(extra, time_budget=args.time_budget, storage=args.storage)
     if args.command == "quickstart":
         return quickstart_command(output_dir=args.output_dir, overrides=extra)
     if args.command == "policy":
@@ -314,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in {"train", "quickstart"}:
+    if extra and args.command not in {"train", "quickstart", "search"}:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     use_console()
     stop_on_sigterm()

@@ -42,7 +42,7 @@ from tl_hub.config_parsing import (
     split_overrides,
     type_name,
 )
-from tl_hub.data.options import check_data_options
+from tl_hub.data.options import NO_TEST_SPLIT, check_data_options
 from tl_hub.errors import ConfigError
 from tl_hub.imbalance import check_class_weights
 from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
@@ -103,7 +103,15 @@ class RecipeConfig:
     dataset_revision: str | None = _f(None, "Branch, tag or commit of the Hub dataset (null = main).", "data")
     train_split: str | None = _f(None, "Split to train on (null = 'train').", "data")
     eval_split: str | None = _f(
-        None, "Split to evaluate on (null = validation/test if present, else eval_fraction of train).", "data"
+        None, "Split that selects the best epoch and early stopping (null = the validation split if present, else a "
+        "stratified eval_fraction of train; a test split only when named here, and then the run and the card say "
+        "that it selects on the split it reports).", "data"
+    )
+    test_split: str | None = _f(
+        None, "Held-out split evaluated once after training with the best model, reported apart from eval (null = "
+        "the dataset's test split when it has one and it is not the eval split; a split name; the string 'none', "
+        "unlike null, = no test split).",
+        "data"
     )
     eval_fraction: float = _f(
         0.2, "Fraction of train held out (stratified) for evaluation when there is no eval split.", "data"
@@ -306,10 +314,13 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.resume_from_checkpoint is None:  # recipes written before "auto" existed say null
             object.__setattr__(self, "resume_from_checkpoint", "auto")
+        no_test = isinstance(self.test_split, str) and self.test_split.strip().lower() == NO_TEST_SPLIT
         hints = _type_hints()
         for f in dataclasses.fields(self):
             value = coerce(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
+        if no_test:  # 'none' means "no test split" here, not null (null = automatic)
+            object.__setattr__(self, "test_split", NO_TEST_SPLIT)
         self._validate()
 
     # ------------------------------------------------------------------------------------------
@@ -492,7 +503,8 @@ class RecipeConfig:
         self._validate_ranges()
         check_data_options(eval_fraction=self.eval_fraction, on_bad_image=self.on_bad_image,
                            max_bad_fraction=self.max_bad_fraction, max_train_samples=self.max_train_samples,
-                           examples_per_label=self.examples_per_label, image_size=self.image_size)
+                           examples_per_label=self.examples_per_label, image_size=self.image_size,
+                           test_split=self.test_split, train_split=self.train_split, eval_split=self.eval_split)
         check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
         check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)

@@ -28,3 +28,13 @@ class HubError(TlHubError):
 
 class CheckpointError(TlHubError):
     """A checkpoint is missing, incomplete or corrupt; resuming from it would lose state."""
+
+
+class StopRequested(Exception):
+    """Raised by a loop callback that stops a run on purpose (a search pruning a trial, its time budget): not an
+    error, so the run ends without the "how to resume" advice. The run's checkpoints stay.
+
+    Example:
+        >>> issubclass(StopRequested, TlHubError)
+        False
+    """

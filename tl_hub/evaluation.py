@@ -5,8 +5,8 @@ label names are the model's (a dataset label the model does not know is an error
 labels the data lacks are fine), runs the model's own eval transform over the chosen images and writes
 into `output_dir` what training writes about its evaluation: `metrics.json` (headline metrics, per-label
 precision/recall/F1/support, the confusion matrix), `confusion_matrix.png` and `evaluation.md` (a table
-a person reads). Which images: `split` when given; else the dataset's own evaluation split (validation or
-test) when it has one; else every image.
+a person reads). Which images: `split` when given; else the dataset's own validation split when it has one,
+else its test split; else every image.
 
 Example:
     >>> result = evaluate_model("tl_hub_output/quickstart", "bundled:fashion_mnist",
@@ -111,10 +111,12 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
 
     from tl_hub.data import load_data
 
-    data = load_data(dataset, eval_split=split, image_column=image_column, label_column=label_column,
-                     on_bad_image="skip")
+    data = load_data(dataset, eval_split=split, test_split="none" if split is not None else None,
+                     image_column=image_column, label_column=label_column, on_bad_image="skip")
     if split is not None or data.report.eval_split is not None:  # set only for the dataset's own eval split
         return data.eval, str(data.report.eval_split or split), list(data.labels)
+    if data.test is not None:  # no validation split: its test split (the eval rows are then a carve-out of train)
+        return data.test, str(data.report.test_split), list(data.labels)
     return concatenate_datasets([data.train, data.eval]), "all images", list(data.labels)
 
 

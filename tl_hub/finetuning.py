@@ -32,7 +32,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,11 +118,15 @@ class Training:
 # ----------------------------------------------------------------------------------------------
 # finetune
 # ----------------------------------------------------------------------------------------------
-def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
+def finetune(config: Any = None, *, callbacks: Sequence[Callable[[str, Any], None]] = (),
+             **overrides: Any) -> FinetuneResult:
     """Fine-tune a backbone on a dataset as the recipe says; write a Hub-ready folder; push if asked.
 
     Args:
         config: a RecipeConfig, a recipe YAML path, a dict, or None (then `overrides` are the recipe).
+        callbacks: handed to the loop (`tl_hub.train.train`): called as `cb(event, state)` after each optimizer
+            step ("step") and each epoch's checkpoint ("epoch"); raising stops the run (its checkpoints stay,
+            so the same recipe resumes). `tl_hub.search` prunes trials this way.
         **overrides: any RecipeConfig field, applied on top of `config`.
 
     Returns:
@@ -159,7 +163,8 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
         processor, spec = load_preprocessing(config)
         if trackers:
             start_trackers(accelerator, config, trackers, policy, data)
-        training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
+        training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say,
+                               callbacks=callbacks)
         summary = training.last_phase_summary or summary
         metrics_doc = metrics_document(training, data.labels)
         accelerator.wait_for_everyone()
@@ -255,6 +260,7 @@ def load_run_data(config: RecipeConfig) -> Any:
     return load_data(
         config.dataset, labels=config.labels, image_column=config.image_column, label_column=config.label_column,
         config=config.dataset_config, split=config.train_split, eval_split=config.eval_split,
+        test_split=config.test_split,
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
@@ -349,7 +355,8 @@ def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
 # 6. training
 # ----------------------------------------------------------------------------------------------
 def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, policy: FreezePolicy, spec: Any, *,
-                resume: Path | None = None, say: Callable[[str], None] = lambda message: None) -> Training:
+                resume: Path | None = None, say: Callable[[str], None] = lambda message: None,
+                callbacks: Sequence[Callable[[str, Any], None]] = ()) -> Training:
     """Train as the policy says. Under `head`, and in lp-ft's head phase (unless `feature_cache: off`), the
     frozen backbone runs once over the data and the head trains on its features; every other phase trains
     on the images, phase by phase. `model` holds the best epoch's weights afterwards.
@@ -382,7 +389,8 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         mix=MixSpec(config.mixup_alpha, config.cutmix_alpha, len(data.labels)),
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
+    loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics),
+                       tuple(callbacks))
     started = time.perf_counter()
     features = _cached_features(loop, model, spec, plan, channels_last) if use_features else None
     if features is not None and policy.name == "head":
@@ -410,6 +418,7 @@ class _LoopInputs:
     resume: Path | None
     say: Callable[[str], None]
     metrics_fn: Callable[[Any], dict[str, Any]]
+    callbacks: tuple[Callable[[str, Any], None], ...] = ()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -469,7 +478,7 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     return loop_module.train(
         model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
         phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
-        ids=loop.train_ids, log=loop.say,
+        ids=loop.train_ids, log=loop.say, callbacks=loop.callbacks,
     )
 
 
@@ -531,6 +540,7 @@ def _train_head_on_features(loop: _LoopInputs, model: Any, plan: list[Any], feat
         features.head, features.train, features.eval, args=loop.args, accelerator=loop.accelerator,
         checkpoint_dir=loop.checkpoint_dir, phases=[features.phase(loop_module, step, loop.config.weight_decay)],
         metrics_fn=loop.metrics_fn, resume_from=loop.resume, ids=loop.train_ids, log=loop.say,
+        callbacks=loop.callbacks,
     )
 
 

@@ -20,7 +20,8 @@ from tl_hub.errors import HubError
 
 __all__ = [
     "CARD_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_PNG", "CURVES_PNG", "METRICS_FILE",
-    "MODEL_FILE", "PROCESSOR_FILE", "RECIPE_FILE", "REQUIRED_FILES", "RUN_FILES", "RUN_INFO_FILE",
+    "LEADERBOARD_FILE", "MODEL_FILE", "PROCESSOR_FILE", "RECIPE_FILE", "REQUIRED_FILES", "RUN_FILES", "RUN_INFO_FILE",
+    "SEARCH_FILE", "SEARCH_PLOT", "SEARCH_STATE", "STUDY_FILE", "TEST_EVAL_DIR", "TRIALS_DIR",
     "check_output_folder", "hub_files", "remove_run_files",
 ]
 
@@ -34,13 +35,23 @@ RUN_INFO_FILE = "run_info.json"
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
 CHECKPOINTS_DIR = "checkpoints"
+# a search's output folder (tl_hub.search) also holds these
+LEADERBOARD_FILE = "leaderboard.csv"
+SEARCH_PLOT = "search_scores.png"
+STUDY_FILE = "study.db"
+SEARCH_FILE = "search.yaml"
+TRIALS_DIR = "trials"
+TEST_EVAL_DIR = "test_evaluation"
 
 #: every file a run writes into its output folder: a push sends exactly these (those present), and
 #: overwrite_output_dir replaces these and checkpoints/ only; other files in the folder are the user's
 RUN_FILES: tuple[str, ...] = (
     MODEL_FILE, CONFIG_FILE, PROCESSOR_FILE, CARD_FILE, RECIPE_FILE, METRICS_FILE, RUN_INFO_FILE,
-    CONFUSION_PNG, CURVES_PNG,
+    CONFUSION_PNG, CURVES_PNG, LEADERBOARD_FILE, SEARCH_PLOT,
 )
+#: a search's own state (the Optuna study, its recipe, each trial's run folder, the test evaluation): kept in
+#: the folder so the search resumes, never pushed (like checkpoints/)
+SEARCH_STATE: tuple[str, ...] = (STUDY_FILE, SEARCH_FILE, TRIALS_DIR, TEST_EVAL_DIR)
 #: what makes a folder a finished tl_hub run
 REQUIRED_FILES: tuple[str, ...] = (RUN_INFO_FILE, CONFIG_FILE, MODEL_FILE)
 

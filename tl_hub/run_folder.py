@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hub.config import RecipeConfig
-from tl_hub.errors import ConfigError
+from tl_hub.errors import ConfigError, StopRequested
 from tl_hub.output_folder import CHECKPOINTS_DIR, RECIPE_FILE, RUN_INFO_FILE, remove_run_files
 from tl_hub.reporting import logger, main_process_reporter
 
@@ -185,7 +185,7 @@ def explain_stop(stop: BaseException, output_dir: Path, accelerator: Any) -> Non
     """
     from tl_hub import checkpoint as ckpt
 
-    if not accelerator.is_main_process or isinstance(stop, SystemExit):
+    if not accelerator.is_main_process or isinstance(stop, (SystemExit, StopRequested)):
         return
     latest = ckpt.latest_checkpoint(output_dir / CHECKPOINTS_DIR)
     what = "interrupted" if isinstance(stop, KeyboardInterrupt) else f"stopped ({type(stop).__name__})"

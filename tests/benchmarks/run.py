@@ -781,10 +781,18 @@ def section_loop(runner: Runner) -> None:
     runner.run(spec, {"section": "loop", "n": cfg.loop_images, "repeat": cfg.first_repeat})
 
 
+def section_search(runner: Runner) -> None:
+    """[7/7]: tl_hub.search at 3x the wall time of an `auto` run vs auto and the fixed policies (search_benchmark.py,
+    which writes its own results.json / results.md under OUT/search)."""
+    import search_benchmark
+
+    search_benchmark.main(["--n", "1000", "--out", str(runner.out_dir / "search")])
+
+
 SECTIONS = {"speed": section_speed, "throughput": section_throughput, "quality": section_quality,
-            "fixed": section_fixed, "loop": section_loop}
+            "fixed": section_fixed, "loop": section_loop, "search": section_search}
 # the sections that read the Fashion-MNIST package (fixed and loop need nothing outside tl_hub)
-NEEDS_FASHION_MNIST = ("speed", "throughput", "quality")
+NEEDS_FASHION_MNIST = ("speed", "throughput", "quality", "search")
 
 
 # ----------------------------------------------------------------------------------------------------

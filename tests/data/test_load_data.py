@@ -36,7 +36,7 @@ def _check_columns(bundle: DataBundle) -> None:
     from datasets import ClassLabel
     from datasets import Image as ImageFeature
 
-    for split in (bundle.train, bundle.eval):
+    for split in (bundle.train, bundle.eval, *([bundle.test] if bundle.test is not None else [])):
         assert split.column_names == ["image", "label", "id"]
         assert isinstance(split.features["image"], ImageFeature)
         assert isinstance(split.features["label"], ClassLabel)
@@ -99,8 +99,9 @@ def test_split_folders_are_used(tmp_path):
     _check_columns(bundle)
     assert (len(bundle.train), len(bundle.eval)) == (8, 3)
     assert bundle.report.eval_split == "validation" and "own" in bundle.report.eval_from
-    assert bundle.report.unused_splits == {"test": 6}
+    assert bundle.report.unused_splits == {} and bundle.report.test_split == "test" and len(bundle.test) == 6
     assert all("/validation/" in i for i in bundle.eval["id"])
+    assert all("/test/" in i for i in bundle.test["id"])
     test_bundle = load_data(str(root), eval_split="test")
     assert len(test_bundle.eval) == 6
     with pytest.raises(DataError, match="splits"):
@@ -261,8 +262,8 @@ def test_a_split_column_puts_rows_in_its_splits(tmp_path, suffix):
     assert name(bundle.eval["id"]) == ["6.png", "7.png"]
     report = bundle.report
     assert (report.eval_split, report.eval_from) == ("validation", "the dataset's own 'validation' split")
-    assert report.unused_splits == {"test": 2}
-    assert "  splits not used: test (2)" in report.summary().splitlines()
+    assert report.unused_splits == {} and report.test_split == "test"
+    assert name(bundle.test["id"]) == ["8.png", "9.png"]
     assert "split column 'split': rows train 6, validation 2, test 2" in report.notes
     on_test = load_data(str(table), eval_split="test")
     assert name(on_test.eval["id"]) == ["8.png", "9.png"] and on_test.report.unused_splits == {"validation": 2}
@@ -337,21 +338,23 @@ def test_subsampling_is_balanced_and_seeded():
 # -- `labels`: a subset of the data's labels, in the order given -----------------------------------------
 def test_labels_pick_a_subset_of_a_classlabel_dataset_in_their_order():
     everything = load_data("bundled:fashion_mnist")
-    name_of = {i: everything.labels[c] for split in (everything.train, everything.eval)
+    name_of = {i: everything.labels[c] for split in (everything.train, everything.eval, everything.test)
                for i, c in zip(split["id"], split["label"])}
     bundle = load_data("bundled:fashion_mnist", labels=["Bag", "Trouser"])
     _check_columns(bundle)
     assert bundle.labels == ["Bag", "Trouser"]  # the model's id2label, in the given order
-    for split in (bundle.train, bundle.eval):  # every image keeps its own label, under its new class id
+    for split in (bundle.train, bundle.eval, bundle.test):  # every image keeps its own label, under its new class id
         assert all(name_of[i] == bundle.labels[c] for i, c in zip(split["id"], split["label"]))
     report = bundle.report
-    assert report.per_label == {"train": {"Bag": 300, "Trouser": 300}, "eval": {"Bag": 200, "Trouser": 200}}
+    assert report.per_label == {"train": {"Bag": 240, "Trouser": 240}, "eval": {"Bag": 60, "Trouser": 60},
+                                "test": {"Bag": 200, "Trouser": 200}}
     others = [n for n in FASHION_NAMES if n not in ("Bag", "Trouser")]
     assert report.labels_left_out == {n: 500 for n in others}  # per left-out label, in the data's order
     assert (report.entries_found, report.not_selected, report.skipped) == (5000, 4000, [])
     assert report.accounted and report.to_dict()["labels_left_out"]["Coat"] == 500
     assert report.summary().splitlines()[2:] == [
-        "  entries found: 5000 = 600 train + 400 eval + 4000 not selected + 0 skipped",
+        "  test: 400 (the dataset's own 'test' split, held out: evaluated once, after training)",
+        "  entries found: 5000 = 480 train + 120 eval + 400 test + 4000 not selected + 0 skipped",
         "  note: Fashion-MNIST subset (Zalando, MIT license): first 300 per class of the train file, first 200 per "
         "class of the t10k file",
         "  note: labels=['Bag', 'Trouser'] uses 2 of the data's labels: 4000 image(s) of the 8 other label(s) left "
@@ -473,17 +476,19 @@ def test_bundled_fashion_mnist_offline_with_real_names():
     bundle = load_data("bundled:fashion_mnist")
     _check_columns(bundle)
     assert bundle.labels == FASHION_NAMES
-    assert (len(bundle.train), len(bundle.eval)) == (3000, 2000)
-    assert set(bundle.report.per_label["train"].values()) == {300}
-    assert set(bundle.report.per_label["eval"].values()) == {200}
-    assert bundle.report.eval_split == "test"
+    # train + test only: eval is a stratified 0.2 carve-out of train, the test split is held out
+    assert (len(bundle.train), len(bundle.eval), len(bundle.test)) == (2400, 600, 2000)
+    assert set(bundle.report.per_label["train"].values()) == {240}
+    assert set(bundle.report.per_label["eval"].values()) == {60}
+    assert set(bundle.report.per_label["test"].values()) == {200}
+    assert bundle.report.eval_split is None and bundle.report.test_split == "test"
     row = bundle.train[0]
     assert row["image"].size == (28, 28) and row["id"].startswith("train[")
     source = Path("/usr/share/datasets/fashion-mnist")
     if (source / "train-images-idx3-ubyte.gz").is_file():  # pixels and labels equal the original rows
         raw = gzip.open(source / "train-images-idx3-ubyte.gz").read()
         labels = gzip.open(source / "train-labels-idx1-ubyte.gz").read()
-        for i in (0, 1234, 2999):
+        for i in (0, 1234, 2399):
             item = bundle.train[i]
             original = int(item["id"][len("train["):-1])
             pixels = np.frombuffer(raw, np.uint8, 784, 16 + 784 * original).reshape(28, 28)

@@ -8,7 +8,12 @@ value names, as split folders do), a ``save_to_disk`` folder or parquet file, a
 "label": [...]}`` with PIL images, numpy/torch arrays, paths or bytes), and the bundled offline sets
 ``bundled:fashion_mnist`` and ``bundled:digits``.
 
-Both splits have the columns ``image`` (``datasets.Image()``), ``label`` (``ClassLabel`` with the
+When the source has a validation-like split, it is the eval split (best epoch, early stopping); else the
+eval split is a stratified ``eval_fraction`` carve-out of train (seeded). A test split (``test``/``testing``)
+is never the eval split unless asked for (``eval_split="test"``): it is the held-out ``test`` split, evaluated
+once after training (``test_split``: None = automatic, a split name, or ``"none"`` to leave it out).
+
+Every split has the columns ``image`` (``datasets.Image()``), ``label`` (``ClassLabel`` with the
 names) and ``id`` (the file path, or ``"<split>[<row>]"``). The report accounts for every input
 file/row: used (train/eval), not selected (subsampling), or skipped with the reason.
 
@@ -19,8 +24,8 @@ splits are index lists over the source's Arrow table (no row, no image byte is c
 
 Example:
     >>> bundle = load_data("bundled:fashion_mnist", examples_per_label=10)
-    >>> bundle.labels[:3], len(bundle.train), len(bundle.eval)
-    (['T-shirt/top', 'Trouser', 'Pullover'], 100, 2000)
+    >>> bundle.labels[:3], len(bundle.train), len(bundle.eval), len(bundle.test)
+    (['T-shirt/top', 'Trouser', 'Pullover'], 100, 600, 2000)
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ import numpy as np
 from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows
 from tl_hub.data.labels import (LabelCodes, capped_subset, is_missing, per_label_subset, resolve_labels,
                                 stratified_split)
-from tl_hub.data.options import check_data_options
+from tl_hub.data.options import NO_TEST_SPLIT, check_data_options
 from tl_hub.data.report import DataReport
-from tl_hub.data.sources import EVAL_SPLIT_ORDER, Pool, SourceResult, read_source
+from tl_hub.data.sources import TEST_SPLIT_ORDER, VALIDATION_SPLIT_ORDER, Pool, SourceResult, read_source
 from tl_hub.errors import ConfigError, DataError
 
 __all__ = ["load_data", "DataBundle"]
@@ -57,9 +62,11 @@ class DataBundle:
     eval: Any
     labels: list[str]
     report: DataReport
+    test: Any = None  # the held-out test split (never used for selection), or None
 
     def __repr__(self) -> str:
-        return f"DataBundle(train={len(self.train)}, eval={len(self.eval)}, labels={self.labels!r})"
+        test = f", test={len(self.test)}" if self.test is not None else ""
+        return f"DataBundle(train={len(self.train)}, eval={len(self.eval)}{test}, labels={self.labels!r})"
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class _Request:
     config: str | None
     split: str | None
     eval_split: str | None
+    test_split: str | None
     revision: str | None
     eval_fraction: float
     seed: int
@@ -92,6 +100,9 @@ class _Rows:
     train: np.ndarray
     eval: np.ndarray
     available: np.ndarray  # every labelled training row the subset was drawn from
+    test_pool: Pool | None = None
+    test_codes: np.ndarray | None = None
+    test: np.ndarray | None = None
 
 
 def load_data(
@@ -103,6 +114,7 @@ def load_data(
     config: str | None = None,
     split: str | None = None,
     eval_split: str | None = None,
+    test_split: str | None = None,
     revision: str | None = None,
     eval_fraction: float = 0.2,
     seed: int = 0,
@@ -132,8 +144,12 @@ def load_data(
         image_column, label_column: column names (detected when None).
         config, revision: Hub dataset config and revision.
         split: the training split (default ``"train"``, or the only split).
-        eval_split: the eval split; default: the source's validation/test split, else a stratified
-            ``eval_fraction`` split of train with ``seed`` (singleton labels stay in train).
+        eval_split: the eval split (selects the best epoch); default: the source's validation split, else a
+            stratified ``eval_fraction`` split of train with ``seed`` (singleton labels stay in train). A test
+            split is the eval split only when named here (then selection and the reported numbers share it:
+            the report says so).
+        test_split: the held-out test split (``bundle.test``, never used for selection); default: the source's
+            labelled test/testing split when it is not the eval split; ``"none"``: no test split.
         max_train_samples: stratified random cap on training examples (every label kept).
         examples_per_label: class-balanced training subset (seeded).
         on_bad_image: ``"skip"`` (report and drop) or ``"error"``; more than ``max_bad_fraction`` bad
@@ -153,9 +169,10 @@ def load_data(
     import datasets
 
     check_data_options(eval_fraction=eval_fraction, on_bad_image=on_bad_image, max_bad_fraction=max_bad_fraction,
-                       max_train_samples=max_train_samples, examples_per_label=examples_per_label)
-    request = _Request(labels, image_column, label_column, config, split, eval_split, revision, eval_fraction,
-                       seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction)
+                       max_train_samples=max_train_samples, examples_per_label=examples_per_label,
+                       test_split=test_split, train_split=split, eval_split=eval_split)
+    request = _Request(labels, image_column, label_column, config, split, eval_split, test_split, revision,
+                       eval_fraction, seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction)
     bars_were_on = not datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
@@ -169,21 +186,24 @@ def _load(source: Any, request: _Request) -> DataBundle:
     result = read_source(source, image_column=request.image_column, label_column=request.label_column,
                          config=request.config, revision=request.revision)
     split = _train_split(result, request.split)
-    eval_name = _eval_split(result.pools, split, request.eval_split, result.description)
-    used = {split: result.pools[split]} | ({eval_name: result.pools[eval_name]} if eval_name else {})
+    eval_name, test_name = _eval_and_test_splits(result.pools, split, request, result.description)
+    used = {name: result.pools[name] for name in (split, eval_name, test_name) if name}
     chosen = resolve_labels(used, request.labels, result.declared_labels, where=result.description)
     names = chosen.names
     report = _new_report(result, request, names, split, used)
     _note_left_out(report, chosen)
     rows = _split_rows(report, request, used, chosen.codes, split, eval_name, names)
+    _hold_out_test(report, rows, used, chosen.codes, test_name)
     _subsample(report, request, rows, names)
     _check_images(report, request, rows, result)
     _check_labels_covered(report, rows, names, split, result.description)
     train = _finish(rows.train_pool, rows.train, rows.train_codes, names)
     evaluation = _finish(rows.eval_pool, rows.eval, rows.eval_codes, names)
-    report.sizes = {"train": len(train), "eval": len(evaluation)}
+    test = _finish(rows.test_pool, rows.test, rows.test_codes, names) if rows.test_pool is not None else None
+    report.sizes = {"train": len(train), "eval": len(evaluation)} | ({"test": len(test)} if test is not None else {})
     report.used_train, report.used_eval = len(train), len(evaluation)
-    return DataBundle(train=train, eval=evaluation, labels=names, report=report)
+    report.used_test = len(test) if test is not None else 0
+    return DataBundle(train=train, eval=evaluation, labels=names, report=report, test=test)
 
 
 def _train_split(result: SourceResult, split: str | None) -> str:
@@ -207,15 +227,42 @@ def _train_split(result: SourceResult, split: str | None) -> str:
     return split
 
 
-def _eval_split(pools: dict[str, Pool], train_split: str, eval_split: str | None, source: str) -> str | None:
+def _labelled(pool: Pool) -> bool:
+    return any(not is_missing(t) for t in pool.targets)  # Hub test splits are often all -1
+
+
+def _eval_and_test_splits(pools: dict[str, Pool], train_split: str, request: _Request,
+                          source: str) -> tuple[str | None, str | None]:
+    """The eval split (None: a carve-out of train) and the held-out test split (None: no test)."""
+    test = request.test_split
+    if test is not None and test != NO_TEST_SPLIT:
+        if test not in pools:
+            raise DataError(f"test_split: got {test!r}, but {source} has splits {sorted(pools)}; name one of them, "
+                            f"null (automatic: the test split when there is one) or {NO_TEST_SPLIT!r} (no test split)")
+        if test in (train_split, request.eval_split):
+            which = "training" if test == train_split else "eval"
+            raise ConfigError(f"test_split: got {test!r}, the same as the {which} split; the test split is held out "
+                              f"from training and selection: pick another split, or {NO_TEST_SPLIT!r}")
+        if not _labelled(pools[test]):
+            raise DataError(f"test_split: split {test!r} of {source} has no labels; pick a labelled split, or "
+                            f"{NO_TEST_SPLIT!r}")
+    eval_name = _eval_split(pools, train_split, request.eval_split, source, test)
+    if test is None:
+        test = next((name for name in TEST_SPLIT_ORDER if name in pools and name not in (train_split, eval_name)
+                     and _labelled(pools[name])), None)
+    return eval_name, (None if test == NO_TEST_SPLIT else test)
+
+
+def _eval_split(pools: dict[str, Pool], train_split: str, eval_split: str | None, source: str,
+                test_split: str | None) -> str | None:
     if eval_split is not None:
         if eval_split not in pools:
             raise DataError(f"eval_split: got {eval_split!r}, but {source} has splits {sorted(pools)}")
         if eval_split == train_split:
             raise ConfigError(f"eval_split: got {eval_split!r}, the same as the training split; pick another split")
         return eval_split
-    for name in EVAL_SPLIT_ORDER:  # the first labelled validation/test split (Hub test splits are often -1)
-        if name in pools and name != train_split and any(not is_missing(t) for t in pools[name].targets):
+    for name in VALIDATION_SPLIT_ORDER:  # the first labelled validation split; a test split is never picked here
+        if name in pools and name not in (train_split, test_split) and _labelled(pools[name]):
             return name
     return None
 
@@ -263,6 +310,13 @@ def _split_rows(report: DataReport, request: _Request, used: dict[str, Pool], co
     labelled = np.flatnonzero(train_codes >= 0)
     if eval_name:
         report.eval_split, report.eval_from = eval_name, f"the dataset's own {eval_name!r} split"
+        if eval_name in TEST_SPLIT_ORDER:
+            report.selects_on_test = True
+            report.notes.append(
+                f"eval_split={eval_name!r}: the best epoch (and early stopping) is selected on the {eval_name!r} "
+                "split, the same split the final numbers are reported on, so they are optimistic; leave eval_split "
+                "unset to select on a validation split or a carve-out of train and keep the test split held out"
+            )
         return _Rows(used[split], used[eval_name], train_codes, codes[eval_name], labelled,
                      np.flatnonzero(codes[eval_name] >= 0), labelled)
     train_rows, eval_rows, singletons = stratified_split(train_codes, labelled, request.eval_fraction, request.seed)
@@ -274,6 +328,17 @@ def _split_rows(report: DataReport, request: _Request, used: dict[str, Pool], co
             f"{report.singleton_labels}"
         )
     return _Rows(used[split], used[split], train_codes, train_codes, train_rows, eval_rows, train_rows)
+
+
+def _hold_out_test(report: DataReport, rows: _Rows, used: dict[str, Pool], codes: dict[str, np.ndarray],
+                   test_name: str | None) -> None:
+    """The test split's labelled rows, held out: evaluated once after training, never used for selection."""
+    if test_name is None:
+        return
+    rows.test_pool, rows.test_codes = used[test_name], codes[test_name]
+    rows.test = np.flatnonzero(rows.test_codes >= 0)
+    report.test_split = test_name
+    report.test_from = f"the dataset's own {test_name!r} split, held out: evaluated once, after training"
 
 
 def _subsample(report: DataReport, request: _Request, rows: _Rows, names: list[str]) -> None:
@@ -295,12 +360,19 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
     )
     bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval)
     rows.eval = np.array([r for r in rows.eval if int(r) not in bad_eval], dtype=np.int64)
+    bad_test: set[int] = set()
+    if rows.test_pool is not None:
+        bad_test, bad_test_entries = check_rows(rows.test_pool, rows.test)
+        rows.test = np.array([r for r in rows.test if int(r) not in bad_test], dtype=np.int64)
+        bad_eval_entries = bad_eval_entries + bad_test_entries
     report.not_selected = len(rows.available) - len(rows.train) - len(bad_train) + sum(report.labels_left_out.values())
     checked = 0 if rows.train_pool.checked else len(rows.train) + len(bad_train)
     checked += 0 if rows.eval_pool.checked else len(rows.eval) + len(bad_eval)
+    if rows.test_pool is not None and not rows.test_pool.checked:
+        checked += len(rows.test) + len(bad_test)
     missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")
     report.images_checked = checked + missing
-    report.bad_images = len(bad_train) + len(bad_eval) + missing
+    report.bad_images = len(bad_train) + len(bad_eval) + len(bad_test) + missing
     report.skipped.extend(bad_train_entries + bad_eval_entries)
     apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)
 
@@ -308,12 +380,16 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
 def _check_labels_covered(report: DataReport, rows: _Rows, names: list[str], split: str, description: str) -> None:
     report.per_label = {"train": _counts(rows.train_codes, rows.train, names),
                         "eval": _counts(rows.eval_codes, rows.eval, names)}
-    unseen = [name for name in names if report.per_label["eval"][name] and not report.per_label["train"][name]]
-    if unseen:
-        raise DataError(
-            f"eval split {report.eval_split!r} has labels that the training split {split!r} does not: {unseen}; "
-            "add training images for them or drop them from the eval split"
-        )
+    if rows.test is not None:
+        report.per_label["test"] = _counts(rows.test_codes, rows.test, names)
+    for side, name in (("eval", report.eval_split), ("test", report.test_split)):
+        counts = report.per_label.get(side, {})
+        unseen = [label for label in names if counts.get(label) and not report.per_label["train"][label]]
+        if unseen:
+            raise DataError(
+                f"{side} split {name!r} has labels that the training split {split!r} does not: {unseen}; "
+                f"add training images for them or drop them from the {side} split"
+            )
     empty = [name for name, n in report.per_label["train"].items() if n == 0]
     if empty:
         raise DataError(

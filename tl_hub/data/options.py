@@ -13,12 +13,38 @@ from __future__ import annotations
 from tl_hub.errors import ConfigError
 from tl_hub.validation import check_positive_int, check_range
 
-__all__ = ["MIN_IMAGE_SIZE", "ON_BAD_IMAGE", "check_data_options", "check_image_size"]
+__all__ = ["MIN_IMAGE_SIZE", "NO_TEST_SPLIT", "ON_BAD_IMAGE", "check_data_options", "check_image_size",
+           "check_test_split"]
 
 #: what to do with an unreadable image
 ON_BAD_IMAGE = ("skip", "error")
 #: the smallest training/eval image side tl_hub accepts (smaller crops leave conv nets nothing to see)
 MIN_IMAGE_SIZE = 16
+#: the ``test_split`` value that leaves the test split out (no held-out evaluation)
+NO_TEST_SPLIT = "none"
+
+
+def check_test_split(test_split: str | None, *, train_split: str | None = None, eval_split: str | None = None) -> None:
+    """Raise ConfigError unless `test_split` is None (automatic), ``"none"`` or a split name that is neither the
+    training split nor the eval split (the test split is held out from both). Whether the dataset has the split
+    is checked when it is read (`tl_hub.data.load_data`).
+
+    Example:
+        >>> check_test_split("test", eval_split="test")
+        Traceback (most recent call last):
+        ...
+        tl_hub.errors.ConfigError: test_split: got 'test', the same as eval_split; the test split is held out from training and selection: name another split, null (automatic) or 'none' (no test split)
+    """
+    if test_split is None:
+        return
+    if not isinstance(test_split, str) or not test_split.strip():
+        raise ConfigError(f"test_split: got {test_split!r}; expected a split name (e.g. 'test'), null (automatic: the "
+                          f"dataset's test split when there is one) or {NO_TEST_SPLIT!r} (no test split)")
+    for key, other in (("train_split", train_split), ("eval_split", eval_split)):
+        if other is not None and test_split == other:
+            raise ConfigError(f"test_split: got {test_split!r}, the same as {key}; the test split is held out from "
+                              f"training and selection: name another split, null (automatic) or {NO_TEST_SPLIT!r} "
+                              "(no test split)")
 
 
 def check_image_size(image_size: int | None) -> None:
@@ -43,6 +69,9 @@ def check_data_options(
     max_train_samples: int | None = None,
     examples_per_label: int | None = None,
     image_size: int | None = None,
+    test_split: str | None = None,
+    train_split: str | None = None,
+    eval_split: str | None = None,
 ) -> None:
     """Raise ConfigError naming the first invalid option (the value received and what is allowed).
 
@@ -59,3 +88,4 @@ def check_data_options(
     check_positive_int("max_train_samples", max_train_samples)
     check_positive_int("examples_per_label", examples_per_label)
     check_image_size(image_size)
+    check_test_split(test_split, train_split=train_split, eval_split=eval_split)

@@ -25,7 +25,7 @@ _KIND_ORDER = {"bad_image": 0, "no_label": 1, "ignored": 2}
 class DataReport:
     """Everything `load_data` found, decided and skipped; ``to_dict()`` goes into run_info.json.
 
-    ``entries_found = used_train + used_eval + not_selected + skipped`` always holds (see
+    ``entries_found = used_train + used_eval + used_test + not_selected + skipped`` always holds (see
     `accounted`): every file or row the source offered is in exactly one bucket, and every skipped
     one is listed in ``skipped`` with its reason.
 
@@ -43,12 +43,16 @@ class DataReport:
     train_split: str = "train"
     eval_split: str | None = None
     eval_from: str = ""
+    test_split: str | None = None  # the held-out test split (evaluated once after training), or None
+    test_from: str = ""
+    selects_on_test: bool = False  # eval_split named a test split: selection and the reported numbers share it
     sizes: dict[str, int] = field(default_factory=dict)
     per_label: dict[str, dict[str, int]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     entries_found: int = 0
     used_train: int = 0
     used_eval: int = 0
+    used_test: int = 0
     not_selected: int = 0  # subsampling, and the images of labels left out by `labels`
     labels_left_out: dict[str, int] = field(default_factory=dict)  # label not in `labels` -> images left out
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -61,7 +65,8 @@ class DataReport:
     @property
     def accounted(self) -> bool:
         """True when every found entry is used, not selected, or skipped with a reason."""
-        return self.entries_found == self.used_train + self.used_eval + self.not_selected + len(self.skipped)
+        return self.entries_found == (self.used_train + self.used_eval + self.used_test + self.not_selected
+                                      + len(self.skipped))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict.
@@ -89,8 +94,11 @@ class DataReport:
             f"  train: {self.sizes.get('train', 0)} ({self.train_split}); eval: {self.sizes.get('eval', 0)} "
             f"({self.eval_from})"
         )
+        if self.test_split:
+            lines.append(f"  test: {self.sizes.get('test', 0)} ({self.test_from})")
+        test = f"{self.used_test} test + " if self.test_split else ""
         lines.append(
-            f"  entries found: {self.entries_found} = {self.used_train} train + {self.used_eval} eval + "
+            f"  entries found: {self.entries_found} = {self.used_train} train + {self.used_eval} eval + {test}"
             f"{self.not_selected} not selected + {len(self.skipped)} skipped"
         )
         if self.unused_splits:

@@ -43,7 +43,11 @@ SPLIT_ALIASES = {
     "test": "test",
     "testing": "test",
 }
-EVAL_SPLIT_ORDER = ("validation", "valid", "val", "dev", "eval", "evaluation", "test", "testing")
+#: validation-like split names, in the order `load_data` picks the eval split (best epoch, early stopping)
+VALIDATION_SPLIT_ORDER = ("validation", "valid", "val", "dev", "eval", "evaluation")
+#: test-like split names, in the order `load_data` picks the held-out test split (evaluated once, at the end)
+TEST_SPLIT_ORDER = ("test", "testing")
+EVAL_SPLIT_ORDER = VALIDATION_SPLIT_ORDER + TEST_SPLIT_ORDER
 IMAGE_COLUMN_NAMES = (
     "image", "img", "images", "image_path", "path", "file", "filename", "file_name", "filepath", "file_path",
 )
