@@ -65,8 +65,9 @@ def label_mapping(data_labels: list[str], model_labels: list[str], *, model: str
 def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, split: str | None = None,
                    revision: str | None = None, batch_size: int = 64, num_workers: int = 0,
                    image_column: str | None = None, label_column: str | None = None,
-                   overwrite: bool = False) -> EvaluationResult:
-    """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md.
+                   overwrite: bool = False, progress: bool = True) -> EvaluationResult:
+    """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md. `progress`:
+    a progress bar over the batches (tqdm; also off with TQDM_DISABLE=1).
 
     Example:
         >>> evaluate_model("me/fashion-lite0", "my_test_images", output_dir="eval").metrics["accuracy"]  # doctest: +SKIP
@@ -80,7 +81,7 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     model_labels = [str(network.config.id2label[i]) for i in range(network.config.num_labels)]
     rows, split_name, data_labels = _rows(dataset, split, image_column, label_column)
     mapping = label_mapping(data_labels, model_labels, model=str(model), dataset=str(dataset))
-    logits, references = _predict(network, processor, rows, batch_size, num_workers)
+    logits, references = _predict(network, processor, rows, batch_size, num_workers, progress)
     metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
     doc = {"evaluation": True, "model": str(model), "revision": revision, "dataset": str(dataset), "split": split_name,
            "num_examples": len(references), **metrics_report(metrics), "labels": model_labels}
@@ -118,7 +119,8 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
     return concatenate_datasets([data.train, data.eval]), "all images", list(data.labels)
 
 
-def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int) -> tuple[Any, Any]:
+def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int,
+             progress: bool) -> tuple[Any, Any]:
     """Logits and the dataset's label ids of every row, through the model's own eval transform."""
     import torch
 
@@ -131,7 +133,7 @@ def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_worke
     items = ImageClassificationDataset(rows, image_spec(processor), train=False, cache=False)
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=torch.cuda.is_available())
-    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items)
+    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, progress=progress)
     return output.logits, output.labels
 
 

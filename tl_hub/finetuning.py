@@ -50,6 +50,7 @@ from tl_hub.hardware import (
     tune_cuda,
     wants_channels_last,
 )
+from tl_hub.imbalance import ImbalancePlan, plan_imbalance
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
 from tl_hub.policy import FreezePolicy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
 from tl_hub.reporting import main_process_reporter, use_console
@@ -58,7 +59,8 @@ from tl_hub.trackers import make_trackers, run_hparams, tracker_init_kwargs
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
            "locate_sources",
-           "metrics_document", "push_output_folder", "resolve_config", "run_facts", "train_model",
+           "metrics_document", "plan_class_balance", "push_output_folder", "resolve_config", "run_facts",
+           "train_label_counts", "train_model",
            "write_output_folder"]
 
 @dataclass
@@ -112,6 +114,7 @@ class Training:
     seconds: float
     learning_rate: float
     learning_rate_full_phase: float | None  # lp-ft's second phase
+    balance: ImbalancePlan | None = None  # the class weights and sampler the loop used
     test_split: str | None = None  # the held-out split the saved model was evaluated on once (outcome.test_eval)
     test_metrics: dict[str, Any] = field(default_factory=dict)  # every metric of the saved model on it
 
@@ -284,7 +287,7 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     num_depths = depth_info(model).max_depth + 1 if config.policy == "auto" else None
     policy = resolve_policy(config.policy, num_examples=len(data.train), num_labels=len(data.labels),
                             num_depths=num_depths, train_fraction=config.train_fraction,
-                            head_epochs_fraction=config.head_epochs_fraction)
+                            head_epochs_fraction=config.head_epochs_fraction, label_counts=train_label_counts(data))
     if config.policy == "auto":
         say(f"policy: {policy.name} (auto) -- {policy.reason}")
     else:
@@ -292,6 +295,34 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     summary = apply_policy(model, policy, phase=plan_phases(policy, config.epochs)[0].lp_ft_phase)
     say(f"trainable parameters: {summary.trainable_params:,} of {summary.trainable_params + summary.frozen_params:,}")
     return model, policy, summary
+
+
+def train_label_counts(data: Any) -> list[int] | None:
+    """The training images of each label, in label-id order, from the data report (None when it has none).
+
+    Example:
+        >>> train_label_counts(load_run_data(RecipeConfig(dataset="bundled:digits", examples_per_label=5)))[:2]  # doctest: +SKIP
+        [5, 5]
+    """
+    per_label = (getattr(data.report, "per_label", None) or {}).get("train")
+    if not per_label:
+        return None
+    return [int(per_label.get(name, 0)) for name in data.labels]
+
+
+def plan_class_balance(config: RecipeConfig, data: Any) -> ImbalancePlan:
+    """What the run does about uneven labels (`class_weights`, `sampler`), from the training label counts.
+
+    Example:
+        >>> plan_class_balance(RecipeConfig(dataset="x", class_weights="auto"), data).reason  # doctest: +SKIP
+        'largest/smallest label ratio 20.0 (Trouser: 1,000, Shirt: 50), above 3: ...'
+    """
+    counts = train_label_counts(data)
+    if counts is None:  # no report counts (a hand-made bundle): count the labels themselves
+        import numpy as np
+
+        counts = np.bincount(np.asarray(data.train["label"]), minlength=len(data.labels)).tolist()
+    return plan_imbalance(config.class_weights, config.sampler, list(data.labels), counts)
 
 
 def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
@@ -324,8 +355,11 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         >>> training.outcome.best_epoch  # doctest: +SKIP
         3
     """
+    from tl_hub.loss import LossSpec
     from tl_hub.train import TrainArgs
 
+    balance = plan_class_balance(config, data)
+    say(f"class balance: {balance.reason}")
     use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
@@ -338,6 +372,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
+        loss=LossSpec(class_weights=balance.loss_weights), sampler=balance.sampler,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
     started = time.perf_counter()
@@ -353,7 +388,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         last_phase_summary=_last_phase_summary(model, policy, plan), feature_cache_used=use_features,
         feature_info=feature_info,
         seconds=time.perf_counter() - started, learning_rate=plan[0].learning_rate,
-        learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None,
+        learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None, balance=balance,
         test_split=data.report.test_split if outcome.test_eval is not None else None, test_metrics=outcome.test_metrics,
     )
 
@@ -421,7 +456,7 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     # CPU the per-item crop is the faster one (see hardware.augments_batches_on_device)
     on_device = augments_batches_on_device(loop.accelerator.device.type)
     budget = image_cache_budget(config.image_cache_max_gb)
-    cache = {"cache": budget != 0, "cache_max_bytes": budget}
+    cache = {"cache": budget != 0, "cache_max_bytes": budget, "progress": config.progress}
     train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
                                           uint8_items=on_device, **cache)
     eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)
@@ -593,7 +628,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     hyper = {k: getattr(config, k) for k in (
         "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
         "warmup_ratio", "max_grad_norm", "seed", "image_size", "metric_for_best_model",
-        "early_stopping_patience")}
+        "early_stopping_patience", "class_weights", "sampler")}
     hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
                  augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
                  eval_batch_size=config.eval_batch_size or config.batch_size)
@@ -608,6 +643,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "mixed_precision": accelerator.mixed_precision, "device": describe_device(accelerator),
         "train_runtime_s": round(training.seconds, 2), "total_runtime_s": round(time.perf_counter() - started, 2),
         "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
+        "imbalance": training.balance.to_dict() if training.balance is not None else None,
         "stopped_early": training.outcome.stopped_early,
         "time_to_first_step_s": [round(t, 3) for t in training.outcome.time_to_first_step_s],
     }
@@ -685,6 +721,11 @@ def _report_end(say: Callable[[str], None], config: RecipeConfig, output_dir: Pa
     if test:
         say(f"test ({test['split']!r} split, held out, evaluated once with the saved model): "
             + ", ".join(f"{k} {v:.4f}" for k, v in test["final"].items()) + f" on {test['num_examples']} images")
+    recall = {name: v["recall"] for name, v in (metrics_doc.get("per_label") or {}).items() if "recall" in v}
+    if recall:  # lowest first: the labels an imbalanced run is most likely to miss
+        worst = sorted(recall.items(), key=lambda item: item[1])
+        say("per-label recall (lowest first): " + ", ".join(f"{name} {value:.4f}" for name, value in worst[:10])
+            + (f", ... ({len(worst) - 10} more in metrics.json)" if len(worst) > 10 else ""))
     say(f"Hub-ready folder: {output_dir.resolve()}")
     if not config.push_to_hub:
         say(f"push it with:  tl-hub push {output_dir} USER/REPO")
