@@ -85,7 +85,8 @@ def test_smoke_run_writes_tables_and_every_section(tmp_path):
     assert "auto" in quality["policies"] and "auto_gap_points" in quality
     # a run's fixed cost: the bundled-data head run against its forward pass over ready tensors, same process
     fixed_arm = next(r["result"] for r in records if r["section"] == "fixed")
-    assert fixed_arm["images"] == 40 + 2000 and fixed_arm["epochs_run"] == 2 and fixed_arm["feature_cache_used"]
+    # 40 training images, the 600-image eval carve-out of train, the 2,000 held-out test images
+    assert fixed_arm["images"] == 40 + 600 + 2000 and fixed_arm["epochs_run"] == 2 and fixed_arm["feature_cache_used"]
     assert 0 < fixed_arm["forward_s"] and fixed_arm["ratio"] == pytest.approx(fixed_arm["wall_s"] / fixed_arm["forward_s"])
     fixed = summary["fixed"][0]
     from tl_hub.config import quickstart_config

@@ -170,6 +170,51 @@ def test_card_metric_types_are_distinct_and_the_hyperparameters_say_what_ran(tmp
     assert "`augment`" not in card.text
 
 
+def _with_test_split(out: Path, test_accuracy: float = 0.5) -> dict:
+    """Give the fixed run a held-out test section as training writes it (metrics.json `test`, the report's
+    test split); returns the test section."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    labels = metrics["labels"]
+    test = {"split": "test", "num_examples": 30,
+            "final": {"accuracy": test_accuracy, "precision_macro": 0.51, "recall_macro": 0.52, "f1_macro": 0.53},
+            "per_label": {n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for n in labels},
+            "confusion_matrix": [[10 if i == j else 0 for j in labels] for i in labels]}
+    metrics["test"] = test
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    info = json.loads((out / "run_info.json").read_text())
+    info["data"].update(test_split="test", used_test=30, sizes={**info["data"]["sizes"], "test": 30})
+    (out / "run_info.json").write_text(json.dumps(info))
+    return test
+
+
+def test_a_held_out_test_split_has_its_own_section_and_is_the_model_index_result(tmp_path):
+    out = _copy_run(tmp_path)
+    eval_accuracy = json.loads((out / "metrics.json").read_text())["final"]["accuracy"]
+    _with_test_split(out, test_accuracy=0.4567)
+    card = render_model_card(out, repo_id="tester/colours-vit")
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["accuracy"].metric_value == pytest.approx(0.4567) != pytest.approx(eval_accuracy)
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    text = card.text
+    assert "On the held-out `test` split (30 images), evaluated once with the saved model" in text
+    assert "### Test: the held-out `test` split" in text and "Per label (test):" in text
+    assert "### Evaluation split (selection)" in text
+    assert ("- **Evaluation split:** stratified 20 % of train (seed 0): a carve-out of `train` of 12 images; it "
+            "chose the best epoch") in text
+    assert "- **Test split:** the dataset's own `test` split (30 images), held out" in text
+    assert "| Accuracy | 0.4567 |" in text
+
+
+def test_selecting_on_the_test_split_is_said_on_the_card(tmp_path):
+    out = _copy_run(tmp_path)
+    info = json.loads((out / "run_info.json").read_text())
+    info["data"].update(eval_split="test", eval_from="the dataset's own 'test' split", selects_on_test=True)
+    (out / "run_info.json").write_text(json.dumps(info))
+    card = render_model_card(out, repo_id="tester/colours-vit")
+    assert "which also chose the best epoch (`eval_split` names a test\nsplit), so these numbers are optimistic" in card.text
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"} and "### Test:" not in card.text
+
+
 def test_card_says_how_uneven_the_labels_were_and_what_was_done(tmp_path):
     """run_info's "imbalance" (what `finetuning.run_facts` writes: `tl_hub.imbalance.ImbalancePlan.to_dict`) is
     one line of the card's data section, with the loss weights; a run_info without it (older runs) has none."""

@@ -1,4 +1,4 @@
-"""Two real CPU processes (gloo) run the recipe: same eval metrics as one process, one writer."""
+"""Two real CPU processes (gloo) run the recipe: same eval and held-out test metrics as one process, one writer."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("mp")
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not installed")
-    data = write_image_folder(tmp_path / "imgs", LABELS, per_label=12, seed=0)
+    data = tmp_path / "imgs"  # train/ (eval: a 1/3 carve-out of it) and a held-out test/ split
+    write_image_folder(data / "train", LABELS, per_label=12, seed=0)
+    write_image_folder(data / "test", LABELS, per_label=5, seed=1)  # 15 rows: not a multiple of 2 processes
     model = tiny_checkpoint("vit", tmp_path / "vit")
     recipe = {"model": str(model), "dataset": str(data), "image_size": 32, "policy": "full", "epochs": 2,
               "batch_size": 8, "eval_batch_size": 5, "eval_fraction": 1 / 3, "seed": 0, "augment": True,
@@ -59,6 +61,19 @@ def test_two_processes_one_writer_exact_eval_count(runs):
     assert files(tmp_path / "two") == files(tmp_path / "one")
     assert multi.stdout.count("Hub-ready folder:") == 1
     assert multi.stdout.count("final eval:") == 1
+    assert multi.stdout.count("test ('test' split, held out") == 1
+
+
+def test_two_processes_give_the_test_metrics_of_one(runs):
+    """The held-out test split, evaluated once at the end by both processes, gathered exactly once per row."""
+    tmp_path, _ = runs
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m1["test"]["split"] == m2["test"]["split"] == "test"
+    assert m1["test"]["num_examples"] == m2["test"]["num_examples"] == 15
+    assert m2["test"]["final"] == m1["test"]["final"]
+    assert m2["test"]["confusion_matrix"] == m1["test"]["confusion_matrix"]
+    assert sum(map(sum, m2["test"]["confusion_matrix"])) == 15
 
 
 def test_two_processes_train_the_same_model_as_one(runs):

@@ -301,6 +301,24 @@ def test_resume_two_cpu_processes(assets, tmp_path):
     run_chain(assets, tmp_path, "ddp", {}, [{"KILL_AT_STEP": kill_step}], procs=2)
 
 
+def test_resume_with_a_held_out_test_split(assets, tmp_path):
+    """A train + test source: eval is a stratified carve-out of train (a pure function of the seed) and the test
+    split is evaluated once, at the end; a killed and resumed run equals the uninterrupted one, test included."""
+    data = tmp_path / "split"
+    rng = np.random.default_rng(1)
+    for side, per_label in (("train", 9), ("test", 4)):
+        for k, name in enumerate(["red", "green", "blue"]):
+            (data / side / name).mkdir(parents=True)
+            for i in range(per_label):
+                arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
+                arr[..., k] += 150
+                Image.fromarray(arr).save(data / side / name / f"{i}.png")
+    run_chain(assets, tmp_path, "test-split", {"dataset": str(data)}, [{"KILL_AT_STEP": RNG.randint(3, 13)}])
+    ref, chain = (json.loads((tmp_path / f"test-split-{w}" / "metrics.json").read_text()) for w in ("ref", "chain"))
+    assert chain["test"] == ref["test"] and ref["test"]["split"] == "test" and ref["test"]["num_examples"] == 12
+    assert chain["final"] == ref["final"] and ref["num_eval_examples"] == 6  # a 0.25 carve-out of train's 27
+
+
 # class imbalance (issue [6/7]): the uneven folder trains on 12 / 3 / 3 images (ratio 4 > 3: auto weights on)
 def _imbalance_facts(out: Path, log: Path) -> tuple[dict, list[list[int]]]:
     """run_info.json's "imbalance" and the sample indices of each epoch (from the reference run's step log)."""

@@ -315,6 +315,8 @@ def _accounting(data: dict) -> str:
         return ""
     text = (f"{found:,} entries found: {data.get('used_train', 0):,} for training, {data.get('used_eval', 0):,} "
             f"for evaluation")
+    if data.get("used_test"):
+        text += f", {data['used_test']:,} held out for the test"
     if data.get("not_selected"):
         options = {k: v for k, v in (data.get("options") or {}).items()
                    if k in ("examples_per_label", "max_train_samples") and v is not None}
@@ -430,6 +432,30 @@ def _cli_command(command: Any) -> str | None:
     return command if first in runnable or first.startswith("python3.") else None
 
 
+def _eval_text(data: dict, eval_size: Any, chose_best: bool = False) -> str | None:
+    """Where the evaluation split (the one that chose the best epoch) came from, and its size."""
+    eval_from = data.get("eval_from")
+    if not eval_from:
+        return None
+    text = str(eval_from)
+    if isinstance(eval_size, int):
+        text += (f" ({eval_size:,} images)" if data.get("eval_split") else
+                 f": a carve-out of `{data.get('train_split') or 'train'}` of {eval_size:,} images")
+    return text + ("; it chose the best epoch" if chose_best else "")
+
+
+def _test_section(metrics: dict, labels: list[str]) -> dict[str, Any] | None:
+    """The held-out test results (metrics.json's ``test``): split name, size, headline and per-label tables."""
+    test = metrics.get("test")
+    if not isinstance(test, dict) or not test.get("final"):
+        return None
+    return {"split": test.get("split") or "test", "size": f"{test['num_examples']:,}" if isinstance(
+                test.get("num_examples"), int) else "?",
+            "table": _md_table(["metric", "value"], [[_METRIC_NAMES.get(k, k), v] for k, v in test["final"].items()
+                                                     if isinstance(v, (int, float))]),
+            "per_label_table": _per_label_table(test, labels)}
+
+
 def _limitations(run_info: dict, metrics: dict, labels: list[str], eval_size: Any) -> list[str]:
     notes = [
         f"It only knows the {len(labels) or 'trained'} labels it was trained on: every image gets one of them, "
@@ -525,8 +551,12 @@ def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
     the headline metrics as model-index eval results."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    run_info, final = inputs["run_info"], inputs["metrics"].get("final") or {}
+    run_info, metrics = inputs["run_info"], inputs["metrics"]
     data, policy = run_info.get("data") or {}, run_info.get("policy") or {}
+    # the model-index holds the held-out test results, under the split's real name, when there was a test split
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else None
+    final = (test.get("final") if test else metrics.get("final")) or {}
+    split = str(test.get("split") or "test") if test else str(data.get("eval_split") or "eval")
     base_meta, _ = _base_model_section(run_info)
     dataset_id, dataset_type, _ = _dataset_info(data)
     dataset_name = str(data.get("name") or dataset_id or Path(str(data.get("source") or dataset_type)).name)
@@ -537,7 +567,7 @@ def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
             eval_results.append(EvalResult(
                 task_type="image-classification", task_name="Image Classification",
                 dataset_type=dataset_type, dataset_name=dataset_name,
-                dataset_split=str(data.get("eval_split") or "eval"), metric_type=_METRIC_IDS[key],
+                dataset_split=split, metric_type=_METRIC_IDS[key],
                 metric_name=_METRIC_NAMES[key], metric_value=round(float(value), 6),
                 metric_args={"average": "macro"} if key.endswith("_macro") else ({"k": 5} if key == "top5_accuracy" else None),
             ))
@@ -564,6 +594,7 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
     splits = _split_sizes(data)
     eval_split = data.get("eval_split") or "eval"
     eval_size = next((r[1] for r in splits if r[0] in (eval_split, "eval", "validation", "test")), None)
+    test = _test_section(metrics, labels)
     hyper = run_info.get("hyperparameters") or {}
     versions = run_info.get("framework_versions") or {}
     hub_license = _hub_license(run_info, inputs["recipe"])
@@ -578,7 +609,9 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "parent": run_info.get("parent_model"),
         "policy": _policy_section(policy) if policy else None,
         "dataset_text": _dataset_info(data)[2],
-        "eval_from": data.get("eval_from") or None,
+        "eval_from": _eval_text(data, eval_size, chose_best=bool(test)),
+        "test": test,
+        "selects_on_test": bool(data.get("selects_on_test")),
         "data_notes": [str(n) for n in data.get("notes") or []],
         "accounting": _accounting(data),
         "class_balance": _class_balance(run_info.get("imbalance")),

@@ -12,7 +12,7 @@ Example:
     >>> result = evaluate_model("tl_hub_output/quickstart", "bundled:fashion_mnist",
     ...                         output_dir="tl_hub_eval/quickstart")  # doctest: +SKIP
     >>> round(result.metrics["accuracy"], 4)  # doctest: +SKIP
-    0.8295
+    0.817
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
         0.91
     """
     from tl_hub.hub import load
+    from tl_hub.metrics import metrics_report
 
     out = _prepare_output(Path(output_dir).expanduser(), overwrite)
     network, processor = load(model, revision=revision)
@@ -83,9 +84,7 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     logits, references = _predict(network, processor, rows, batch_size, num_workers, progress)
     metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
     doc = {"evaluation": True, "model": str(model), "revision": revision, "dataset": str(dataset), "split": split_name,
-           "num_examples": len(references), "final": {k: v for k, v in metrics.items()
-                                                      if k not in ("per_label", "confusion_matrix")},
-           "per_label": metrics["per_label"], "confusion_matrix": metrics["confusion_matrix"], "labels": model_labels}
+           "num_examples": len(references), **metrics_report(metrics), "labels": model_labels}
     _write(out, doc)
     return EvaluationResult(str(out), metrics, len(references), split_name, model_labels)
 

@@ -63,9 +63,6 @@ __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "l
            "train_label_counts", "train_model",
            "write_output_folder"]
 
-_HEADLINE_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
-
-
 @dataclass
 class FinetuneResult:
     """What `finetune` returns.
@@ -82,6 +79,9 @@ class FinetuneResult:
         train_runtime_s: seconds of training (the feature pass included).
         push_url: the commit URL when pushed.
         labels: the label names, in class-id order.
+        test_metrics: the saved model's metrics on the held-out test split (evaluated once, after training;
+            never used to select it), same keys as `metrics`; empty when there was no test split.
+        test_split: the name of that split, or None.
 
     Example:
         >>> FinetuneResult("out", {"accuracy": 1.0}, None).metrics["accuracy"]
@@ -98,6 +98,8 @@ class FinetuneResult:
     train_runtime_s: float = 0.0
     push_url: str | None = None
     labels: list[str] = field(default_factory=list)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    test_split: str | None = None
 
 
 @dataclass
@@ -113,6 +115,8 @@ class Training:
     learning_rate: float
     learning_rate_full_phase: float | None  # lp-ft's second phase
     balance: ImbalancePlan | None = None  # the class weights and sampler the loop used
+    test_split: str | None = None  # the held-out split the saved model was evaluated on once (outcome.test_eval)
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # every metric of the saved model on it
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,12 +179,12 @@ def finetune(config: Any = None, *, callbacks: Sequence[Callable[[str, Any], Non
         if trackers:
             accelerator.end_training()
         push_url = push_output_folder(config, output_dir, accelerator)
-        _report_end(say, config, output_dir, metrics_doc, training)
+        _report_end(say, config, output_dir, metrics_doc, training, data.report)
     return FinetuneResult(
         output_dir=str(output_dir), metrics=training.final_metrics, policy=policy, summary=summary,
         best_epoch=training.outcome.best_epoch, history=training.outcome.history,
         feature_cache_used=training.feature_cache_used, train_runtime_s=training.seconds, push_url=push_url,
-        labels=list(data.labels),
+        labels=list(data.labels), test_metrics=training.test_metrics, test_split=training.test_split,
     )
 
 
@@ -194,7 +198,8 @@ def start_trackers(accelerator: Any, config: RecipeConfig, trackers: list[Any], 
     phase = "head" if policy.name == "lp-ft" else None  # lp-ft starts with its head phase
     hparams = run_hparams(config.to_dict(), policy=policy.name,
                           learning_rate=peak_learning_rate(policy.name, phase, config.learning_rate),
-                          sizes={"train": len(data.train), "eval": len(data.eval), "labels": len(data.labels)})
+                          sizes={"train": len(data.train), "eval": len(data.eval), "labels": len(data.labels),
+                                 **({"test": len(data.test)} if data.test is not None else {})})
     accelerator.init_trackers(config.tracker_project, config=hparams,
                               init_kwargs=tracker_init_kwargs(trackers, _run_name(config)))
 
@@ -359,7 +364,8 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
                 callbacks: Sequence[Callable[[str, Any], None]] = ()) -> Training:
     """Train as the policy says. Under `head`, and in lp-ft's head phase (unless `feature_cache: off`), the
     frozen backbone runs once over the data and the head trains on its features; every other phase trains
-    on the images, phase by phase. `model` holds the best epoch's weights afterwards.
+    on the images, phase by phase. `model` holds the best epoch's weights afterwards; when the data has a
+    held-out test split, the loop evaluated that model on it once, at the end (`Training.test_metrics`).
 
     Example:
         >>> training = train_model(config, accelerator, data, model, policy, spec)  # doctest: +SKIP
@@ -392,7 +398,8 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
     loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics),
                        tuple(callbacks))
     started = time.perf_counter()
-    features = _cached_features(loop, model, spec, plan, channels_last) if use_features else None
+    features = (_cached_features(loop, model, spec, plan, channels_last, with_test=policy.name == "head")
+                if use_features else None)
     if features is not None and policy.name == "head":
         outcome = _train_head_on_features(loop, model, plan, features)
     else:
@@ -404,6 +411,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         feature_info=feature_info,
         seconds=time.perf_counter() - started, learning_rate=plan[0].learning_rate,
         learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None, balance=balance,
+        test_split=data.report.test_split if outcome.test_eval is not None else None, test_metrics=outcome.test_metrics,
     )
 
 
@@ -475,21 +483,25 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
                                           uint8_items=on_device, **cache)
     eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)
+    test = getattr(loop.data, "test", None)  # held out: the eval transform and the eval data's pixel cache path
+    test_ds = ImageClassificationDataset(test, spec, train=False, uint8_items=True, **cache) if test is not None else None
     return loop_module.train(
         model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
         phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
-        ids=loop.train_ids, log=loop.say, callbacks=loop.callbacks,
+        ids=loop.train_ids, log=loop.say, callbacks=loop.callbacks, test_dataset=test_ds,
     )
 
 
 @dataclass
 class _Features:
-    """The frozen backbone's features of the train and eval images, the head they feed, and how they were made."""
+    """The frozen backbone's features of the train, eval (and held-out test) images, the head they feed, and how
+    they were made."""
 
     head: Any  # HeadOnFeatures over the model's own head module (trained in place)
     train: Any  # FeatureDataset
     eval: Any  # FeatureDataset
     info: dict[str, Any]
+    test: Any = None  # FeatureDataset of the test split, when the head phase is the last one and there is one
 
     def phase(self, loop_module: Any, step: Any, weight_decay: float, setup: Any = None) -> Any:
         """The loop phase that trains the head alone on these features."""
@@ -497,11 +509,14 @@ class _Features:
 
         return loop_module.Phase(step.name, step.epochs, lambda m: simple_param_groups(m, step.learning_rate, weight_decay),
                                  setup=setup, learning_rate=step.learning_rate, module=self.head,
-                                 train_dataset=self.train, eval_dataset=self.eval, channels_last=False)
+                                 train_dataset=self.train, eval_dataset=self.eval, channels_last=False,
+                                 test_dataset=self.test)
 
 
-def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], channels_last: bool) -> _Features:
-    """Run the frozen backbone once over train and eval images (kept on disk when `feature_cache_dir` is set)."""
+def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], channels_last: bool, *,
+                     with_test: bool = False) -> _Features:
+    """Run the frozen backbone once over train and eval images (kept on disk when `feature_cache_dir` is set), and
+    over the held-out test images when `with_test` (the head phase is the last: the test evaluation reads them)."""
     from tl_hub.data.dataset import ImageClassificationDataset
     from tl_hub.features import FeatureDataset, HeadOnFeatures, features_for, head_module
 
@@ -510,10 +525,13 @@ def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], 
         loop.say("feature cache: training images are not augmented while the head trains on features (computed "
                  "once with the eval transform); set feature_cache: off to train the head on augmented images")
     # the feature pass reads each image exactly once: decode on the fly instead of holding a cache
+    test = getattr(loop.data, "test", None) if with_test else None
     datasets = {"train": ImageClassificationDataset(loop.data.train, spec, train=False, cache=False),
                 "eval": ImageClassificationDataset(loop.data.eval, spec, train=False, cache=False)}
+    if test is not None:
+        datasets["test"] = ImageClassificationDataset(test, spec, train=False, cache=False)
     key = [config.model, config.revision, _fingerprint(loop.data.train), _fingerprint(loop.data.eval), repr(spec),
-           accelerator.mixed_precision]
+           accelerator.mixed_precision, *([_fingerprint(test)] if test is not None else [])]
     batch = feature_batch_size(config.eval_batch_size, config.batch_size, accelerator.device.type)
     started = time.perf_counter()
     features = {split: features_for(model, ds, accelerator=accelerator, batch_size=batch, split=split,
@@ -521,14 +539,15 @@ def _cached_features(loop: _LoopInputs, model: Any, spec: Any, plan: list[Any], 
                                      channels_last=channels_last, log=loop.say, progress=config.progress)
                 for split, ds in datasets.items()}
     seconds = time.perf_counter() - started
-    n_images = len(datasets["train"]) + len(datasets["eval"])
+    n_images = sum(len(ds) for ds in datasets.values())
     loop.say(f"feature cache: {n_images} images through the frozen backbone once in {seconds:.1f} s "
              f"({n_images / max(seconds, 1e-9):.0f} img/s, precision {accelerator.mixed_precision}); the head trains "
              f"on {features['train'][0].shape[-1]}-d features for {plan[0].epochs} epoch(s)")
     info = {"images": n_images, "seconds": seconds, "images_per_second": n_images / max(seconds, 1e-9),
             "dim": int(features["train"][0][0].numel()), "disk_cache": config.feature_cache_dir}
     return _Features(HeadOnFeatures(head_module(model)), FeatureDataset(*features["train"]),
-                     FeatureDataset(*features["eval"]), info)
+                     FeatureDataset(*features["eval"]), info,
+                     FeatureDataset(*features["test"]) if "test" in features else None)
 
 
 def _train_head_on_features(loop: _LoopInputs, model: Any, plan: list[Any], features: _Features) -> Any:
@@ -564,24 +583,30 @@ def _fingerprint(dataset: Any) -> str | None:
 # 7. the Hub-ready folder
 # ----------------------------------------------------------------------------------------------
 def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
-    """metrics.json: the epoch history, the best epoch and its metrics (headline scalars first), per-label
-    scores, the confusion matrix, and the feature pass when there was one.
+    """metrics.json: the epoch history, the best epoch and its eval metrics (``final``: headline scalars first),
+    per-label scores, the confusion matrix, the feature pass when there was one; with a held-out test split,
+    ``test``: the saved model on it, evaluated once (split, num_examples, final, per_label, confusion_matrix: the
+    shape `tl-hub evaluate` writes); ``results``: every scalar as ``eval_*`` and ``test_*``.
 
     Example:
         >>> sorted(metrics_document(training, ["cat", "dog"]))[:3]  # doctest: +SKIP
         ['best_epoch', 'confusion_matrix', 'epochs']
     """
-    outcome, final = training.outcome, training.final_metrics
-    headline = {k: final[k] for k in _HEADLINE_METRICS if k in final}
-    headline.update({k: v for k, v in final.items() if k not in headline and k not in {"per_label", "confusion_matrix"}
-                     and isinstance(v, (int, float))})
+    from tl_hub.metrics import metrics_report
+
+    outcome = training.outcome
+    evaluation = metrics_report(training.final_metrics)
     doc = {
         "epochs": outcome.history, "best_epoch": outcome.best_epoch,
-        "metric_for_best_model": outcome.metric_for_best_model, "final": headline,
-        "per_label": final.get("per_label", {}), "confusion_matrix": final.get("confusion_matrix", []),
+        "metric_for_best_model": outcome.metric_for_best_model, **evaluation,
         "labels": list(labels), "num_eval_examples": int(len(outcome.best_eval.labels)) if outcome.best_eval else None,
         "nonfinite_batches_skipped": outcome.nonfinite_skipped,
+        "results": {f"eval_{k}": v for k, v in evaluation["final"].items()},
     }
+    if outcome.test_eval is not None:
+        test = metrics_report(training.test_metrics)
+        doc["test"] = {"split": training.test_split, "num_examples": int(len(outcome.test_eval.labels)), **test}
+        doc["results"].update({f"test_{k}": v for k, v in test["final"].items()})
     if training.feature_info:
         doc["feature_extraction"] = training.feature_info
     return doc
@@ -716,11 +741,18 @@ def push_output_folder(config: RecipeConfig, output_dir: Path, accelerator: Any)
 
 
 def _report_end(say: Callable[[str], None], config: RecipeConfig, output_dir: Path, metrics_doc: dict[str, Any],
-                training: Training) -> None:
+                training: Training, report: Any) -> None:
     outcome = training.outcome
     best = f" (best epoch {outcome.best_epoch} of {len(outcome.history)})" if outcome.best_epoch else ""
     say("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics_doc["final"].items()) + best
         + f" on {metrics_doc['num_eval_examples']} images; training took {training.seconds:.1f} s")
+    if report.selects_on_test:
+        say(f"note: these numbers are on {report.eval_split!r}, the split that selected the best epoch (eval_split): "
+            "optimistic; leave eval_split unset to report a held-out test split")
+    test = metrics_doc.get("test")
+    if test:
+        say(f"test ({test['split']!r} split, held out, evaluated once with the saved model): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in test["final"].items()) + f" on {test['num_examples']} images")
     recall = {name: v["recall"] for name, v in (metrics_doc.get("per_label") or {}).items() if "recall" in v}
     if recall:  # lowest first: the labels an imbalanced run is most likely to miss
         worst = sorted(recall.items(), key=lambda item: item[1])

@@ -156,6 +156,7 @@ class Phase:
     train_dataset: Dataset | None = None
     eval_dataset: Dataset | None = None
     channels_last: bool | None = None  # defaults to TrainArgs.channels_last
+    test_dataset: Dataset | None = None  # the last phase's: the held-out test data in this phase's form
 
 
 @dataclass
@@ -220,6 +221,8 @@ class TrainResult:
     global_step: int
     best_eval: EvalOutput | None
     best_metrics: dict[str, Any]
+    test_eval: EvalOutput | None = None  # the best model on the held-out test data, evaluated once at the end
+    test_metrics: dict[str, Any] = field(default_factory=dict)
     nonfinite_skipped: int = 0
     nonfinite_ids: list[str] = field(default_factory=list)
     resumed_from: str | None = None
@@ -245,6 +248,7 @@ class _Loop:
     callbacks: Sequence[Callable[[str, LoopState], None]]
     say: Callable[[str], None]
     ema: Any = None  # timm ModelEmaV3 over `model` when `ema_decay` is set
+    test_dataset: Dataset | None = None  # held out: evaluated once with the best model, never for selection
     best_eval: EvalOutput | None = None
     best_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
@@ -425,6 +429,7 @@ def train(
     ids: Sequence[str] | None = None,
     callbacks: Sequence[Callable[[str, LoopState], None]] = (),
     log: Callable[[str], None] | None = None,
+    test_dataset: Dataset | None = None,
 ) -> TrainResult:
     """Train `model` through its phases; evaluate every epoch; keep the best model in memory at the end.
 
@@ -444,9 +449,12 @@ def train(
             optimizer step and any checkpoint) and "epoch" (after each epoch's checkpoint). Raising stops
             training.
         log: receives one-line messages; default: the `tl_hub` logger on the main process.
+        test_dataset: held-out data (like `eval_dataset`; a phase's `test_dataset` overrides it for the last
+            phase) evaluated once, with the best model, after training: never used to select or stop.
 
     Returns:
-        TrainResult; `model` holds the best epoch's weights when it returns.
+        TrainResult; `model` holds the best epoch's weights when it returns; `test_eval`/`test_metrics` hold
+        the test evaluation when there was test data.
 
     Example:
         >>> # see the module docstring
@@ -458,9 +466,10 @@ def train(
         accelerator=accelerator, args=args, phases=phases, model=model, datasets=(train_dataset, eval_dataset),
         checkpoint_root=Path(checkpoint_dir), ids=ids, callbacks=callbacks,
         metrics_fn=metrics_fn or _accuracy_only, metric_name=metric_name, greater=greater,
-        say=log or main_process_reporter(accelerator),
+        say=log or main_process_reporter(accelerator), test_dataset=test_dataset,
     )
-    fingerprint = {**args.fingerprint(), "train_size": len(train_dataset),
+    # the eval rows choose the best epoch and when to stop: a resumed run must select on the same number of them
+    fingerprint = {**args.fingerprint(), "train_size": len(train_dataset), "eval_size": len(eval_dataset),
                    "phases": [[p.name, p.epochs] for p in phases]}
     state = _initial_state(loop, fingerprint, resume_from)
     _start_ema(loop, resume_from)
@@ -482,10 +491,12 @@ def train(
             ckpt.load_checkpoint(pending_resume, model=model, optimizer=None, scheduler=None)
         trainable = prepare_trainable(accelerator, loop.use_phase(len(phases) - 1).module)
     _restore_best(loop, state, trainable)
+    test_eval = _evaluate_test(loop, trainable)
     return TrainResult(
         history=state.history, best_epoch=state.best_epoch, best_metric=state.best_metric,
         metric_for_best_model=metric_name, global_step=state.global_step, best_eval=loop.best_eval,
-        best_metrics=loop.best_metrics, nonfinite_skipped=state.nonfinite_skipped,
+        best_metrics=loop.best_metrics, test_eval=test_eval,
+        test_metrics=loop.metrics_fn(test_eval) if test_eval is not None else {}, nonfinite_skipped=state.nonfinite_skipped,
         nonfinite_ids=list(state.nonfinite_ids), resumed_from=str(resume_from) if resume_from else None,
         train_runtime_s=time.perf_counter() - start_time, stopped_early=loop.stopped_early,
         time_to_first_step_s=loop.first_step_seconds,
@@ -532,18 +543,24 @@ def _check_batch_size(args: TrainArgs, accelerator: Any) -> None:
 def _make_loaders(train_dataset: Dataset, eval_dataset: Dataset, args: TrainArgs,
                   accelerator: Any) -> tuple[EpochSampler, Any, Any]:
     """The seeded training loader and the eval loader, prepared (sharded) for the processes."""
-    nproc = accelerator.num_processes
-    eval_bs = args.eval_batch_size or args.batch_size
-    eval_bs = max(nproc, eval_bs - eval_bs % nproc)
     sampler = _train_sampler(train_dataset, args)
     loader_kw = {"num_workers": args.num_workers, "pin_memory": torch.cuda.is_available(),
                  "persistent_workers": args.num_workers > 0}
     train_loader = DataLoader(SeededDataset(train_dataset), batch_size=args.batch_size, sampler=sampler, **loader_kw)
-    eval_loader = DataLoader(eval_dataset, batch_size=eval_bs, shuffle=False, **loader_kw)
     # sharded for the processes, but moved to the device by the loop (`device_batch`): the sample indices
     # stay on the host, where the augmentation seeds and the names of a bad batch are made without a sync
     return (sampler, accelerator.prepare_data_loader(train_loader, device_placement=False),
-            accelerator.prepare_data_loader(eval_loader, device_placement=False))
+            _eval_loader(eval_dataset, args, accelerator, persistent=True))
+
+
+def _eval_loader(dataset: Dataset, args: TrainArgs, accelerator: Any, persistent: bool) -> Any:
+    """An evaluation loader in dataset order, sharded for the processes (`evaluate` gathers every row once)."""
+    nproc = accelerator.num_processes
+    eval_bs = args.eval_batch_size or args.batch_size
+    eval_bs = max(nproc, eval_bs - eval_bs % nproc)
+    loader = DataLoader(dataset, batch_size=eval_bs, shuffle=False, num_workers=args.num_workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=persistent and args.num_workers > 0)
+    return accelerator.prepare_data_loader(loader, device_placement=False)
 
 
 def _train_sampler(train_dataset: Dataset, args: TrainArgs) -> EpochSampler:
@@ -953,6 +970,19 @@ def _restore_best(loop: _Loop, state: LoopState, trainable: Trainable) -> None:
         loop.best_eval = evaluate(trainable.prepared, loop.data.eval_loader, loop.accelerator,
                                   loop.data.channels_last, loop.data.eval_dataset, loop.args.loss)
         loop.best_metrics = loop.metrics_fn(loop.best_eval)
+
+
+def _evaluate_test(loop: _Loop, trainable: Trainable) -> EvalOutput | None:
+    """The best model (restored by `_restore_best`) on the held-out test data, once; every process takes part
+    and every process gets all rows (`evaluate` gathers them). None when there is no test data."""
+    phase = loop.phases[-1]
+    dataset = phase.test_dataset if phase.test_dataset is not None else loop.test_dataset
+    if dataset is None:
+        return None
+    push_master(trainable)  # FSDP: the wrapped copy evaluates the best weights (a no-op otherwise)
+    loader = _eval_loader(dataset, loop.args, loop.accelerator, persistent=False)
+    return evaluate(trainable.prepared, loader, loop.accelerator, loop.data.channels_last, dataset, loop.args.loss,
+                    progress=loop.args.progress)
 
 
 def find_resume_checkpoint(checkpoint_dir: str | Path, resume_from_checkpoint: str | None) -> Path | None:

@@ -33,14 +33,19 @@ from tl_hub.metrics import scores
 
 __all__ = [
     "BUILTIN_METRIC_KEYS",
+    "HEADLINE_METRICS",
     "SHIPPED_METRICS",
     "compute_metrics",
     "greater_is_better",
     "load_metric",
     "metric_key",
     "metric_path",
+    "metrics_report",
     "top_k_ids",
 ]
+
+#: the scalars a metrics file and the end-of-run line show first, in this order
+HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
 
 _HERE = Path(__file__).resolve().parent
 
@@ -239,6 +244,23 @@ def compute_metrics(
             out_key = key if key not in result else f"{prefix}_{key}"
             result[out_key] = value
     return _jsonable(result)
+
+
+def metrics_report(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a metrics file holds of a `compute_metrics` result: ``final`` (the headline scalars first, then any
+    other scalar), ``per_label`` and ``confusion_matrix``. Training (its eval and test results) and
+    `tl-hub evaluate` write the same shape.
+
+    Example:
+        >>> report = metrics_report(compute_metrics(np.array([0, 1]), np.array([0, 0]), ["cat", "dog"]))
+        >>> list(report["final"])[:2], report["confusion_matrix"]
+        (['accuracy', 'precision_macro'], [[1, 1], [0, 0]])
+    """
+    final = {k: metrics[k] for k in HEADLINE_METRICS if k in metrics}
+    final.update({k: v for k, v in metrics.items() if k not in final and k not in {"per_label", "confusion_matrix"}
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return {"final": final, "per_label": metrics.get("per_label", {}),
+            "confusion_matrix": metrics.get("confusion_matrix", [])}
 
 
 def top_k_ids(scores: Any, k: int) -> np.ndarray:
