@@ -42,6 +42,7 @@ from tl_hub.config_parsing import (
     split_overrides,
     type_name,
 )
+from tl_hub.data.multilabel import check_problem_type
 from tl_hub.data.options import check_data_options
 from tl_hub.errors import ConfigError
 from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
@@ -136,6 +137,25 @@ class RecipeConfig:
         "every epoch decodes per item, in the DataLoader workers).",
         "data",
     )
+    problem_type: Literal["auto", "single_label_classification", "multi_label_classification"] = _f(
+        "auto",
+        "auto (multi-label when the label column holds lists: a Sequence(ClassLabel) Hub column, JSONL lists, or "
+        "CSV cells split by label_separator), single_label_classification (one label per image; a list is an "
+        "error) or multi_label_classification (sigmoid per label, BCE loss, mAP and F1 at threshold).",
+        "data",
+    )
+    label_separator: str | None = _f(
+        None,
+        "Multi-label CSV/TSV files: the character that separates the labels of one cell, e.g. '|' for "
+        "cat|dog (null = each cell is one label).",
+        "data",
+    )
+    threshold: float = _f(
+        0.5,
+        "Multi-label: a label is predicted when its sigmoid probability is at least this (F1 metrics, predict; "
+        "saved in config.json).",
+        "evaluation",
+    )
 
     # --- freeze policy -----------------------------------------------------------------------
     policy: RecipePolicy = _f(
@@ -219,7 +239,8 @@ class RecipeConfig:
     metric_for_best_model: str = _f(
         "accuracy",
         "Eval metric that picks the best epoch (accuracy, f1_macro, precision_macro, recall_macro, "
-        "top5_accuracy, loss, or a key of an extra metric).",
+        "top5_accuracy, loss, or a key of an extra metric; multi-label runs: map, f1_micro, f1_macro, "
+        "precision_micro, recall_micro, loss, and the default accuracy means map there).",
         "evaluation",
     )
     metrics: list[str] = _f(
@@ -456,6 +477,14 @@ class RecipeConfig:
                            max_bad_fraction=self.max_bad_fraction, max_train_samples=self.max_train_samples,
                            examples_per_label=self.examples_per_label, image_size=self.image_size)
         check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
+        check_problem_type(self.problem_type)
+        check_range("threshold", self.threshold, low=0, high=1, low_open=True, high_open=True, hint="e.g. 0.5")
+        if self.label_separator is not None and (not isinstance(self.label_separator, str)
+                                                 or not self.label_separator.strip()):
+            raise ConfigError(
+                f"label_separator: got {self.label_separator!r}; give the character that separates the labels of "
+                "a multi-label CSV cell, e.g. '|' or ';' (null when each cell holds one label)"
+            )
         uses_feature_cache(self.policy, self.feature_cache)
         if self.hub_model_id is not None and not _REPO_ID.match(self.hub_model_id):
             raise ConfigError(

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tl_hub.data.multilabel import MULTI_LABEL
 from tl_hub.errors import ConfigError, DataError
 
 __all__ = ["EVALUATION_FILE", "EvaluationResult", "evaluate_model", "label_mapping"]
@@ -77,14 +80,27 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     out = _prepare_output(Path(output_dir).expanduser(), overwrite)
     network, processor = load(model, revision=revision)
     model_labels = [str(network.config.id2label[i]) for i in range(network.config.num_labels)]
-    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column)
+    multi = getattr(network.config, "problem_type", None) == MULTI_LABEL
+    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column, MULTI_LABEL if multi else None)
     mapping = label_mapping(data_labels, model_labels, model=str(model), dataset=str(dataset))
-    logits, references = _predict(network, processor, rows, batch_size, num_workers)
-    metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
+    logits, references = _predict(network, processor, rows, batch_size, num_workers, multi)
+    if multi:  # multi-hot rows in the dataset's label order -> the model's
+        from tl_hub.metrics.multilabel import compute_multilabel_metrics
+
+        threshold = float(getattr(network.config, "multi_label_threshold", 0.5))
+        ordered = np.zeros((len(references), len(model_labels)), dtype=np.float32)
+        ordered[:, mapping] = references
+        metrics = compute_multilabel_metrics(logits, ordered, model_labels, threshold=threshold)
+    else:
+        metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
     doc = {"evaluation": True, "model": str(model), "revision": revision, "dataset": str(dataset), "split": split_name,
            "num_examples": len(references), "final": {k: v for k, v in metrics.items()
                                                       if k not in ("per_label", "confusion_matrix")},
-           "per_label": metrics["per_label"], "confusion_matrix": metrics["confusion_matrix"], "labels": model_labels}
+           "per_label": metrics["per_label"], "labels": model_labels}
+    if multi:
+        doc.update(problem_type=MULTI_LABEL, threshold=threshold)
+    else:
+        doc["confusion_matrix"] = metrics["confusion_matrix"]
     _write(out, doc)
     return EvaluationResult(str(out), metrics, len(references), split_name, model_labels)
 
@@ -104,20 +120,23 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _rows(dataset: Any, split: str | None, image_column: str | None, label_column: str | None) -> tuple[Any, str, list[str]]:
-    """The images to evaluate, the name of what they are, and the dataset's label names."""
+def _rows(dataset: Any, split: str | None, image_column: str | None, label_column: str | None,
+          problem_type: str | None = None) -> tuple[Any, str, list[str]]:
+    """The images to evaluate, the name of what they are, and the dataset's label names (a multi-label model
+    reads label lists: `problem_type`)."""
     from datasets import concatenate_datasets
 
     from tl_hub.data import load_data
 
     data = load_data(dataset, eval_split=split, image_column=image_column, label_column=label_column,
-                     on_bad_image="skip")
+                     on_bad_image="skip", problem_type=problem_type or "auto")
     if split is not None or data.report.eval_split is not None:  # set only for the dataset's own eval split
         return data.eval, str(data.report.eval_split or split), list(data.labels)
     return concatenate_datasets([data.train, data.eval]), "all images", list(data.labels)
 
 
-def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int) -> tuple[Any, Any]:
+def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int,
+             multi: bool = False) -> tuple[Any, Any]:
     """Logits and the dataset's label ids of every row, through the model's own eval transform."""
     import torch
 
@@ -130,7 +149,10 @@ def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_worke
     items = ImageClassificationDataset(rows, image_spec(processor), train=False, cache=False)
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=torch.cuda.is_available())
-    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items)
+    from tl_hub.loss import LossSpec
+
+    loss = LossSpec(problem_type=MULTI_LABEL) if multi else None
+    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, loss_spec=loss)
     return output.logits, output.labels
 
 
@@ -146,10 +168,16 @@ def _write(out: Path, doc: dict[str, Any]) -> None:
 
     atomic_write_json(out / "metrics.json", doc)
     write_plots(out, doc)
-    rows = [f"| `{name}` | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
-            for name, v in doc["per_label"].items()]
+    multi = doc.get("problem_type") == MULTI_LABEL
+    ap = lambda v: f" {v['ap']:.4f} |" if v.get("ap") is not None else " - |"  # noqa: E731
+    rows = [f"| `{name}` |{ap(v) if multi else ''} {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
+            f"{v['support']} |" for name, v in doc["per_label"].items()]
     headline = ", ".join(f"{k} {v:.4f}" for k, v in doc["final"].items() if isinstance(v, float))
+    header = ["| label | AP | precision | recall | F1 | support |", "|---|---|---|---|---|---|"] if multi else [
+        "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    extra = [f"Multi-label: a label is predicted at probability >= {doc['threshold']}; AP is threshold-free.", ""] \
+        if multi else []
+    figure = [] if multi else ["![confusion matrix](confusion_matrix.png)", ""]
     text = [f"# Evaluation of `{doc['model']}`", "", f"Dataset `{doc['dataset']}`, {doc['split']}: "
-            f"{doc['num_examples']:,} images.", "", headline, "", "| label | precision | recall | F1 | support |",
-            "|---|---|---|---|---|", *rows, "", "![confusion matrix](confusion_matrix.png)", ""]
+            f"{doc['num_examples']:,} images.", "", headline, "", *extra, *header, *rows, "", *figure]
     (out / EVALUATION_FILE).write_text("\n".join(text), encoding="utf-8")

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hub.config import RecipeConfig
+from tl_hub.data.multilabel import MULTI_LABEL, SINGLE_LABEL
 from tl_hub.errors import ConfigError
 from tl_hub.hardware import (
     augments_batches_on_device,
@@ -61,7 +62,7 @@ __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "l
            "metrics_document", "push_output_folder", "resolve_config", "run_facts", "train_model",
            "write_output_folder"]
 
-_HEADLINE_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
+_HEADLINE_METRICS = ("map", "f1_micro", "accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
 
 
 @dataclass
@@ -158,7 +159,8 @@ def finetune(config: Any = None, **overrides: Any) -> FinetuneResult:
             start_trackers(accelerator, config, trackers, policy, data)
         training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say)
         summary = training.last_phase_summary or summary
-        metrics_doc = metrics_document(training, data.labels)
+        metrics_doc = metrics_document(training, data.labels, problem_type=getattr(data, "problem_type", SINGLE_LABEL),
+                                       threshold=config.threshold)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
@@ -255,6 +257,7 @@ def load_run_data(config: RecipeConfig) -> Any:
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
+        problem_type=config.problem_type, label_separator=config.label_separator,
     )
 
 
@@ -273,8 +276,13 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     from tl_hub.freezing import apply_policy
 
     set_seed(config.seed)
+    problem_type = getattr(data, "problem_type", SINGLE_LABEL)
     model = load_backbone(config.model, list(data.labels), revision=config.revision,
-                          pretrained=config.policy != "scratch", trust_remote_code=config.trust_remote_code)
+                          pretrained=config.policy != "scratch", trust_remote_code=config.trust_remote_code,
+                          problem_type=problem_type, threshold=config.threshold)
+    if problem_type == MULTI_LABEL:
+        say(f"problem: multi-label ({len(data.labels)} labels, a sigmoid each, BCE loss; a label is predicted at "
+            f"probability >= {config.threshold:g})")
     num_depths = depth_info(model).max_depth + 1 if config.policy == "auto" else None
     policy = resolve_policy(config.policy, num_examples=len(data.train), num_labels=len(data.labels),
                             num_depths=num_depths, train_fraction=config.train_fraction,
@@ -319,20 +327,25 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
     """
     from tl_hub.train import TrainArgs
 
+    from tl_hub.loss import LossSpec
+
     use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
+    problem_type = getattr(data, "problem_type", SINGLE_LABEL)
     args = TrainArgs(
         epochs=config.epochs, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         learning_rate=plan[0].learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
         lr_scheduler=config.lr_scheduler, gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm, seed=config.seed, checkpointing_steps=config.checkpointing_steps,
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
-        metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
+        metric_for_best_model=best_model_metric(config.metric_for_best_model, problem_type),
+        skip_nonfinite_batches=config.skip_nonfinite_batches, loss=LossSpec(problem_type=problem_type),
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
     )
-    loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics))
+    loop = _LoopInputs(config, accelerator, data, args, resume, say,
+                       _metrics_fn(data.labels, config.metrics, problem_type, config.threshold))
     started = time.perf_counter()
     features = _cached_features(loop, model, spec, plan, channels_last) if use_features else None
     if features is not None and policy.name == "head":
@@ -370,13 +383,28 @@ class _LoopInputs:
         return list(self.data.train["id"]) if "id" in self.data.train.column_names else None
 
 
-def _metrics_fn(labels: list[str], extra_metrics: list[str]) -> Callable[[Any], dict[str, Any]]:
+def _metrics_fn(labels: list[str], extra_metrics: list[str], problem_type: str = SINGLE_LABEL,
+                threshold: float = 0.5) -> Callable[[Any], dict[str, Any]]:
     from tl_hub.metrics import compute_metrics
+    from tl_hub.metrics.multilabel import compute_multilabel_metrics
 
     def metrics_fn(ev: Any) -> dict[str, Any]:
+        if problem_type == MULTI_LABEL:
+            return compute_multilabel_metrics(ev.logits, ev.labels, labels, threshold=threshold)
         return compute_metrics(ev.predictions, ev.labels, labels, logits=ev.logits, extra_metrics=extra_metrics)
 
     return metrics_fn
+
+
+def best_model_metric(metric: str, problem_type: str) -> str:
+    """The metric that picks the best epoch: a multi-label run's default `accuracy` (exact match, rarely
+    what one wants) means `map` (threshold-free mean average precision).
+
+    Example:
+        >>> best_model_metric("accuracy", "multi_label_classification"), best_model_metric("accuracy", "auto")
+        ('map', 'accuracy')
+    """
+    return "map" if problem_type == MULTI_LABEL and metric == "accuracy" else metric
 
 
 def _last_phase_summary(model: Any, policy: FreezePolicy, plan: list[Any]) -> Any:
@@ -503,7 +531,8 @@ def _fingerprint(dataset: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # 7. the Hub-ready folder
 # ----------------------------------------------------------------------------------------------
-def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
+def metrics_document(training: Training, labels: list[str], *, problem_type: str = SINGLE_LABEL,
+                     threshold: float = 0.5) -> dict[str, Any]:
     """metrics.json: the epoch history, the best epoch and its metrics (headline scalars first), per-label
     scores, the confusion matrix, and the feature pass when there was one.
 
@@ -522,6 +551,9 @@ def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
         "labels": list(labels), "num_eval_examples": int(len(outcome.best_eval.labels)) if outcome.best_eval else None,
         "nonfinite_batches_skipped": outcome.nonfinite_skipped,
     }
+    if problem_type == MULTI_LABEL:  # no confusion matrix: per_label holds each label's AP, precision, recall, F1
+        doc.update(problem_type=problem_type, threshold=float(threshold))
+        doc.pop("confusion_matrix")
     if training.feature_info:
         doc["feature_extraction"] = training.feature_info
     return doc
@@ -571,6 +603,9 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
                  augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
                  eval_batch_size=config.eval_batch_size or config.batch_size)
+    if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL:
+        hyper.update(problem_type=MULTI_LABEL, threshold=config.threshold, loss="binary cross-entropy (sigmoid per label)",
+                     metric_for_best_model=best_model_metric(config.metric_for_best_model, MULTI_LABEL))
     if training.learning_rate_full_phase is not None:
         hyper["learning_rate_full_phase"] = training.learning_rate_full_phase
     return {
