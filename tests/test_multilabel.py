@@ -236,3 +236,15 @@ def test_resume_multi_label_lp_ft_bit_identical(tmp_path):
     test_resume.run_chain(assets, tmp_path, "multi", {"policy": "lp-ft", "head_epochs_fraction": 0.34,
                                                       "feature_cache": "auto"},
                           [{"KILL_AT_STEP": test_resume.RNG.choice([4, 7, 9])}])
+
+
+def test_single_label_model_from_a_multi_label_parent(multi_run):
+    """Fine-tuning a multi-label model on single-label data: the new config says single-label, no threshold."""
+    from tl_hub.backbone import load_backbone
+
+    out, _, _ = multi_run
+    parent = load_backbone(str(out), sorted(COLOURS))
+    assert parent.config.problem_type == "multi_label_classification"
+    child = load_backbone(str(out), sorted(COLOURS), problem_type="single_label_classification")
+    assert child.config.problem_type == "single_label_classification"
+    assert "multi_label_threshold" not in child.config.to_dict()

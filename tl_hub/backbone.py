@@ -281,13 +281,13 @@ THRESHOLD_KEY = "multi_label_threshold"
 
 def _set_problem_type(config: Any, problem_type: str | None, threshold: float | None) -> None:
     """The head's problem type (and a multi-label model's threshold) in the config that is saved with it."""
-    if problem_type is None:
-        return
-    config.problem_type = problem_type
     if problem_type == "multi_label_classification":
+        config.problem_type = problem_type
         setattr(config, THRESHOLD_KEY, float(0.5 if threshold is None else threshold))
-    elif hasattr(config, THRESHOLD_KEY):
-        delattr(config, THRESHOLD_KEY)
+    elif problem_type is not None and getattr(config, "problem_type", None) == "multi_label_classification":
+        config.problem_type = problem_type  # a single-label model fine-tuned from a multi-label one
+        if hasattr(config, THRESHOLD_KEY):
+            delattr(config, THRESHOLD_KEY)
 
 
 def _fix_timm_config(config: Any) -> None:

@@ -83,7 +83,8 @@ def resolve_labels(
     A row whose label is a list makes the data multi-label (``problem_type`` auto or
     ``multi_label_classification``; with ``single_label_classification`` it is an error naming the row):
     the names are resolved as above over every list's members and ``lists`` holds each row's ids. An empty
-    list is an error naming the row.
+    list is an error naming the row. With ``labels``, the other labels are dropped from each list, and an image
+    left with none of the chosen labels is left out (counted under its first label).
 
     Example:
         >>> from datasets import Dataset
@@ -146,7 +147,9 @@ def _is_multi(pools: dict[str, Pool], problem_type: str, where: str) -> bool:
 def _row_name(pool: Pool, row: int) -> str:
     """The id of a pool's row (its image path, or "<split>[<row>]")."""
     try:
-        return f"row {pool.dataset[row]['id']!r}" if "id" in pool.dataset.column_names else f"{pool.name}[{row}]"
+        if "id" in pool.dataset.column_names:  # the id column alone: no image is decoded
+            return f"row {pool.dataset.select_columns(['id'])[row]['id']!r}"
+        return f"{pool.name}[{row}]"
     except (IndexError, KeyError, TypeError):
         return f"{pool.name}[{row}]"
 
