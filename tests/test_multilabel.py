@@ -221,10 +221,7 @@ def test_tl_hub_evaluate_on_multi_label_data(multi_run, tmp_path):
 
 
 # --- exact resume --------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_resume_multi_label_lp_ft_bit_identical(tmp_path):
-    """SIGKILL + resume of a multi-label lp-ft run (head phase on cached features, then the images) equals the
-    uninterrupted run bit for bit (the drivers and comparisons of tests/test_resume.py)."""
+def _resume_assets(tmp_path: Path) -> dict[str, Path]:
     import test_resume
     from helpers.tiny_models import tiny_checkpoint
 
@@ -232,10 +229,28 @@ def test_resume_multi_label_lp_ft_bit_identical(tmp_path):
     table, _ = write_multi_label_table(tmp_path / "data", COLOURS, 27, seed=6)
     driver = tmp_path / "driver.py"
     driver.write_text(test_resume.DRIVER)
-    assets = {"model": model, "data": table, "driver": driver}
-    test_resume.run_chain(assets, tmp_path, "multi", {"policy": "lp-ft", "head_epochs_fraction": 0.34,
-                                                      "feature_cache": "auto"},
+    return {"model": model, "data": table, "driver": driver}
+
+
+@pytest.mark.slow
+def test_resume_multi_label_lp_ft_bit_identical(tmp_path):
+    """SIGKILL + resume of a multi-label lp-ft run (head phase on cached features, then the images) equals the
+    uninterrupted run bit for bit (the drivers and comparisons of tests/test_resume.py)."""
+    import test_resume
+
+    test_resume.run_chain(_resume_assets(tmp_path), tmp_path, "multi",
+                          {"policy": "lp-ft", "head_epochs_fraction": 0.34, "feature_cache": "auto"},
                           [{"KILL_AT_STEP": test_resume.RNG.choice([4, 7, 9])}])
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_resume_multi_label_two_cpu_processes(tmp_path):
+    """2 real processes (gloo): multi-hot labels gathered across ranks; killed and resumed bit for bit."""
+    import test_resume
+
+    test_resume.run_chain(_resume_assets(tmp_path), tmp_path, "multi-ddp", {},
+                          [{"KILL_AT_STEP": test_resume.RNG.randint(3, 8)}], procs=2)
 
 
 def test_single_label_model_from_a_multi_label_parent(multi_run):
