@@ -218,6 +218,13 @@ def test_tl_hub_evaluate_on_multi_label_data(multi_run, tmp_path):
     assert doc["problem_type"] == "multi_label_classification" and doc["num_examples"] == 60
     assert 0 <= result.metrics["map"] <= 1 and set(doc["per_label"]) == set(COLOURS)
     assert "| label | AP |" in (tmp_path / "eval" / "evaluation.md").read_text()
+    from tl_hub.cli import main as cli_main
+
+    csv_table, _ = write_multi_label_table(tmp_path / "csv", COLOURS, 20, seed=9, separator=";")
+    assert cli_main(["evaluate", str(out), str(csv_table), "--label-separator", ";", "--output-dir",
+                     str(tmp_path / "eval-csv")]) == 0
+    doc = json.loads((tmp_path / "eval-csv" / "metrics.json").read_text())
+    assert doc["num_examples"] == 20 and "map" in doc["final"]
 
 
 # --- exact resume --------------------------------------------------------------------------------------

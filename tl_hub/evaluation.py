@@ -68,8 +68,12 @@ def label_mapping(data_labels: list[str], model_labels: list[str], *, model: str
 def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, split: str | None = None,
                    revision: str | None = None, batch_size: int = 64, num_workers: int = 0,
                    image_column: str | None = None, label_column: str | None = None,
-                   overwrite: bool = False) -> EvaluationResult:
+                   overwrite: bool = False, label_separator: str | None = None) -> EvaluationResult:
     """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md.
+
+    A multi-label model (``problem_type: multi_label_classification``) reads label lists (``label_separator``
+    splits CSV cells) and reports mAP, micro/macro F1 at its ``multi_label_threshold`` and each label's AP
+    (no confusion matrix).
 
     Example:
         >>> evaluate_model("me/fashion-lite0", "my_test_images", output_dir="eval").metrics["accuracy"]  # doctest: +SKIP
@@ -81,7 +85,8 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     network, processor = load(model, revision=revision)
     model_labels = [str(network.config.id2label[i]) for i in range(network.config.num_labels)]
     multi = getattr(network.config, "problem_type", None) == MULTI_LABEL
-    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column, MULTI_LABEL if multi else None)
+    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column, MULTI_LABEL if multi else None,
+                                          label_separator)
     mapping = label_mapping(data_labels, model_labels, model=str(model), dataset=str(dataset))
     logits, references = _predict(network, processor, rows, batch_size, num_workers, multi)
     if multi:  # multi-hot rows in the dataset's label order -> the model's
@@ -121,7 +126,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
 
 
 def _rows(dataset: Any, split: str | None, image_column: str | None, label_column: str | None,
-          problem_type: str | None = None) -> tuple[Any, str, list[str]]:
+          problem_type: str | None = None, label_separator: str | None = None) -> tuple[Any, str, list[str]]:
     """The images to evaluate, the name of what they are, and the dataset's label names (a multi-label model
     reads label lists: `problem_type`)."""
     from datasets import concatenate_datasets
@@ -129,7 +134,7 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
     from tl_hub.data import load_data
 
     data = load_data(dataset, eval_split=split, image_column=image_column, label_column=label_column,
-                     on_bad_image="skip", problem_type=problem_type or "auto")
+                     on_bad_image="skip", problem_type=problem_type or "auto", label_separator=label_separator)
     if split is not None or data.report.eval_split is not None:  # set only for the dataset's own eval split
         return data.eval, str(data.report.eval_split or split), list(data.labels)
     return concatenate_datasets([data.train, data.eval]), "all images", list(data.labels)
