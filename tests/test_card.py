@@ -168,3 +168,20 @@ def test_card_metric_types_are_distinct_and_the_hyperparameters_say_what_ran(tmp
     assert len(types) == len(set(types)) and "top_5_accuracy" in types
     assert "| `optimizer` | AdamW" in card.text and "| `augmentation` | random resized crop" in card.text
     assert "`augment`" not in card.text
+
+
+def test_card_says_how_uneven_the_labels_were_and_what_was_done(tmp_path):
+    """run_info's "imbalance" (what `finetuning.run_facts` writes: `tl_hub.imbalance.ImbalancePlan.to_dict`) is
+    one line of the card's data section, with the loss weights; a run_info without it (older runs) has none."""
+    from tl_hub.imbalance import plan_imbalance
+
+    out = _copy_run(tmp_path)
+    assert "Class balance" not in render_model_card(out, repo_id="tester/colours-vit").text
+    info = json.loads((out / "run_info.json").read_text())
+    info["imbalance"] = plan_imbalance("auto", "balanced", ["red", "green", "blue"], [40, 8, 4]).to_dict()
+    (out / "run_info.json").write_text(json.dumps(info))
+    text = render_model_card(out, repo_id="tester/colours-vit").text
+    line = next(line for line in text.splitlines() if line.startswith("- **Class balance:**"))
+    assert "largest/smallest label ratio 10.0 (red: 40, blue: 4), above 3: class_weights auto" in line
+    assert "sampler balanced (each label drawn equally often, with replacement)" in line
+    assert "Loss weights: `red` 0.4333, `green` 2.1667, `blue` 4.3333." in line

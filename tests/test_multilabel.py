@@ -270,3 +270,19 @@ def test_single_label_model_from_a_multi_label_parent(multi_run):
     child = load_backbone(str(out), sorted(COLOURS), problem_type="single_label_classification")
     assert child.config.problem_type == "single_label_classification"
     assert "multi_label_threshold" not in child.config.to_dict()
+
+
+def test_class_balance_keys_in_a_multi_label_run(tmp_path):
+    """class_weights auto (the default) leaves BCE unweighted; a weight mapping or the balanced sampler is a
+    clear error naming the key and the fix."""
+    from tl_hub.config import RecipeConfig
+    from tl_hub.finetuning import plan_class_balance
+
+    table, _ = write_multi_label_table(tmp_path / "d", COLOURS, 20, seed=8)
+    data = load_data(str(table))
+    plan = plan_class_balance(RecipeConfig(dataset=str(table)), data)
+    assert plan.loss_weights is None and plan.sampler == "random"
+    with pytest.raises(ConfigError, match=r"class_weights: .* multi-label run.*class_weights: none"):
+        plan_class_balance(RecipeConfig(dataset=str(table), class_weights={"red": 2.0}), data)
+    with pytest.raises(ConfigError, match=r"sampler: got 'balanced' in a multi-label run.*sampler: random"):
+        plan_class_balance(RecipeConfig(dataset=str(table), sampler="balanced"), data)

@@ -119,9 +119,16 @@ def assets(tmp_path_factory) -> dict[str, Path]:
             arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
             arr[..., k] += 150
             Image.fromarray(arr).save(data / name / f"{i}.png")
+    uneven = root / "uneven"  # 16 + 4 + 4 images: after the stratified 25 % eval split, 12 / 3 / 3 to train
+    for k, (name, count) in enumerate([("red", 16), ("green", 4), ("blue", 4)]):
+        (uneven / name).mkdir(parents=True)
+        for i in range(count):
+            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
+            arr[..., k] += 150
+            Image.fromarray(arr).save(uneven / name / f"{i}.png")
     driver = root / "driver.py"
     driver.write_text(DRIVER)
-    return {"model": model, "data": data, "driver": driver}
+    return {"model": model, "data": data, "uneven": uneven, "driver": driver}
 
 
 def recipe(assets: dict[str, Path], out: Path, **kw) -> dict:
@@ -279,3 +286,50 @@ def test_resume_two_cpu_processes(assets, tmp_path):
     rank 1) and resumed on 2 processes: identical to the uninterrupted 2-process run."""
     kill_step = RNG.randint(3, 8)
     run_chain(assets, tmp_path, "ddp", {}, [{"KILL_AT_STEP": kill_step}], procs=2)
+
+
+# class imbalance (issue [6/7]): the uneven folder trains on 12 / 3 / 3 images (ratio 4 > 3: auto weights on)
+def _imbalance_facts(out: Path, log: Path) -> tuple[dict, list[list[int]]]:
+    """run_info.json's "imbalance" and the sample indices of each epoch (from the reference run's step log)."""
+    info = json.loads((out / "run_info.json").read_text())["imbalance"]
+    batches = [i for r in read_log(log) for batch in r["batches"] for i in batch]
+    return info, [batches[e * 18:(e + 1) * 18] for e in range(len(batches) // 18)]
+
+
+def test_resume_with_auto_class_weights(assets, tmp_path):
+    """class_weights: auto on uneven labels weights the loss (inverse frequency), and a run killed mid-epoch
+    resumes bit for bit; the checkpoint's fingerprint holds the weights."""
+    run_chain(assets, tmp_path, "weights", {"dataset": str(assets["uneven"]), "class_weights": "auto"},
+              [{"KILL_AT_STEP": RNG.randint(3, 12)}])
+    info, _ = _imbalance_facts(tmp_path / "weights-ref", tmp_path / "weights-ref.jsonl")
+    assert info["ratio"] == 4.0 and info["class_weights"] == {"blue": 2.0, "green": 2.0, "red": 0.5}, info
+    from tl_hub import checkpoint as ckpt
+
+    state = ckpt.read_state(ckpt.latest_checkpoint(tmp_path / "weights-chain" / "checkpoints"))
+    assert state["fingerprint"]["loss"]["class_weights"] == [2.0, 2.0, 0.5]
+
+
+def test_resume_with_the_balanced_sampler(assets, tmp_path):
+    """sampler: balanced (draws with replacement, augmentation on): killed mid-epoch, resumed bit for bit;
+    an epoch keeps its 18 samples and repeats some (a permutation never would)."""
+    run_chain(assets, tmp_path, "balanced", {"dataset": str(assets["uneven"]), "sampler": "balanced"},
+              [{"KILL_AT_STEP": RNG.randint(3, 12)}])
+    info, epochs = _imbalance_facts(tmp_path / "balanced-ref", tmp_path / "balanced-ref.jsonl")
+    assert info["sampler"] == "balanced" and info["class_weights"] is None
+    assert len(epochs) == 3 and all(len(set(e)) < len(e) for e in epochs), epochs
+
+
+def test_resume_with_both_on_the_feature_path(assets, tmp_path):
+    """policy head on cached features with class_weights auto and the balanced sampler."""
+    run_chain(assets, tmp_path, "both-features", {"dataset": str(assets["uneven"]), "class_weights": "auto",
+                                                  "sampler": "balanced", "policy": "head", "feature_cache": "on"},
+              [{"KILL_AT_STEP": RNG.randint(3, 12)}])
+
+
+@pytest.mark.multiprocess
+def test_resume_balanced_sampler_two_cpu_processes(assets, tmp_path):
+    """2 processes: the balanced sampler gives every rank the same global order (accelerate splits each global
+    batch 2 + 2, as with the random sampler); killed and resumed, identical to the uninterrupted 2-process run."""
+    run_chain(assets, tmp_path, "ddp-balanced", {"dataset": str(assets["uneven"]), "sampler": "balanced",
+                                                 "class_weights": "auto"},
+              [{"KILL_AT_STEP": RNG.randint(3, 8)}], procs=2)

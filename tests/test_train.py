@@ -240,3 +240,15 @@ def test_resume_refuses_a_corrupt_or_missing_file(tmp_path):
     # a different recipe is refused, not silently mixed
     with pytest.raises(CheckpointError, match="batch_size"):
         _run(tmp_path, tiny_vit(), TrainArgs(epochs=1, batch_size=4, progress=False), resume=second)
+
+
+def test_evaluation_shows_a_progress_bar_unless_told_not_to(capsys):
+    from tl_hub.train import evaluate
+
+    loader = torch.utils.data.DataLoader(TinyImages(10, seed=1, augment=False), batch_size=4)
+    model = tiny_resnet()
+    quiet = evaluate(model, loader, cpu_accelerator(), progress=False)
+    assert "evaluate" not in capsys.readouterr().err
+    shown = evaluate(model, loader, cpu_accelerator(), progress=True)
+    assert "evaluate" in capsys.readouterr().err
+    assert quiet.loss == shown.loss and len(shown.labels) == 10

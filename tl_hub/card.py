@@ -339,6 +339,18 @@ def _accounting(data: dict) -> str:
     return text
 
 
+def _class_balance(imbalance: Any) -> str:
+    """One sentence: how uneven the training labels were and what the run did about it (class weights,
+    sampler), from run_info.json's "imbalance" (`tl_hub.imbalance.ImbalancePlan.to_dict`)."""
+    if not isinstance(imbalance, dict) or not imbalance.get("reason"):
+        return ""
+    text = str(imbalance["reason"])
+    weights = imbalance.get("class_weights")
+    if isinstance(weights, dict) and weights:
+        text += " Loss weights: " + ", ".join(f"`{name}` {_fmt(w)}" for name, w in weights.items()) + "."
+    return text
+
+
 def _skipped(data: dict) -> tuple[int, list[list[Any]], dict[str, int]]:
     skipped = data.get("skipped") or []
     rows: list[list[Any]] = []
@@ -595,6 +607,7 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "eval_from": data.get("eval_from") or None,
         "data_notes": [str(n) for n in data.get("notes") or []],
         "accounting": _accounting(data),
+        "class_balance": _class_balance(run_info.get("imbalance")),
         "splits_table": _md_table(["split", "images"], splits) if splits else "",
         "labels_table": _md_table(header, label_rows) if label_rows else "",
         "n_skipped": n_skipped,

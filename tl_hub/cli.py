@@ -81,9 +81,11 @@ def quickstart_command(output_dir: str | None = None, overrides: list[str] | Non
     return 0
 
 
-def policy_command(examples: int, labels: int, model: str | None = None, policy: str | None = "auto") -> int:
-    """`tl-hub policy --examples N --labels K [--model SOURCE] [--policy P]`: print the choice and why, and
-    with a model its depth table (depth, modules, parameters, frozen/trains).
+def policy_command(examples: int, labels: int, model: str | None = None, policy: str | None = "auto",
+                   label_counts: str | None = None) -> int:
+    """`tl-hub policy --examples N --labels K [--model SOURCE] [--policy P] [--label-counts 900,50,...]`: print
+    the choice and why (with uneven label counts, `auto` reads the smaller labels), and with a model its depth
+    table (depth, modules, parameters, frozen/trains).
 
     Example:
         >>> policy_command(examples=1000, labels=10)  # doctest: +ELLIPSIS
@@ -103,7 +105,13 @@ def policy_command(examples: int, labels: int, model: str | None = None, policy:
 
         loaded = load_backbone(model, [f"label_{i}" for i in range(labels)])
         num_depths = depth_info(loaded).max_depth + 1
-    chosen = explain_policy(examples, labels, requested=policy or "auto", num_depths=num_depths)
+    counts = None
+    if label_counts:
+        try:
+            counts = [int(part) for part in label_counts.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"--label-counts: got {label_counts!r}; give one count per label, e.g. 900,900,50") from None
+    chosen = explain_policy(examples, labels, requested=policy or "auto", num_depths=num_depths, label_counts=counts)
     knobs = ""
     if chosen.train_fraction is not None:
         knobs = f" (train_fraction {chosen.train_fraction:g})"
@@ -230,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=int, required=True, help="number of classes")
     p.add_argument("--model", default=None, help="backbone source: also print its depth table")
     p.add_argument("--policy", default="auto", help="force a policy (head|partial|full|scratch|lp-ft) to see its table")
+    p.add_argument("--label-counts", default=None,
+                   help="training images per label, comma-separated (uneven labels: auto reads the smaller ones)")
 
     p = sub.add_parser("push", help="push a tl_hub output folder to the Hub as one commit")
     p.add_argument("output_dir")
@@ -284,7 +294,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
     if args.command == "quickstart":
         return quickstart_command(output_dir=args.output_dir, overrides=extra)
     if args.command == "policy":
-        return policy_command(examples=args.examples, labels=args.labels, model=args.model, policy=args.policy)
+        return policy_command(examples=args.examples, labels=args.labels, model=args.model, policy=args.policy,
+                              label_counts=args.label_counts)
     if args.command == "push":
         return push_command(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
                             commit_message=args.commit_message, create_pr=args.create_pr, force=args.force)

@@ -45,6 +45,7 @@ from tl_hub.config_parsing import (
 from tl_hub.data.multilabel import check_problem_type
 from tl_hub.data.options import check_data_options
 from tl_hub.errors import ConfigError
+from tl_hub.imbalance import check_class_weights
 from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
 from tl_hub.validation import check_range
 
@@ -214,6 +215,18 @@ class RecipeConfig:
         "optimization",
     )
     seed: int = _f(42, "Random seed (data split, head init, augmentation, shuffling).", "optimization")
+    class_weights: Literal["auto", "none"] | dict[str, float] = _f(
+        "none",
+        "Loss weight per label: none; auto (inverse label frequency, averaging 1 over the images, on only when the "
+        "largest label has over 3x the images of the smallest); or {label: weight} (labels not named keep 1).",
+        "optimization",
+    )
+    sampler: Literal["random", "balanced"] = _f(
+        "random",
+        "Order of the training images: random (a seeded permutation per epoch) or balanced (every label drawn "
+        "equally often, with replacement; same epoch length; exact resume holds).",
+        "optimization",
+    )
 
     # --- precision ---------------------------------------------------------------------------
     mixed_precision: Literal["no", "bf16", "fp16"] | None = _f(
@@ -268,7 +281,7 @@ class RecipeConfig:
         "They log the resolved policy, learning rate and data sizes; tensorboard writes to output_dir/runs/"
         "PROJECT/RUN_NAME.", "evaluation"
     )
-    progress: bool = _f(True, "Progress bars (feature pass, training epochs); also off with TQDM_DISABLE=1, and when "
+    progress: bool = _f(True, "Progress bars (image cache build, feature pass, training epochs, evaluation); also off with TQDM_DISABLE=1, and when "
                         "the output is not a terminal.", "evaluation")
     tracker_project: str = _f("tl_hub", "The trackers' project (experiment) name.", "evaluation")
     run_name: str | None = _f(None, "The trackers' run name (null = the output folder's name).", "evaluation")
@@ -403,7 +416,7 @@ class RecipeConfig:
                 lines.append(f"\n# ---- {group} " + "-" * max(0, 60 - len(group)))
             lines.append(f"# {f.metadata['help']}")
             value = getattr(self, f.name)
-            flow = None if isinstance(value, list) else False  # lists inline: [a, b]
+            flow = None if isinstance(value, (list, dict)) else False  # lists and mappings inline: [a, b], {a: 1}
             lines.append(yaml.safe_dump({f.name: value}, default_flow_style=flow, width=10_000).strip())
         text = "\n".join(lines).lstrip("\n") + "\n"
         if path is not None:
@@ -485,6 +498,7 @@ class RecipeConfig:
                 f"label_separator: got {self.label_separator!r}; give the character that separates the labels of "
                 "a multi-label CSV cell, e.g. '|' or ';' (null when each cell holds one label)"
             )
+        check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)
         if self.hub_model_id is not None and not _REPO_ID.match(self.hub_model_id):
             raise ConfigError(
@@ -587,4 +601,4 @@ def _type_hints() -> dict[str, Any]:
 
 
 def _copy(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value

@@ -176,6 +176,8 @@ def type_name(tp: Any) -> str:
         return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
     if typing.get_origin(tp) is list:
         return "LIST"
+    if typing.get_origin(tp) is dict:
+        return "MAPPING"
     return {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(tp, str(tp))
 
 
@@ -211,6 +213,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce_literal(key, value, typing.get_args(tp))
     if origin is list:
         return _coerce_list(key, value)
+    if origin is dict:
+        return _coerce_mapping(key, value)
     coercer = _SCALARS.get(tp)
     if coercer is None:  # pragma: no cover - guards new field types
         raise ConfigError(f"{key}: unsupported field type {tp!r}")
@@ -234,7 +238,9 @@ def _coerce_union(key: str, value: Any, tp: Any) -> Any:
             errors.append(err)
     if len(errors) == 1:
         raise errors[0]
-    raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    choices = [str(c) for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
+    hint = closest(value.strip().lower(), choices) if isinstance(value, str) and choices else ""
+    raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r} ({type(value).__name__}){hint}")
 
 
 def _coerce_literal(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
@@ -247,6 +253,21 @@ def _coerce_literal(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
         f"{key}: got {value!r}; choose one of {', '.join(map(str, choices))}"
         + (closest(str(text), [str(c) for c in choices]) if isinstance(text, str) else "")
     )
+
+
+def _coerce_mapping(key: str, value: Any) -> dict[str, Any]:
+    """A mapping, or its YAML text (`{cat: 2, dog: 1}`), as {str key: value}; the values are checked by the
+    key's own rule (e.g. tl_hub.imbalance.check_class_weights)."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: could not parse {value!r} as a mapping: {err}") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping {{name: value}}, got {value!r}")
+    return {str(k): v for k, v in value.items()}
 
 
 def _coerce_list(key: str, value: Any) -> list[str]:

@@ -68,8 +68,10 @@ def label_mapping(data_labels: list[str], model_labels: list[str], *, model: str
 def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, split: str | None = None,
                    revision: str | None = None, batch_size: int = 64, num_workers: int = 0,
                    image_column: str | None = None, label_column: str | None = None,
-                   overwrite: bool = False, label_separator: str | None = None) -> EvaluationResult:
-    """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md.
+                   overwrite: bool = False, progress: bool = True,
+                   label_separator: str | None = None) -> EvaluationResult:
+    """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md. `progress`:
+    a progress bar over the batches (tqdm; also off with TQDM_DISABLE=1).
 
     A multi-label model (``problem_type: multi_label_classification``) reads label lists (``label_separator``
     splits CSV cells) and reports mAP, micro/macro F1 at its ``multi_label_threshold`` and each label's AP
@@ -88,7 +90,7 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     rows, split_name, data_labels = _rows(dataset, split, image_column, label_column, MULTI_LABEL if multi else None,
                                           label_separator)
     mapping = label_mapping(data_labels, model_labels, model=str(model), dataset=str(dataset))
-    logits, references = _predict(network, processor, rows, batch_size, num_workers, multi)
+    logits, references = _predict(network, processor, rows, batch_size, num_workers, progress, multi)
     if multi:  # multi-hot rows in the dataset's label order -> the model's
         from tl_hub.metrics.multilabel import compute_multilabel_metrics
 
@@ -141,7 +143,7 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
 
 
 def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int,
-             multi: bool = False) -> tuple[Any, Any]:
+             progress: bool, multi: bool = False) -> tuple[Any, Any]:
     """Logits and the dataset's label ids of every row, through the model's own eval transform."""
     import torch
 
@@ -157,7 +159,8 @@ def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_worke
     from tl_hub.loss import LossSpec
 
     loss = LossSpec(problem_type=MULTI_LABEL) if multi else None
-    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, loss_spec=loss)
+    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, loss_spec=loss,
+                      progress=progress)
     return output.logits, output.labels
 
 

@@ -51,6 +51,7 @@ from tl_hub.hardware import (
     tune_cuda,
     wants_channels_last,
 )
+from tl_hub.imbalance import ImbalancePlan, plan_imbalance
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
 from tl_hub.policy import FreezePolicy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
 from tl_hub.reporting import main_process_reporter, use_console
@@ -59,7 +60,8 @@ from tl_hub.trackers import make_trackers, run_hparams, tracker_init_kwargs
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
            "locate_sources",
-           "metrics_document", "push_output_folder", "resolve_config", "run_facts", "train_model",
+           "metrics_document", "plan_class_balance", "push_output_folder", "resolve_config", "run_facts",
+           "train_label_counts", "train_model",
            "write_output_folder"]
 
 _HEADLINE_METRICS = ("map", "f1_micro", "accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
@@ -111,6 +113,7 @@ class Training:
     seconds: float
     learning_rate: float
     learning_rate_full_phase: float | None  # lp-ft's second phase
+    balance: ImbalancePlan | None = None  # the class weights and sampler the loop used
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     num_depths = depth_info(model).max_depth + 1 if config.policy == "auto" else None
     policy = resolve_policy(config.policy, num_examples=len(data.train), num_labels=len(data.labels),
                             num_depths=num_depths, train_fraction=config.train_fraction,
-                            head_epochs_fraction=config.head_epochs_fraction)
+                            head_epochs_fraction=config.head_epochs_fraction, label_counts=train_label_counts(data))
     if config.policy == "auto":
         say(f"policy: {policy.name} (auto) -- {policy.reason}")
     else:
@@ -294,6 +297,45 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     summary = apply_policy(model, policy, phase=plan_phases(policy, config.epochs)[0].lp_ft_phase)
     say(f"trainable parameters: {summary.trainable_params:,} of {summary.trainable_params + summary.frozen_params:,}")
     return model, policy, summary
+
+
+def train_label_counts(data: Any) -> list[int] | None:
+    """The training images of each label, in label-id order, from the data report (None when it has none).
+
+    Example:
+        >>> train_label_counts(load_run_data(RecipeConfig(dataset="bundled:digits", examples_per_label=5)))[:2]  # doctest: +SKIP
+        [5, 5]
+    """
+    per_label = (getattr(data.report, "per_label", None) or {}).get("train")
+    if not per_label:
+        return None
+    return [int(per_label.get(name, 0)) for name in data.labels]
+
+
+def plan_class_balance(config: RecipeConfig, data: Any) -> ImbalancePlan:
+    """What the run does about uneven labels (`class_weights`, `sampler`), from the training label counts.
+
+    Example:
+        >>> plan_class_balance(RecipeConfig(dataset="x", class_weights="auto"), data).reason  # doctest: +SKIP
+        'largest/smallest label ratio 20.0 (Trouser: 1,000, Shirt: 50), above 3: ...'
+    """
+    multi = getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL
+    if multi and config.sampler == "balanced":
+        raise ConfigError(
+            "sampler: got 'balanced' in a multi-label run; it draws each label equally often by one label per "
+            "image, which an image with several labels does not have. Use sampler: random"
+        )
+    counts = train_label_counts(data)
+    if counts is None:  # no report counts (a hand-made bundle): count the labels themselves
+        import numpy as np
+
+        labels = data.train["label"]
+        flat = [c for row in labels for c in row] if multi else labels
+        counts = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(data.labels)).tolist()
+    # multi-label: the default `auto` leaves BCE unweighted (per-label weights of the single-label loss do not
+    # apply); a mapping is refused by plan_imbalance, naming the fix
+    weights = "none" if multi and config.class_weights == "auto" else config.class_weights
+    return plan_imbalance(weights, config.sampler, list(data.labels), counts, multi_label=multi)
 
 
 def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
@@ -325,10 +367,11 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         >>> training.outcome.best_epoch  # doctest: +SKIP
         3
     """
+    from tl_hub.loss import LossSpec
     from tl_hub.train import TrainArgs
 
-    from tl_hub.loss import LossSpec
-
+    balance = plan_class_balance(config, data)
+    say(f"class balance: {balance.reason}")
     use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
@@ -340,9 +383,10 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         max_grad_norm=config.max_grad_norm, seed=config.seed, checkpointing_steps=config.checkpointing_steps,
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
         metric_for_best_model=best_model_metric(config.metric_for_best_model, problem_type),
-        skip_nonfinite_batches=config.skip_nonfinite_batches, loss=LossSpec(problem_type=problem_type),
+        skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
+        loss=LossSpec(problem_type=problem_type, class_weights=balance.loss_weights), sampler=balance.sampler,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say,
                        _metrics_fn(data.labels, config.metrics, problem_type, config.threshold))
@@ -358,7 +402,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         last_phase_summary=_last_phase_summary(model, policy, plan), feature_cache_used=use_features,
         feature_info=feature_info,
         seconds=time.perf_counter() - started, learning_rate=plan[0].learning_rate,
-        learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None,
+        learning_rate_full_phase=plan[-1].learning_rate if policy.name == "lp-ft" else None, balance=balance,
     )
 
 
@@ -440,7 +484,7 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
     # CPU the per-item crop is the faster one (see hardware.augments_batches_on_device)
     on_device = augments_batches_on_device(loop.accelerator.device.type)
     budget = image_cache_budget(config.image_cache_max_gb)
-    cache = {"cache": budget != 0, "cache_max_bytes": budget}
+    cache = {"cache": budget != 0, "cache_max_bytes": budget, "progress": config.progress}
     train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
                                           uint8_items=on_device, **cache)
     eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)
@@ -599,7 +643,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     hyper = {k: getattr(config, k) for k in (
         "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
         "warmup_ratio", "max_grad_norm", "seed", "image_size", "metric_for_best_model",
-        "early_stopping_patience")}
+        "early_stopping_patience", "class_weights", "sampler")}
     hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
                  augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
                  eval_batch_size=config.eval_batch_size or config.batch_size)
@@ -617,6 +661,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "mixed_precision": accelerator.mixed_precision, "device": describe_device(accelerator),
         "train_runtime_s": round(training.seconds, 2), "total_runtime_s": round(time.perf_counter() - started, 2),
         "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
+        "imbalance": training.balance.to_dict() if training.balance is not None else None,
         "stopped_early": training.outcome.stopped_early,
         "time_to_first_step_s": [round(t, 3) for t in training.outcome.time_to_first_step_s],
     }
@@ -687,6 +732,11 @@ def _report_end(say: Callable[[str], None], config: RecipeConfig, output_dir: Pa
     best = f" (best epoch {outcome.best_epoch} of {len(outcome.history)})" if outcome.best_epoch else ""
     say("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics_doc["final"].items()) + best
         + f" on {metrics_doc['num_eval_examples']} images; training took {training.seconds:.1f} s")
+    recall = {name: v["recall"] for name, v in (metrics_doc.get("per_label") or {}).items() if "recall" in v}
+    if recall:  # lowest first: the labels an imbalanced run is most likely to miss
+        worst = sorted(recall.items(), key=lambda item: item[1])
+        say("per-label recall (lowest first): " + ", ".join(f"{name} {value:.4f}" for name, value in worst[:10])
+            + (f", ... ({len(worst) - 10} more in metrics.json)" if len(worst) > 10 else ""))
     say(f"Hub-ready folder: {output_dir.resolve()}")
     if not config.push_to_hub:
         say(f"push it with:  tl-hub push {output_dir} USER/REPO")

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tl_hub.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LossSpec:
@@ -33,7 +35,14 @@ class LossSpec:
     """
 
     problem_type: str = "single_label_classification"
-    class_weights: tuple[float, ...] | None = None  # one weight per label id, or None
+    class_weights: tuple[float, ...] | None = None  # one weight per label id, or None (tl_hub.imbalance)
+
+    def __post_init__(self) -> None:
+        if self.class_weights is not None and self.problem_type != "single_label_classification":
+            raise ConfigError(f"class_weights: set for a {self.problem_type} run; per-label weights of the "
+                              "single-label loss do not apply there. Set class_weights: none")
+        if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
+            raise ConfigError(f"class_weights: got {list(self.class_weights)}; every weight must be positive")
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with the run that wrote the checkpoint."""

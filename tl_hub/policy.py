@@ -52,6 +52,11 @@ PARTIAL_MEASURED_PER_LABEL = 1000
 # Full fine-tuning only with plenty of data per label and in total: common practice, not measured here.
 FULL_MIN_PER_LABEL = 5000
 FULL_MIN_TOTAL = 50_000
+# With uneven labels the rule reads the smallest labels, not the mean: it uses the count of the label at the
+# 10th percentile of the label counts (numpy's "lower" method: with 10 labels or fewer, the smallest label;
+# with 100, the 10th smallest) when that is below the mean. The rarest labels are where re-training layers
+# overfits first; taking a percentile rather than the minimum keeps one stray label from deciding alone.
+SMALL_LABELS_PERCENTILE = 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,8 +194,41 @@ def _fmt(n: float) -> str:
     return f"{n:,.0f}"
 
 
-def choose_policy(num_examples: int, num_labels: int, *, num_depths: int | None = None) -> FreezePolicy:
+def small_label_count(label_counts: Any) -> int:
+    """The training images of the label at the `SMALL_LABELS_PERCENTILE` (10th) percentile of the label
+    counts (numpy's "lower" method: an actual label's count).
+
+    Example:
+        >>> small_label_count([1000] * 5 + [50] * 5), small_label_count(list(range(1, 101)))
+        (50, 10)
+    """
+    import numpy as np
+
+    return int(np.percentile(np.asarray(list(label_counts)), SMALL_LABELS_PERCENTILE, method="lower"))
+
+
+def _per_label_basis(num_examples: int, num_labels: int, label_counts: Any) -> tuple[float, str]:
+    """(the images per label the rule decides on, the sentence that says so)."""
+    mean = num_examples / num_labels
+    size = f"{_fmt(num_examples)} training images for {num_labels} labels is about {_fmt(mean)} per label."
+    if label_counts is None or len(label_counts) == 0:
+        return mean, size
+    small = small_label_count(label_counts)
+    if small >= mean:
+        return mean, size
+    return small, (
+        f"{size} The labels are uneven (smallest {_fmt(min(label_counts))}, largest {_fmt(max(label_counts))}), so "
+        f"tl_hub decides on its smaller labels: the {SMALL_LABELS_PERCENTILE}th-percentile label has {_fmt(small)} "
+        f"images, and the rules below read that count, not the mean (the rarest labels overfit first)."
+    )
+
+
+def choose_policy(num_examples: int, num_labels: int, *, num_depths: int | None = None,
+                  label_counts: Any = None) -> FreezePolicy:
     """Pick a freeze policy from the dataset size (images per label and in total), with a reason.
+
+    "Images per label" is the mean, or, with `label_counts` given and uneven, the count of the label at the
+    10th percentile of the counts when that is smaller (`small_label_count`):
 
     - fewer than 300 images per label: `head` (frozen backbone);
     - from 300 per label: `partial` (deepest 30% of the blocks; more of them above 1,000 per label);
@@ -201,18 +239,22 @@ def choose_policy(num_examples: int, num_labels: int, *, num_depths: int | None 
         num_labels: number of labels.
         num_depths: number of depths of the model (`max(depth_map(model).values()) + 1`), to say in the
             reason how many depths `partial` trains.
+        label_counts: training images of each label (the data report's `per_label["train"]`), or None.
 
     Example:
         >>> choose_policy(1_000, 10).name, choose_policy(20_000, 10).name, choose_policy(600_000, 100).name
         ('head', 'partial', 'full')
+        >>> choose_policy(5_250, 10).name, choose_policy(5_250, 10, label_counts=[1000] * 5 + [50] * 5).name
+        ('partial', 'head')
     """
     for key, value, low in (("num_examples", num_examples, 1), ("num_labels", num_labels, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key}: got {value!r}; expected an integer >= {low}")
     if num_depths is not None and (isinstance(num_depths, bool) or not isinstance(num_depths, int) or num_depths < 2):
         raise ConfigError(f"num_depths: got {num_depths!r}; expected an integer >= 2 (stem ... head)")
-    per_label = num_examples / num_labels
-    size = f"{_fmt(num_examples)} training images for {num_labels} labels is about {_fmt(per_label)} per label."
+    if label_counts is not None and len(label_counts) != num_labels:
+        raise ConfigError(f"label_counts: got {len(label_counts)} counts; expected one per label ({num_labels})")
+    per_label, size = _per_label_basis(num_examples, num_labels, label_counts)
     evidence = (
         "On Fashion-MNIST with the ImageNet-pretrained EfficientNet-Lite0, a frozen backbone with a trained "
         "head beat re-training the last two stages at 100 images per label (accuracy 0.84 vs 0.81), while "
@@ -265,8 +307,9 @@ def resolve_policy(
     num_depths: int | None = None,
     train_fraction: float | None = None,
     head_epochs_fraction: float | None = None,
+    label_counts: Any = None,
 ) -> FreezePolicy:
-    """The concrete policy of a run: `choose_policy` for "auto" (keeping a requested `train_fraction` if it
+    """The concrete policy of a run: `choose_policy` for "auto" (reading `label_counts` when given) (keeping a requested `train_fraction` if it
     picks `partial`), else the requested policy with its knobs.
 
     Example:
@@ -277,7 +320,7 @@ def resolve_policy(
     """
     check_policy_knobs(requested, train_fraction, head_epochs_fraction)
     if requested == AUTO:
-        chosen = choose_policy(num_examples, num_labels, num_depths=num_depths)
+        chosen = choose_policy(num_examples, num_labels, num_depths=num_depths, label_counts=label_counts)
         if train_fraction is not None and chosen.name == "partial":
             chosen = FreezePolicy("partial", train_fraction=train_fraction, reason=chosen.reason)
         return chosen
@@ -342,7 +385,8 @@ def plan_phases(policy: FreezePolicy, epochs: int, learning_rate: float | None =
 
 
 def explain_policy(
-    num_examples: int, num_labels: int, *, requested: str = AUTO, num_depths: int | None = None
+    num_examples: int, num_labels: int, *, requested: str = AUTO, num_depths: int | None = None,
+    label_counts: Any = None,
 ) -> FreezePolicy:
     """The policy for a dataset size with its reason; a requested policy's reason also says what `auto`
     would have chosen and why (what `tl-hub policy` prints).
@@ -353,7 +397,7 @@ def explain_policy(
     """
     if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 2:
         raise ConfigError(f"labels: got {num_labels!r}; an image classifier needs at least 2 labels")
-    auto = choose_policy(num_examples, num_labels, num_depths=num_depths)
+    auto = choose_policy(num_examples, num_labels, num_depths=num_depths, label_counts=label_counts)
     if requested in (None, "", AUTO):
         return auto
     chosen = FreezePolicy(requested)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSampler", "SeededDataset", "mix_seed", "sample_seeds", "sample_uniforms"]
+__all__ = ["BalancedEpochSampler", "EpochSampler", "SeededDataset", "mix_seed", "sample_seeds", "sample_uniforms"]
 
 
 def mix_seed(*parts: int) -> int:
@@ -63,6 +63,36 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class BalancedEpochSampler(EpochSampler):
+    """Like `EpochSampler`, but every label is drawn equally often: `num_samples` indices drawn with
+    replacement, each with probability 1 / (number of labels * its label's count), by `torch.multinomial`
+    under a generator seeded by (seed, epoch) alone. So the order is a pure function of (seed, epoch): the
+    same on every process (accelerate splits each global batch across them, as with `EpochSampler`) and after
+    a resume (the loop skips the batches already trained). The epoch keeps its length (the dataset's size).
+
+    An image drawn twice in one epoch gets the same augmentation seed both times (`mix_seed(seed, epoch,
+    index)`, what the batched augmentation on a GPU computes from the index); it differs between epochs.
+
+    Example:
+        >>> s = BalancedEpochSampler([0, 0, 0, 0, 0, 0, 1, 1], seed=0); s.set_epoch(3)
+        >>> order = s.order(); len(order), order == s.order()
+        (8, True)
+    """
+
+    def __init__(self, labels: Any, seed: int) -> None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        super().__init__(int(labels.numel()), seed, shuffle=True)
+        counts = torch.bincount(labels).double()
+        self.weights = (1.0 / counts[labels]) if labels.numel() else counts  # label mass 1 / (present labels)
+
+    def order(self) -> list[int]:
+        """The sample indices of the current epoch: drawn with replacement, every label equally likely."""
+        if not self.num_samples:
+            return []
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 1))  # 1: not EpochSampler's stream
+        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen).tolist()
 
 
 class SeededDataset(Dataset):

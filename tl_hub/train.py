@@ -65,7 +65,7 @@ from tl_hub.errors import CheckpointError, TlHubError
 from tl_hub.loss import LossSpec, compute_loss
 from tl_hub.metrics import greater_is_better, metric_key
 from tl_hub.reporting import main_process_reporter
-from tl_hub.seeding import EpochSampler, SeededDataset, mix_seed, sample_seeds
+from tl_hub.seeding import BalancedEpochSampler, EpochSampler, SeededDataset, mix_seed, sample_seeds
 
 _NON_INPUTS = frozenset({"labels", "index", "id"})
 
@@ -110,6 +110,7 @@ class TrainArgs:
     report_every: int = 25  # optimizer steps between reads of the loss (progress bar, trackers): each is a host sync
     compile: bool = False  # torch.compile what trains (checkpoints still hold the plain model's weights)
     loss: LossSpec = field(default_factory=LossSpec)  # which loss trains and evaluates (tl_hub.loss)
+    sampler: str = "random"  # random (EpochSampler) | balanced (BalancedEpochSampler over the dataset's `labels`)
 
     def fingerprint(self) -> dict[str, Any]:
         """The knobs a resumed run must share with the run that wrote the checkpoint."""
@@ -120,6 +121,7 @@ class TrainArgs:
             "learning_rate": self.learning_rate,
             "lr_scheduler": self.lr_scheduler,
             **({"loss": self.loss.fingerprint()} if self.loss != LossSpec() else {}),
+            **({"sampler": self.sampler} if self.sampler != "random" else {}),
         }
 
 
@@ -365,9 +367,10 @@ def device_batch(batch: dict, dataset: Any, device: Any, seeds: Any = None, keep
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_last: bool = False,
-             dataset: Any = None, loss_spec: LossSpec | None = None) -> EvalOutput:
+             dataset: Any = None, loss_spec: LossSpec | None = None, progress: bool = False) -> EvalOutput:
     """Evaluate on a prepared loader; outputs gathered with `gather_for_metrics` (exact sample count).
-    `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`).
+    `dataset` (the loader's) turns uint8 batches into inputs on the device (`device_batch`); `progress`: a
+    bar on the local main process (tqdm; also off with TQDM_DISABLE=1).
 
     Example:
         >>> ev = evaluate(model, eval_loader, accelerator)  # doctest: +SKIP
@@ -377,7 +380,11 @@ def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_las
     was_training = model.training
     model.eval()
     logits_all, labels_all, index_all = [], [], []
-    for batch in loader:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5,
+               disable=not (progress and accelerator.is_local_main_process))
+    for batch in bar:
         batch = device_batch(batch, dataset, accelerator.device)
         logits = forward_logits(model, batch, channels_last).float()
         logits, labels, index = accelerator.gather_for_metrics((logits, batch["labels"], batch["index"]))
@@ -500,7 +507,7 @@ def _make_loaders(train_dataset: Dataset, eval_dataset: Dataset, args: TrainArgs
     nproc = accelerator.num_processes
     eval_bs = args.eval_batch_size or args.batch_size
     eval_bs = max(nproc, eval_bs - eval_bs % nproc)
-    sampler = EpochSampler(len(train_dataset), args.seed, shuffle=True)
+    sampler = _train_sampler(train_dataset, args)
     loader_kw = {"num_workers": args.num_workers, "pin_memory": torch.cuda.is_available(),
                  "persistent_workers": args.num_workers > 0}
     train_loader = DataLoader(SeededDataset(train_dataset), batch_size=args.batch_size, sampler=sampler, **loader_kw)
@@ -509,6 +516,19 @@ def _make_loaders(train_dataset: Dataset, eval_dataset: Dataset, args: TrainArgs
     # stay on the host, where the augmentation seeds and the names of a bad batch are made without a sync
     return (sampler, accelerator.prepare_data_loader(train_loader, device_placement=False),
             accelerator.prepare_data_loader(eval_loader, device_placement=False))
+
+
+def _train_sampler(train_dataset: Dataset, args: TrainArgs) -> EpochSampler:
+    """The seeded order of the training samples: a permutation per epoch, or label-balanced draws."""
+    if args.sampler == "random":
+        return EpochSampler(len(train_dataset), args.seed, shuffle=True)
+    if args.sampler != "balanced":
+        raise TlHubError(f"sampler: got {args.sampler!r}; choose random or balanced")
+    labels = getattr(train_dataset, "labels", None)
+    if labels is None or len(labels) != len(train_dataset):
+        raise TlHubError(f"sampler: balanced needs the training dataset's `labels` (one per item); "
+                         f"{type(train_dataset).__name__} has none. Use sampler: random")
+    return BalancedEpochSampler(labels, args.seed)
 
 
 def _initial_state(loop: _Loop, fingerprint: dict[str, Any], resume_from: str | Path | None) -> LoopState:
@@ -790,7 +810,7 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
     write the epoch's checkpoint and run the callbacks."""
     state.loss_sum = float(run.loss_sum.item())
     ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset,
-                  loop.args.loss)
+                  loop.args.loss, progress=loop.args.progress)
     metrics = loop.metrics_fn(ev)
     scalars = _scalar_metrics(metrics)
     scalars.setdefault("loss", ev.loss)

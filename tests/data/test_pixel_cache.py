@@ -167,3 +167,15 @@ def test_a_bad_image_is_recorded_while_the_cache_is_built(tmp_path):
     assert got.pixels.array()[:, 0, 0, 0].tolist() == [5, 0, 7]
     again = obtain_pixels(tmp_path, ["bad"], rows, decode, count=3, side=4)
     assert again.decoded == 0 and again.pixels.bad == got.pixels.bad  # the header keeps them
+
+
+def test_the_build_shows_a_progress_bar_unless_told_not_to(tmp_path, capsys):
+    rows = [(i, i) for i in range(40)]
+
+    def decode(index, row):
+        return np.full((3, 4, 4), row, dtype=np.uint8)
+
+    obtain_pixels(tmp_path / "on", ["bar"], rows, decode, count=40, side=4, progress=True)
+    assert "image cache" in capsys.readouterr().err
+    obtain_pixels(tmp_path / "off", ["bar"], rows, decode, count=40, side=4, progress=False)
+    assert "image cache" not in capsys.readouterr().err

@@ -37,6 +37,7 @@ from PIL import Image
 
 from tl_hub.errors import DataError
 from tl_hub.data.images import open_image
+from tl_hub.data.check_record import file_stamps
 from tl_hub.data.multilabel import is_multi_label_feature, label_names_of, multi_hot
 from tl_hub.data.pixel_cache import PixelFile, obtain_pixels
 from tl_hub.data.transforms import ImageSpec
@@ -219,6 +220,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         cache_max_bytes: int | None = None,
         uint8_items: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        progress: bool = False,
     ) -> None:
         for column in (image_column, label_column):
             if column not in hf_dataset.column_names:
@@ -250,17 +252,17 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         # DataLoader workers inherit it instead of each importing it again (seconds and ~150 MiB per worker)
         from torchvision.transforms.v2 import functional  # noqa: F401
         if cache:
-            self._use_disk_cache(cache_dir, cache_max_bytes, num_threads)
+            self._use_disk_cache(cache_dir, cache_max_bytes, num_threads, progress)
 
     def _use_disk_cache(self, cache_dir: str | os.PathLike | None, max_bytes: int | None,
-                        num_threads: int | None) -> None:
+                        num_threads: int | None, progress: bool) -> None:
         folder = Path(cache_dir) if cache_dir is not None else cache_dir_default() / "images"
         # one process builds while the others wait on the lock (`tl_hub.data.pixel_cache`): it may use the cores
         # they leave idle (decoding and resizing release the GIL)
         threads = num_threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
                                      os.cpu_count() or 1)
         got = obtain_pixels(folder, self._cache_key_parts(), self._raw_rows(), self._decode_row, count=len(self),
-                            side=self.side, max_bytes=max_bytes, threads=threads)
+                            side=self.side, max_bytes=max_bytes, threads=threads, progress=progress)
         if got.pixels is None:
             self.cache_info = {"off": got.reason}
             logger.warning("image cache: %s; decoding every image per item instead (use DataLoader workers, "
@@ -390,21 +392,5 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
 
 def _file_stamps(source: _Source) -> str:
-    """A hash of (path, size, modification time) of every row that points to an image file (rows that hold
-    their bytes are covered by the fingerprint); read from the Arrow column without loading image bytes."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    table = source.raw().select_columns([source.column]).with_format("arrow")
-    for start in range(0, len(table), 4096):
-        column = table[start : start + 4096][source.column].combine_chunks()
-        paths = column.field("path").to_pylist()
-        by_path = column.field("bytes").is_null().to_pylist()
-        for path, from_file in zip(paths, by_path):
-            if from_file and path:
-                try:
-                    stat = os.stat(path)
-                    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                except OSError:
-                    digest.update(f"{path}\0missing\n".encode())
-    return digest.hexdigest()
+    """A hash of (path, size, modification time) of every row that points to an image file."""
+    return file_stamps(source.raw(), source.column)

@@ -176,11 +176,13 @@ def obtain_pixels(
     side: int,
     max_bytes: int | None = None,
     threads: int = 2,
+    progress: bool = False,
 ) -> Obtained:
     """The cache entry for `key_parts`: mapped when it exists, else built from `rows` (once, under a lock).
 
     ``rows`` yields ``(row number, raw row)`` for rows ``0..count-1``; ``decode(row number, raw row)``
-    returns uint8 ``[3, side, side]`` or raises `BadImageError` (recorded in ``PixelFile.bad``).
+    returns uint8 ``[3, side, side]`` or raises `BadImageError` (recorded in ``PixelFile.bad``). ``progress``:
+    a progress bar over the build (tqdm; also off with TQDM_DISABLE=1).
 
     Example:
         >>> import tempfile
@@ -207,7 +209,7 @@ def obtain_pixels(
         if found is not None:
             return Obtained(found)
         started = time.perf_counter()
-        built = _Builder(folder, key, count, side, max_bytes).run(rows, decode, threads)
+        built = _Builder(folder, key, count, side, max_bytes).run(rows, decode, threads, progress)
         seconds = time.perf_counter() - started
         if isinstance(built, str):
             return Obtained(None, decoded=count, seconds=seconds, reason=built)
@@ -258,7 +260,8 @@ class _Builder:
                     return
             self.array[index] = image[:1] if self.planes == 1 else image
 
-    def run(self, rows: Iterable[tuple[int, Any]], decode: Callable[[int, Any], np.ndarray], threads: int) -> Any:
+    def run(self, rows: Iterable[tuple[int, Any]], decode: Callable[[int, Any], np.ndarray], threads: int,
+            progress: bool = False) -> Any:
         def work(item: tuple[int, Any]) -> None:
             index, row = item
             try:
@@ -269,7 +272,11 @@ class _Builder:
                 return
             self._store(index, image)
 
+        from tqdm.auto import tqdm
+
         rows = iter(rows)
+        bar = tqdm(total=self.count, desc="image cache", unit="img", leave=False, dynamic_ncols=True,
+                   mininterval=0.5, disable=not progress)
         try:
             with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
                 while not self.too_big:  # a chunk at a time: only its raw rows are held
@@ -277,10 +284,12 @@ class _Builder:
                     if not chunk:
                         break
                     list(pool.map(work, chunk))
+                    bar.update(len(chunk))
             if self.too_big:
                 return self.too_big
             return self._finish()
         finally:
+            bar.close()
             self.array = None
             for path in (self.tmp, *self.folder.glob(f"{self.key}.u8.wide-tmp-{os.getpid()}")):
                 path.unlink(missing_ok=True)
