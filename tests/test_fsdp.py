@@ -146,3 +146,10 @@ def test_fsdp_resume_lp_ft_across_the_phase_change(assets, tmp_path):  # noqa: F
     config = fsdp_cpu_config(tmp_path / "fsdp.yaml")
     run_chain(assets, tmp_path, "fsdp-lpft", {"policy": "lp-ft", "head_epochs_fraction": 0.34},
               [{"KILL_AT_STEP": 6}, {"KILL_AT_STEP": RNG.choice([7, 9])}], procs=2, accelerate_config=config)
+
+
+def test_fsdp_refuses_ema_with_a_clear_error(assets, tmp_path):  # noqa: F811
+    """[6/7]: an EMA of sharded weights is not supported: the run stops at start, naming ema_decay and DDP."""
+    with pytest.raises(AssertionError) as err:
+        fsdp_run(tmp_path, base_recipe(assets, policy="full", epochs=1, ema_decay=0.9), "ema")
+    assert "ema_decay: not supported under FSDP" in str(err.value) and "ddp.yaml" in str(err.value)

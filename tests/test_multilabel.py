@@ -286,3 +286,24 @@ def test_class_balance_keys_in_a_multi_label_run(tmp_path):
         plan_class_balance(RecipeConfig(dataset=str(table), class_weights={"red": 2.0}), data)
     with pytest.raises(ConfigError, match=r"sampler: got 'balanced' in a multi-label run.*sampler: random"):
         plan_class_balance(RecipeConfig(dataset=str(table), sampler="balanced"), data)
+
+
+def test_regularisers_in_a_multi_label_run(tmp_path):
+    """label_smoothing moves each BCE target towards 1/2 in training only; mixup/cutmix (one label per image)
+    are refused for label lists, naming the keys and the fix."""
+    from helpers.tiny_models import tiny_checkpoint
+    from tl_hub.finetuning import finetune
+    from tl_hub.loss import LossSpec, compute_loss
+
+    logits, target = torch.tensor([[1.5, -0.5]]), torch.tensor([[1.0, 0.0]])
+    spec = LossSpec(problem_type="multi_label_classification", label_smoothing=0.2)
+    smoothed = torch.tensor([[0.9, 0.1]])
+    p = torch.sigmoid(logits.double())
+    by_hand = -(smoothed * torch.log(p) + (1 - smoothed) * torch.log(1 - p)).mean()
+    assert abs(float(compute_loss(spec, logits, target, training=True)) - float(by_hand)) < 1e-6
+    plain = LossSpec(problem_type="multi_label_classification")
+    assert float(compute_loss(spec, logits, target)) == float(compute_loss(plain, logits, target))
+    table, _ = write_multi_label_table(tmp_path / "d", COLOURS, 20, seed=10)
+    with pytest.raises(ConfigError, match=r"mixup_alpha/cutmix_alpha: got 0\.2/0\.0 in a multi-label run.*Set both to 0"):
+        finetune(model=str(tiny_checkpoint("vit", tmp_path / "vit")), dataset=str(table), mixup_alpha=0.2, policy="full",
+                 output_dir=str(tmp_path / "out"), epochs=1, num_workers=0, progress=False)

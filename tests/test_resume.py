@@ -191,7 +191,9 @@ def assert_identical(reference: Path, resumed: Path, ref_log: list[dict], chain_
     assert [r["lr"] for r in chain_log] == [r["lr"] for r in ref_log], f"{msg}: LR trajectory differs"
     last_ref, last_res = ckpt.latest_checkpoint(reference / "checkpoints"), ckpt.latest_checkpoint(resumed / "checkpoints")
     assert last_ref.name == last_res.name, msg
-    for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json"):
+    names = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json"]
+    names += [n for n in ("ema.safetensors",) if (last_ref / n).is_file() or (last_res / n).is_file()]
+    for name in names:
         assert (last_ref / name).read_bytes() == (last_res / name).read_bytes(), f"{msg}: final {name} differs"
     assert (reference / "model.safetensors").read_bytes() == (resumed / "model.safetensors").read_bytes(), \
         f"{msg}: the best model differs"
@@ -278,6 +280,17 @@ def test_resume_by_running_the_same_command_again(assets, tmp_path):
     """The default `resume_from_checkpoint: auto` (null in JSON): after a SIGKILL mid-epoch the unchanged command
     resumes the unfinished run from its newest checkpoint, bit for bit."""
     run_chain(assets, tmp_path, "auto", {"resume_from_checkpoint": None}, [{"KILL_AT_STEP": RNG.randint(3, 12)}])
+
+
+@pytest.mark.parametrize("regulariser", [
+    {"label_smoothing": 0.1},
+    {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},  # one of the two per batch: both draws must replay
+    {"ema_decay": 0.8},  # the EMA (ema.safetensors) is compared too, and the best model is the EMA's
+    {"gradient_checkpointing": True},
+], ids=["label_smoothing", "mixup_cutmix", "ema", "gradient_checkpointing"])
+def test_resume_with_each_regulariser(assets, tmp_path, regulariser):
+    """[6/7]: each regulariser on, SIGKILL mid-epoch, resume: bit-identical to the uninterrupted run."""
+    run_chain(assets, tmp_path, "reg", regulariser, [{"KILL_AT_STEP": RNG.choice([3, 7, 11])}])
 
 
 @pytest.mark.multiprocess

@@ -615,6 +615,7 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "skipped_table": _md_table(["file", "reason"], skipped_rows) if skipped_rows else "",
         "hyper_table": _md_table(["hyperparameter", "value"], [[f"`{k}`", v if not isinstance(v, (list, dict)) else
                                  json.dumps(v)] for k, v in hyper.items()]) if hyper else "",
+        "ema_note": _ema_note(run_info.get("regularisers_detail") or {}),
         "run_table": _md_table(["setting", "value"], [[k, run_info[k]] for k in (
             "num_processes", "mixed_precision", "device", "train_runtime_s", "feature_cache_used")
             if run_info.get(k) is not None]),
@@ -643,6 +644,16 @@ def _metric_name(key: str, metrics: dict[str, Any]) -> str:
     if metrics.get("problem_type") == "multi_label_classification" and key in _MULTI_LABEL_NAMES:
         return _MULTI_LABEL_NAMES[key]
     return _METRIC_NAMES.get(key, key)
+
+
+def _ema_note(detail: dict[str, Any]) -> str:
+    """The card's sentence saying the weights are an EMA (run_info's `regularisers_detail.ema_decay`), or ""."""
+    decay = detail.get("ema_decay")
+    if not decay:
+        return ""
+    return (f"The weights in this repository are an exponential moving average (decay {decay:g}, one update per "
+            "optimizer step) of the trained weights, not the last step's weights; the EMA is what was evaluated "
+            "each epoch and kept as the best model.")
 
 
 def _render_template(card_data, ctx: dict[str, Any]) -> str:

@@ -59,6 +59,7 @@ SCHEDULER_FILE = "scheduler.json"
 RNG_TENSORS = "rng.safetensors"
 RNG_JSON = "rng.json"
 BEST_MODEL_FILE = "best_model.safetensors"
+EMA_FILE = "ema.safetensors"  # the EMA of the weights, when the run keeps one (`ema_decay`)
 _TMP_PREFIX = ".tmp-"
 
 
@@ -306,6 +307,7 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     save_total_limit: int | None = None,
+    extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write one complete checkpoint atomically; return its final path.
 
@@ -318,6 +320,7 @@ def save_checkpoint(
         state: JSON-able loop state; must hold "global_step" (and "end_of_epoch" for epoch ends).
         save_total_limit: keep at most this many complete checkpoints (oldest removed after the new one
             is complete); None or <= 0 keeps all.
+        extra_tensors: more safetensors files of the checkpoint, {file name: tensors} (e.g. `EMA_FILE`).
 
     Example:
         >>> # see the module docstring
@@ -328,6 +331,8 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     _write_tensors(tmp / MODEL_FILE, model_state_tensors(model))
+    for name, tensors in (extra_tensors or {}).items():
+        _write_tensors(tmp / name, tensors)
     opt_tensors, opt_meta = optimizer_to_files(optimizer)
     _write_tensors(tmp / OPTIMIZER_TENSORS, opt_tensors)
     _write_json(tmp / OPTIMIZER_JSON, opt_meta)
@@ -466,3 +471,17 @@ def load_checkpoint(
     if restore_rng:
         _restore_rng(rng_tensors, rng_meta, path)
     return state
+
+
+def load_extra_tensors(path: str | os.PathLike, name: str, module: torch.nn.Module, what: str) -> None:
+    """Load the checkpoint's extra tensors file `name` (see `save_checkpoint`) into `module`'s state;
+    CheckpointError naming the file when it is missing, corrupt or does not fit.
+
+    Example:
+        >>> load_extra_tensors("/nonexistent", EMA_FILE, torch.nn.Linear(1, 1), "EMA weights")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        tl_hub.errors.CheckpointError: checkpoint file /nonexistent/ema.safetensors (EMA weights) is missing...
+    """
+    file = Path(path) / name
+    load_model_tensors(module, _read_tensors(file, what), file)

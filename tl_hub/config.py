@@ -47,6 +47,7 @@ from tl_hub.data.options import check_data_options
 from tl_hub.errors import ConfigError
 from tl_hub.imbalance import check_class_weights
 from tl_hub.policy import RecipePolicy, check_policy_knobs, uses_feature_cache
+from tl_hub.regularisers import check_regularisers
 from tl_hub.validation import check_range
 
 __all__ = ["RecipeConfig", "parse_overrides", "quickstart_config", "quickstart_path"]
@@ -226,6 +227,29 @@ class RecipeConfig:
         "Order of the training images: random (a seeded permutation per epoch) or balanced (every label drawn "
         "equally often, with replacement; same epoch length; exact resume holds).",
         "optimization",
+    )
+
+    # --- regularisation (all off by default; see README "Regularisers" for what they did on Fashion-MNIST) ---
+    label_smoothing: float = _f(
+        0.0, "Training loss: each target keeps 1 - x and spreads x evenly over the labels, in [0, 1) (0 = off; "
+        "eval_loss stays plain cross-entropy).", "regularisation",
+    )
+    mixup_alpha: float = _f(
+        0.0, "Mixup: blend each training batch with itself reversed, weight ~ Beta(alpha, alpha) (0 = off; e.g. 0.2). "
+        "Needs images: not with policy head on cached features.", "regularisation",
+    )
+    cutmix_alpha: float = _f(
+        0.0, "CutMix: paste a box of the batch reversed into each image, area ~ Beta(alpha, alpha) (0 = off; e.g. "
+        "1.0). With mixup_alpha too, one of the two per batch.", "regularisation",
+    )
+    ema_decay: float | None = _f(
+        None, "Keep an exponential moving average of the weights with this decay in (0, 1) (e.g. 0.999; null = "
+        "off); the EMA weights are evaluated each epoch and are the ones saved. Not under FSDP.", "regularisation",
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute the backbone's activations in the backward pass (less memory, more compute, the same "
+        "gradients; BatchNorm layers that train update their running statistics once more in the recompute). The "
+        "backbone must support it.", "regularisation",
     )
 
     # --- precision ---------------------------------------------------------------------------
@@ -500,6 +524,9 @@ class RecipeConfig:
             )
         check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)
+        check_regularisers(label_smoothing=self.label_smoothing, mixup_alpha=self.mixup_alpha,
+                           cutmix_alpha=self.cutmix_alpha, ema_decay=self.ema_decay, policy=self.policy,
+                           feature_cache=self.feature_cache, gradient_checkpointing=self.gradient_checkpointing)
         if self.hub_model_id is not None and not _REPO_ID.match(self.hub_model_id):
             raise ConfigError(
                 f"hub_model_id: got {self.hub_model_id!r}; expected 'name' or 'org/name' (letters, digits, "

@@ -294,9 +294,20 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
         say(f"policy: {policy.name} (auto) -- {policy.reason}")
     else:
         say(f"policy: {policy.name} (set in the recipe)")
+    _apply_regularisers(config, model, policy)
     summary = apply_policy(model, policy, phase=plan_phases(policy, config.epochs)[0].lp_ft_phase)
     say(f"trainable parameters: {summary.trainable_params:,} of {summary.trainable_params + summary.frozen_params:,}")
     return model, policy, summary
+
+
+def _apply_regularisers(config: RecipeConfig, model: Any, policy: FreezePolicy) -> None:
+    """The regulariser rules for the policy the run uses (`auto` resolved), and gradient checkpointing on."""
+    from tl_hub.regularisers import check_regularisers_for_policy, enable_gradient_checkpointing
+
+    check_regularisers_for_policy(policy.name, config.feature_cache, mixup_alpha=config.mixup_alpha,
+                                  cutmix_alpha=config.cutmix_alpha, gradient_checkpointing=config.gradient_checkpointing)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model, config.model)
 
 
 def train_label_counts(data: Any) -> list[int] | None:
@@ -368,10 +379,16 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         3
     """
     from tl_hub.loss import LossSpec
+    from tl_hub.regularisers import MixSpec
     from tl_hub.train import TrainArgs
 
     balance = plan_class_balance(config, data)
     say(f"class balance: {balance.reason}")
+    if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL and (config.mixup_alpha or config.cutmix_alpha):
+        raise ConfigError(
+            f"mixup_alpha/cutmix_alpha: got {config.mixup_alpha}/{config.cutmix_alpha} in a multi-label run; tl_hub "
+            "mixes one label per image (torchvision's MixUp/CutMix), not label lists. Set both to 0"
+        )
     use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
@@ -386,7 +403,11 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
-        loss=LossSpec(problem_type=problem_type, class_weights=balance.loss_weights), sampler=balance.sampler,
+        loss=LossSpec(problem_type=problem_type, class_weights=balance.loss_weights,
+                      label_smoothing=config.label_smoothing),
+        sampler=balance.sampler, ema_decay=config.ema_decay,
+        mix=MixSpec(config.mixup_alpha, config.cutmix_alpha, len(data.labels)),
+        gradient_checkpointing=config.gradient_checkpointing,
     )
     loop = _LoopInputs(config, accelerator, data, args, resume, say,
                        _metrics_fn(data.labels, config.metrics, problem_type, config.threshold))
@@ -639,6 +660,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     """
     from tl_hub import __version__
     from tl_hub.hub import tl_hub_parent
+    from tl_hub.regularisers import describe_regularisers
 
     hyper = {k: getattr(config, k) for k in (
         "epochs", "batch_size", "gradient_accumulation_steps", "weight_decay", "layer_decay", "lr_scheduler",
@@ -646,7 +668,12 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "early_stopping_patience", "class_weights", "sampler")}
     hyper.update(learning_rate=training.learning_rate, image_size=spec.size, optimizer=OPTIMIZER,
                  augmentation=augmentation_used(config.augment, policy.name, training.feature_cache_used),
-                 eval_batch_size=config.eval_batch_size or config.batch_size)
+                 eval_batch_size=config.eval_batch_size or config.batch_size,
+                 regularisers=describe_regularisers(
+                     label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
+                     cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay,
+                     gradient_checkpointing=config.gradient_checkpointing, policy=policy.name,
+                     feature_cache_used=training.feature_cache_used))
     if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL:
         hyper.update(problem_type=MULTI_LABEL, threshold=config.threshold, loss="binary cross-entropy (sigmoid per label)",
                      metric_for_best_model=best_model_metric(config.metric_for_best_model, MULTI_LABEL))
@@ -663,6 +690,8 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
         "feature_cache_used": training.feature_cache_used, "resumed_from": training.outcome.resumed_from,
         "imbalance": training.balance.to_dict() if training.balance is not None else None,
         "stopped_early": training.outcome.stopped_early,
+        "regularisers_detail": {k: getattr(config, k) for k in (
+            "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay", "gradient_checkpointing")},
         "time_to_first_step_s": [round(t, 3) for t in training.outcome.time_to_first_step_s],
     }
 

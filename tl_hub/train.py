@@ -64,6 +64,7 @@ from tl_hub.distributed import (Trainable, clip_gradients, gather_optimizer_stat
 from tl_hub.errors import CheckpointError, TlHubError
 from tl_hub.loss import LossSpec, compute_loss
 from tl_hub.metrics import greater_is_better, metric_key
+from tl_hub.regularisers import MixSpec, ema_weights_in, make_ema, mix_batch
 from tl_hub.reporting import main_process_reporter
 from tl_hub.seeding import BalancedEpochSampler, EpochSampler, SeededDataset, mix_seed, sample_seeds
 
@@ -110,6 +111,9 @@ class TrainArgs:
     report_every: int = 25  # optimizer steps between reads of the loss (progress bar, trackers): each is a host sync
     compile: bool = False  # torch.compile what trains (checkpoints still hold the plain model's weights)
     loss: LossSpec = field(default_factory=LossSpec)  # which loss trains and evaluates (tl_hub.loss)
+    mix: MixSpec = field(default_factory=MixSpec)  # mixup/cutmix of image batches (tl_hub.regularisers)
+    ema_decay: float | None = None  # an EMA of the weights is evaluated, kept as best model and checkpointed
+    gradient_checkpointing: bool = False  # set on the model by the caller; here for the fingerprint only
     sampler: str = "random"  # random (EpochSampler) | balanced (BalancedEpochSampler over the dataset's `labels`)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -121,6 +125,10 @@ class TrainArgs:
             "learning_rate": self.learning_rate,
             "lr_scheduler": self.lr_scheduler,
             **({"loss": self.loss.fingerprint()} if self.loss != LossSpec() else {}),
+            **({"mix": self.mix.fingerprint()} if self.mix.active else {}),
+            **({"ema_decay": self.ema_decay} if self.ema_decay else {}),
+            # recomputing a block in the backward pass updates its BatchNorm statistics a second time
+            **({"gradient_checkpointing": True} if self.gradient_checkpointing else {}),
             **({"sampler": self.sampler} if self.sampler != "random" else {}),
         }
 
@@ -236,6 +244,7 @@ class _Loop:
     ids: Sequence[str] | None
     callbacks: Sequence[Callable[[str, LoopState], None]]
     say: Callable[[str], None]
+    ema: Any = None  # timm ModelEmaV3 over `model` when `ema_decay` is set
     best_eval: EvalOutput | None = None
     best_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
@@ -454,6 +463,7 @@ def train(
     fingerprint = {**args.fingerprint(), "train_size": len(train_dataset),
                    "phases": [[p.name, p.epochs] for p in phases]}
     state = _initial_state(loop, fingerprint, resume_from)
+    _start_ema(loop, resume_from)
     pending_resume = resume_from
     start_time = time.perf_counter()
     trainable = None
@@ -480,6 +490,24 @@ def train(
         train_runtime_s=time.perf_counter() - start_time, stopped_early=loop.stopped_early,
         time_to_first_step_s=loop.first_step_seconds,
     )
+
+
+def _start_ema(loop: _Loop, resume_from: str | Path | None) -> None:
+    """The EMA of the weights (`ema_decay`): a copy of the model now, or the checkpoint's EMA on a resume."""
+    if not loop.args.ema_decay:
+        return
+    if is_fsdp(loop.accelerator):
+        raise TlHubError("ema_decay: not supported under FSDP by tl_hub (each process holds only a shard of the "
+                         "weights the EMA would average); set ema_decay: null, or launch with DDP "
+                         "(recipes/accelerate_configs/ddp.yaml)")
+    loop.ema = make_ema(loop.model, loop.args.ema_decay)
+    if resume_from is not None:
+        ckpt.load_extra_tensors(resume_from, ckpt.EMA_FILE, loop.ema.module, "EMA weights")
+
+
+def _ema_in(loop: _Loop) -> Any:
+    """A context in which `loop.model` holds the EMA weights (nothing changes without an EMA)."""
+    return ema_weights_in(loop.model, loop.ema) if loop.ema is not None else contextlib.nullcontext()
 
 
 def _accuracy_only(ev: EvalOutput) -> dict[str, Any]:
@@ -687,11 +715,15 @@ def _micro_batch(loop: _Loop, state: LoopState, run: _Optimizing, batch: dict, g
     dataset = loop.data.train_dataset
     seeds = sample_seeds(args.seed, state.epoch, batch["index"]) if _augments_batches(dataset) else None
     batch = device_batch(batch, dataset, accelerator.device, seeds, keep_on_host=("index",))
+    targets = batch["labels"]
+    if args.mix.active and getattr(batch.get("pixel_values"), "ndim", 0) == 4:  # images, not cached features
+        batch["pixel_values"], targets = mix_batch(
+            args.mix, batch["pixel_values"], targets, mix_seed(args.seed, state.epoch, batch_index, accelerator.process_index, 11))
     torch.manual_seed(mix_seed(args.seed, state.epoch, batch_index, accelerator.process_index, 7))
     no_sync = accelerator.no_sync(run.model) if not sync and loop.nproc > 1 else contextlib.nullcontext()
     with no_sync:
         logits = forward_logits(run.model, batch, loop.data.channels_last)
-        loss = compute_loss(args.loss, logits, batch["labels"])
+        loss = compute_loss(args.loss, logits, targets, training=True)
         # the mean over all processes: what the loss of the global batch is (NaN anywhere -> NaN)
         loss_all = accelerator.reduce(loss.detach().clone(), "mean") if loop.nproc > 1 else loss.detach()
         finite = bool(torch.isfinite(loss_all).item()) if args.skip_nonfinite_batches else None
@@ -737,6 +769,8 @@ def _optimizer_step(loop: _Loop, state: LoopState, run: _Optimizing, bar: Any, i
     if not accelerator.optimizer_step_was_skipped:
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
+    if loop.ema is not None:
+        loop.ema.update(loop.model)
     state.global_step += 1
     lr = max(run.scheduler.get_last_lr())
     if loss is not None and bar is not None:
@@ -809,8 +843,9 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
     """Evaluate, record the epoch, keep the best model, decide early stopping, advance the counters,
     write the epoch's checkpoint and run the callbacks."""
     state.loss_sum = float(run.loss_sum.item())
-    ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last, loop.data.eval_dataset,
-                  loop.args.loss, progress=loop.args.progress)
+    with _ema_in(loop):  # with an EMA, its weights are what is evaluated (and kept as the best model)
+        ev = evaluate(run.model, loop.data.eval_loader, loop.accelerator, loop.data.channels_last,
+                      loop.data.eval_dataset, loop.args.loss, progress=loop.args.progress)
     metrics = loop.metrics_fn(ev)
     scalars = _scalar_metrics(metrics)
     scalars.setdefault("loss", ev.loss)
@@ -836,7 +871,8 @@ def _end_epoch(loop: _Loop, state: LoopState, run: _Optimizing, phase: Phase, ti
         loop.best_eval, loop.best_metrics = ev, metrics
         sync_master(run.trainable)  # FSDP: every process (the same `improved` everywhere: gathered metrics)
         if loop.accelerator.is_main_process:
-            ckpt.save_best_model(loop.checkpoint_root, loop.model, {"epoch": state.epoch + 1, loop.metric_name: value})
+            best = loop.ema.module if loop.ema is not None else loop.model
+            ckpt.save_best_model(loop.checkpoint_root, best, {"epoch": state.epoch + 1, loop.metric_name: value})
     else:
         state.bad_epochs += 1
     if getattr(loop.accelerator, "trackers", None):
@@ -893,8 +929,10 @@ def _save_checkpoint(loop: _Loop, state: LoopState, run: _Optimizing) -> None:
     sync_master(run.trainable)
     optimizer_state = gather_optimizer_state(run.trainable, run.optimizer)
     if loop.accelerator.is_main_process:
+        extra = {ckpt.EMA_FILE: ckpt.model_state_tensors(loop.ema.module)} if loop.ema is not None else None
         ckpt.save_checkpoint(loop.checkpoint_root, model=loop.model, optimizer=optimizer_state,
-                             scheduler=run.scheduler, state=state.to_dict(), save_total_limit=loop.args.save_total_limit)
+                             scheduler=run.scheduler, state=state.to_dict(), save_total_limit=loop.args.save_total_limit,
+                             extra_tensors=extra)
     loop.accelerator.wait_for_everyone()
 
 
@@ -907,7 +945,8 @@ def _restore_best(loop: _Loop, state: LoopState, trainable: Trainable) -> None:
         sync_master(trainable)  # FSDP: rank 0's master takes the last weights
         return
     last_epoch = state.history[-1]["epoch"] if state.history else None
-    if trainable.sharded or loop.best_eval is None or state.best_epoch != last_epoch:
+    # with an EMA the model holds the raw weights, the best file the EMA's: always load it
+    if trainable.sharded or loop.best_eval is None or state.best_epoch != last_epoch or loop.ema is not None:
         ckpt.load_best_model(loop.checkpoint_root, loop.model)
     if loop.best_eval is None:
         push_master(trainable)  # FSDP: the wrapped copy evaluates the best weights
