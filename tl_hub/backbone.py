@@ -275,6 +275,21 @@ def _set_labels(config: Any, labels: list[str]) -> None:
         config.label2id = {name: i for i, name in enumerate(labels)}
 
 
+#: the config.json key that holds a multi-label model's decision threshold
+THRESHOLD_KEY = "multi_label_threshold"
+
+
+def _set_problem_type(config: Any, problem_type: str | None, threshold: float | None) -> None:
+    """The head's problem type (and a multi-label model's threshold) in the config that is saved with it."""
+    if problem_type == "multi_label_classification":
+        config.problem_type = problem_type
+        setattr(config, THRESHOLD_KEY, float(0.5 if threshold is None else threshold))
+    elif problem_type is not None and getattr(config, "problem_type", None) == "multi_label_classification":
+        config.problem_type = problem_type  # a single-label model fine-tuned from a multi-label one
+        if hasattr(config, THRESHOLD_KEY):
+            delattr(config, THRESHOLD_KEY)
+
+
 def _fix_timm_config(config: Any) -> None:
     """Two fixes to a TimmWrapper config, so the saved config.json loads in transformers *and* timm:
     timm's save_for_hf writes model_args with num_classes (TimmWrapper then passes it twice); and
@@ -327,6 +342,8 @@ def load_backbone(
     pretrained: bool = True,
     trust_remote_code: bool = False,
     torch_dtype: Any = None,
+    problem_type: str | None = None,
+    threshold: float | None = None,
 ) -> Any:
     """Load an image classifier from `source` with a head of `len(labels)` outputs named `labels`.
 
@@ -337,6 +354,10 @@ def load_backbone(
         pretrained: False builds the same architecture with random weights (training from scratch).
         trust_remote_code: allow a repo's own modelling code (off unless you pass it).
         torch_dtype: dtype to load the weights in (default: float32 as stored/upcast by transformers).
+        problem_type: written to ``config.problem_type`` (None keeps the checkpoint's):
+            ``multi_label_classification`` makes plain transformers' image-classification pipeline score
+            each label with a sigmoid instead of a softmax over labels.
+        threshold: multi-label only: saved as ``config.multi_label_threshold`` (what `tl_hub.predict` uses).
 
     Returns:
         A `transformers.PreTrainedModel` whose `config.id2label`/`label2id` are the labels and whose
@@ -363,6 +384,7 @@ def load_backbone(
     if _is_timm(config):
         _fix_timm_config(config)
     _set_labels(config, labels)
+    _set_problem_type(config, problem_type, threshold)
     kwargs: dict[str, Any] = {"local_files_only": True} if local_only else {}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype

@@ -51,9 +51,13 @@ _BUNDLED_DATASETS = {
     "bundled:digits": (None, "scikit-learn's 8x8 handwritten digits (UCI ML hand-written digits)"),
 }
 _METRIC_IDS = {"accuracy": "accuracy", "f1_macro": "f1", "precision_macro": "precision",
-               "recall_macro": "recall", "top5_accuracy": "top_5_accuracy"}
+               "recall_macro": "recall", "top5_accuracy": "top_5_accuracy", "map": "map", "f1_micro": "f1"}
 _METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "precision_macro": "Precision (macro)",
-                 "recall_macro": "Recall (macro)", "top5_accuracy": "Top-5 accuracy"}
+                 "recall_macro": "Recall (macro)", "top5_accuracy": "Top-5 accuracy",
+                 "map": "mAP (macro average precision)", "f1_micro": "F1 (micro)",
+                 "precision_micro": "Precision (micro)", "recall_micro": "Recall (micro)"}
+#: multi-label runs: what `accuracy` is there (tl_hub.metrics.multilabel)
+_MULTI_LABEL_NAMES = {"accuracy": "Exact-match accuracy (all labels right)"}
 
 
 def template_path() -> Path:
@@ -420,6 +424,9 @@ def _per_label_table(metrics: dict, labels: list[str]) -> str:
     names = [n for n in labels if n in per] or list(per)
     rows = [[f"`{n}`", per[n].get("precision"), per[n].get("recall"), per[n].get("f1"), per[n].get("support")]
             for n in names]
+    if any("ap" in per[n] for n in names):  # multi-label: each label's average precision too
+        rows = [[row[0], per[n].get("ap"), *row[1:]] for row, n in zip(rows, names)]
+        return _md_table(["label", "AP", "precision", "recall", "F1", "support"], rows)
     return _md_table(["label", "precision", "recall", "F1", "support"], rows)
 
 
@@ -457,9 +464,14 @@ def _test_section(metrics: dict, labels: list[str]) -> dict[str, Any] | None:
 
 
 def _limitations(run_info: dict, metrics: dict, labels: list[str], eval_size: Any) -> list[str]:
+    first = (f"It only knows the {len(labels) or 'trained'} labels it was trained on: every image gets one of them, "
+             "even an image of something else (there is no 'none of these' class).")
+    if metrics.get("problem_type") == "multi_label_classification":
+        first = (f"It only knows the {len(labels) or 'trained'} labels it was trained on: an image gets every label "
+                 f"whose probability is at least the threshold ({metrics.get('threshold')}), so it may get none, or "
+                 "several; the threshold trades precision for recall.")
     notes = [
-        f"It only knows the {len(labels) or 'trained'} labels it was trained on: every image gets one of them, "
-        "even an image of something else (there is no 'none of these' class).",
+        first,
         "Accuracy on images unlike the training data (other cameras, backgrounds, resolutions) can be much "
         "lower than the numbers above.",
     ]
@@ -561,7 +573,7 @@ def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
     dataset_id, dataset_type, _ = _dataset_info(data)
     dataset_name = str(data.get("name") or dataset_id or Path(str(data.get("source") or dataset_type)).name)
     eval_results = []
-    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "top5_accuracy"):
+    for key in ("map", "f1_micro", "accuracy", "f1_macro", "precision_macro", "recall_macro", "top5_accuracy"):
         value = final.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             eval_results.append(EvalResult(
@@ -569,7 +581,7 @@ def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
                 dataset_type=dataset_type, dataset_name=dataset_name,
                 dataset_split=split, metric_type=_METRIC_IDS[key],
                 metric_name=_METRIC_NAMES[key], metric_value=round(float(value), 6),
-                metric_args={"average": "macro"} if key.endswith("_macro") else ({"k": 5} if key == "top5_accuracy" else None),
+                metric_args=_metric_args(key, inputs["metrics"]),
             ))
     tags = ["tl-hub", "transfer-learning", "image-classification"]
     if policy.get("name"):
@@ -581,6 +593,25 @@ def _card_metadata(inputs: dict[str, Any], model_name: str) -> Any:
         license=_hub_license(run_info, inputs["recipe"]), tags=tags, model_name=model_name,
         eval_results=eval_results or None,
     )
+
+
+def _metric_args(key: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The model-index arguments of a headline metric (its averaging, k, a multi-label threshold)."""
+    args: dict[str, Any] = {}
+    if key.endswith("_macro") or key.endswith("_micro"):
+        args["average"] = key.rsplit("_", 1)[1]
+    if key == "top5_accuracy":
+        args["k"] = 5
+    if metrics.get("problem_type") == "multi_label_classification" and key != "map":
+        args["threshold"] = metrics.get("threshold")
+    return args or None
+
+
+def _multi_label(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The card's multi-label facts (None for a single-label model)."""
+    if metrics.get("problem_type") != "multi_label_classification":
+        return None
+    return {"threshold": metrics.get("threshold")}
 
 
 def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, model_id: str, repo_id: str | None,
@@ -626,8 +657,9 @@ def _card_context(inputs: dict[str, Any], labels: list[str], *, title: str, mode
         "run_table": _md_table(["setting", "value"], [[k, run_info[k]] for k in (
             "num_processes", "mixed_precision", "device", "train_runtime_s", "feature_cache_used")
             if run_info.get(k) is not None]),
-        "final_table": _md_table(["metric", "value"], [[_METRIC_NAMES.get(k, k), v] for k, v in final.items()
+        "final_table": _md_table(["metric", "value"], [[_metric_name(k, metrics), v] for k, v in final.items()
                                                       if isinstance(v, (int, float))]) if final else "",
+        "multi_label": _multi_label(metrics),
         "metric_for_best": metrics.get("metric_for_best_model"),
         "best_epoch": metrics.get("best_epoch"),
         "epochs_table": _epochs_table(metrics),
@@ -667,6 +699,12 @@ def _search_section(search: dict | None, rows: list[Any]) -> dict | None:
         "test_table": _md_table(["metric", "value"], test_rows) if test_rows else "",
         "test_split": test.get("split"), "test_size": test.get("num_examples"),
     }
+
+
+def _metric_name(key: str, metrics: dict[str, Any]) -> str:
+    if metrics.get("problem_type") == "multi_label_classification" and key in _MULTI_LABEL_NAMES:
+        return _MULTI_LABEL_NAMES[key]
+    return _METRIC_NAMES.get(key, key)
 
 
 def _ema_note(detail: dict[str, Any]) -> str:

@@ -203,8 +203,10 @@ def predict_command(model: str, images: list[str], *, top_k: int = 5, revision: 
 
 
 def evaluate_command(model: str, dataset: str, *, output_dir: str, split: str | None = None,
-                     revision: str | None = None, batch_size: int = 64, overwrite: bool = False) -> int:
-    """`tl-hub evaluate MODEL DATASET [--split S] [--output-dir DIR] [--revision R] [--batch-size N] [--overwrite]`:
+                     revision: str | None = None, batch_size: int = 64, overwrite: bool = False,
+                     label_separator: str | None = None) -> int:
+    """`tl-hub evaluate MODEL DATASET [--split S] [--output-dir DIR] [--revision R] [--batch-size N] [--overwrite]
+    [--label-separator C]`:
     the metrics on the console, metrics.json / confusion_matrix.png / evaluation.md in the folder.
 
     Example:
@@ -217,7 +219,7 @@ def evaluate_command(model: str, dataset: str, *, output_dir: str, split: str | 
     from tl_hub.evaluation import EVALUATION_FILE, evaluate_model
 
     result = evaluate_model(model, dataset, output_dir=output_dir, split=split, revision=revision,
-                            batch_size=batch_size, overwrite=overwrite)
+                            batch_size=batch_size, overwrite=overwrite, label_separator=label_separator)
     print(f"{dataset}, {result.split}: {result.num_examples:,} images")
     print(", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float)))
     out = Path(result.output_dir)
@@ -305,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="write into a folder that holds other files")
+    p.add_argument("--label-separator", default=None,
+                   help="multi-label CSV/TSV: the character between the labels of a cell (e.g. ';')")
     return parser
 
 
@@ -339,7 +343,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
                                as_json=args.json)
     if args.command == "evaluate":
         return evaluate_command(args.model, args.dataset, output_dir=args.output_dir, split=args.split,
-                                revision=args.revision, batch_size=args.batch_size, overwrite=args.overwrite)
+                                revision=args.revision, batch_size=args.batch_size, overwrite=args.overwrite,
+                                label_separator=args.label_separator)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse only admits the commands above
 
 

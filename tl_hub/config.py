@@ -42,6 +42,7 @@ from tl_hub.config_parsing import (
     split_overrides,
     type_name,
 )
+from tl_hub.data.multilabel import check_problem_type
 from tl_hub.data.options import NO_TEST_SPLIT, check_data_options
 from tl_hub.errors import ConfigError
 from tl_hub.imbalance import check_class_weights
@@ -146,6 +147,25 @@ class RecipeConfig:
         "and reused by later runs on the same data (null = up to half the free disk space; 0 = no image cache: "
         "every epoch decodes per item, in the DataLoader workers).",
         "data",
+    )
+    problem_type: Literal["auto", "single_label_classification", "multi_label_classification"] = _f(
+        "auto",
+        "auto (multi-label when the label column holds lists: a Sequence(ClassLabel) Hub column, JSONL lists, or "
+        "CSV cells split by label_separator), single_label_classification (one label per image; a list is an "
+        "error) or multi_label_classification (sigmoid per label, BCE loss, mAP and F1 at threshold).",
+        "data",
+    )
+    label_separator: str | None = _f(
+        None,
+        "Multi-label CSV/TSV files: the character that separates the labels of one cell, e.g. '|' for "
+        "cat|dog (null = each cell is one label).",
+        "data",
+    )
+    threshold: float = _f(
+        0.5,
+        "Multi-label: a label is predicted when its sigmoid probability is at least this (F1 metrics, predict; "
+        "saved in config.json).",
+        "evaluation",
     )
 
     # --- freeze policy -----------------------------------------------------------------------
@@ -265,7 +285,8 @@ class RecipeConfig:
     metric_for_best_model: str = _f(
         "accuracy",
         "Eval metric that picks the best epoch (accuracy, f1_macro, precision_macro, recall_macro, "
-        "top5_accuracy, loss, or a key of an extra metric).",
+        "top5_accuracy, loss, or a key of an extra metric; multi-label runs: map, f1_micro, f1_macro, "
+        "precision_micro, recall_micro, loss, and the default accuracy means map there).",
         "evaluation",
     )
     metrics: list[str] = _f(
@@ -506,6 +527,14 @@ class RecipeConfig:
                            examples_per_label=self.examples_per_label, image_size=self.image_size,
                            test_split=self.test_split, train_split=self.train_split, eval_split=self.eval_split)
         check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
+        check_problem_type(self.problem_type)
+        check_range("threshold", self.threshold, low=0, high=1, low_open=True, high_open=True, hint="e.g. 0.5")
+        if self.label_separator is not None and (not isinstance(self.label_separator, str)
+                                                 or not self.label_separator.strip()):
+            raise ConfigError(
+                f"label_separator: got {self.label_separator!r}; give the character that separates the labels of "
+                "a multi-label CSV cell, e.g. '|' or ';' (null when each cell holds one label)"
+            )
         check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)
         check_regularisers(label_smoothing=self.label_smoothing, mixup_alpha=self.mixup_alpha,

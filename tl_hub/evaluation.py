@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tl_hub.data.multilabel import MULTI_LABEL
 from tl_hub.errors import ConfigError, DataError
 
 __all__ = ["EVALUATION_FILE", "EvaluationResult", "evaluate_model", "label_mapping"]
@@ -65,9 +68,14 @@ def label_mapping(data_labels: list[str], model_labels: list[str], *, model: str
 def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, split: str | None = None,
                    revision: str | None = None, batch_size: int = 64, num_workers: int = 0,
                    image_column: str | None = None, label_column: str | None = None,
-                   overwrite: bool = False, progress: bool = True) -> EvaluationResult:
+                   overwrite: bool = False, progress: bool = True,
+                   label_separator: str | None = None) -> EvaluationResult:
     """Evaluate `model` on `dataset`; write metrics.json, confusion_matrix.png and evaluation.md. `progress`:
     a progress bar over the batches (tqdm; also off with TQDM_DISABLE=1).
+
+    A multi-label model (``problem_type: multi_label_classification``) reads label lists (``label_separator``
+    splits CSV cells) and reports mAP, micro/macro F1 at its ``multi_label_threshold`` and each label's AP
+    (no confusion matrix).
 
     Example:
         >>> evaluate_model("me/fashion-lite0", "my_test_images", output_dir="eval").metrics["accuracy"]  # doctest: +SKIP
@@ -79,12 +87,25 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     out = _prepare_output(Path(output_dir).expanduser(), overwrite)
     network, processor = load(model, revision=revision)
     model_labels = [str(network.config.id2label[i]) for i in range(network.config.num_labels)]
-    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column)
+    multi = getattr(network.config, "problem_type", None) == MULTI_LABEL
+    rows, split_name, data_labels = _rows(dataset, split, image_column, label_column, MULTI_LABEL if multi else None,
+                                          label_separator)
     mapping = label_mapping(data_labels, model_labels, model=str(model), dataset=str(dataset))
-    logits, references = _predict(network, processor, rows, batch_size, num_workers, progress)
-    metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
+    logits, references = _predict(network, processor, rows, batch_size, num_workers, progress, multi)
+    if multi:  # multi-hot rows in the dataset's label order -> the model's
+        from tl_hub.metrics.multilabel import compute_multilabel_metrics
+
+        threshold = float(getattr(network.config, "multi_label_threshold", 0.5))
+        ordered = np.zeros((len(references), len(model_labels)), dtype=np.float32)
+        ordered[:, mapping] = references
+        metrics = compute_multilabel_metrics(logits, ordered, model_labels, threshold=threshold)
+    else:
+        metrics = _metrics([mapping[int(i)] for i in references], logits, model_labels)
     doc = {"evaluation": True, "model": str(model), "revision": revision, "dataset": str(dataset), "split": split_name,
            "num_examples": len(references), **metrics_report(metrics), "labels": model_labels}
+    if multi:  # no confusion matrix for label sets
+        doc.pop("confusion_matrix", None)
+        doc.update(problem_type=MULTI_LABEL, threshold=threshold)
     _write(out, doc)
     return EvaluationResult(str(out), metrics, len(references), split_name, model_labels)
 
@@ -104,14 +125,17 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def _rows(dataset: Any, split: str | None, image_column: str | None, label_column: str | None) -> tuple[Any, str, list[str]]:
-    """The images to evaluate, the name of what they are, and the dataset's label names."""
+def _rows(dataset: Any, split: str | None, image_column: str | None, label_column: str | None,
+          problem_type: str | None = None, label_separator: str | None = None) -> tuple[Any, str, list[str]]:
+    """The images to evaluate, the name of what they are, and the dataset's label names (a multi-label model
+    reads label lists: `problem_type`)."""
     from datasets import concatenate_datasets
 
     from tl_hub.data import load_data
 
     data = load_data(dataset, eval_split=split, test_split="none" if split is not None else None,
-                     image_column=image_column, label_column=label_column, on_bad_image="skip")
+                     image_column=image_column, label_column=label_column, on_bad_image="skip",
+                     problem_type=problem_type or "auto", label_separator=label_separator)
     if split is not None or data.report.eval_split is not None:  # set only for the dataset's own eval split
         return data.eval, str(data.report.eval_split or split), list(data.labels)
     if data.test is not None:  # no validation split: its test split (the eval rows are then a carve-out of train)
@@ -120,7 +144,7 @@ def _rows(dataset: Any, split: str | None, image_column: str | None, label_colum
 
 
 def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_workers: int,
-             progress: bool) -> tuple[Any, Any]:
+             progress: bool, multi: bool = False) -> tuple[Any, Any]:
     """Logits and the dataset's label ids of every row, through the model's own eval transform."""
     import torch
 
@@ -133,7 +157,11 @@ def _predict(network: Any, processor: Any, rows: Any, batch_size: int, num_worke
     items = ImageClassificationDataset(rows, image_spec(processor), train=False, cache=False)
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=torch.cuda.is_available())
-    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, progress=progress)
+    from tl_hub.loss import LossSpec
+
+    loss = LossSpec(problem_type=MULTI_LABEL) if multi else None
+    output = evaluate(network.to(accelerator.device), loader, accelerator, dataset=items, loss_spec=loss,
+                      progress=progress)
     return output.logits, output.labels
 
 
@@ -149,10 +177,16 @@ def _write(out: Path, doc: dict[str, Any]) -> None:
 
     atomic_write_json(out / "metrics.json", doc)
     write_plots(out, doc)
-    rows = [f"| `{name}` | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
-            for name, v in doc["per_label"].items()]
+    multi = doc.get("problem_type") == MULTI_LABEL
+    ap = lambda v: f" {v['ap']:.4f} |" if v.get("ap") is not None else " - |"  # noqa: E731
+    rows = [f"| `{name}` |{ap(v) if multi else ''} {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
+            f"{v['support']} |" for name, v in doc["per_label"].items()]
     headline = ", ".join(f"{k} {v:.4f}" for k, v in doc["final"].items() if isinstance(v, float))
+    header = ["| label | AP | precision | recall | F1 | support |", "|---|---|---|---|---|---|"] if multi else [
+        "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    extra = [f"Multi-label: a label is predicted at probability >= {doc['threshold']}; AP is threshold-free.", ""] \
+        if multi else []
+    figure = [] if multi else ["![confusion matrix](confusion_matrix.png)", ""]
     text = [f"# Evaluation of `{doc['model']}`", "", f"Dataset `{doc['dataset']}`, {doc['split']}: "
-            f"{doc['num_examples']:,} images.", "", headline, "", "| label | precision | recall | F1 | support |",
-            "|---|---|---|---|---|", *rows, "", "![confusion matrix](confusion_matrix.png)", ""]
+            f"{doc['num_examples']:,} images.", "", headline, "", *extra, *header, *rows, "", *figure]
     (out / EVALUATION_FILE).write_text("\n".join(text), encoding="utf-8")

@@ -94,7 +94,7 @@ class FeatureDataset(Dataset):
         if len(features) != len(labels):
             raise DataError(f"features: {len(features)} rows but {len(labels)} labels")
         self.features = features
-        self.labels = labels.long()
+        self.labels = _labels(labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -197,10 +197,10 @@ def extract_features(
             f, labels, index = accelerator.gather_for_metrics((f, batch["labels"], batch["index"]))
             if feats is None:
                 feats = torch.zeros((n, *f.shape[1:]), dtype=torch.float32)
-                labels_out = torch.zeros(n, dtype=torch.long)
+                labels_out = torch.zeros((n, *labels.shape[1:]), dtype=_labels(labels).dtype)
             idx = index.cpu().long()
             feats[idx] = f.cpu()
-            labels_out[idx] = labels.cpu().long()
+            labels_out[idx] = _labels(labels.cpu())
             if bar is not None:
                 bar.update(1)
     finally:
@@ -213,6 +213,11 @@ def extract_features(
     if feats is None:
         raise DataError("feature cache: the dataset is empty; nothing to extract")
     return feats, labels_out
+
+
+def _labels(labels: torch.Tensor) -> torch.Tensor:
+    """Class ids as int64; multi-label rows (2-d multi-hot) as float32."""
+    return labels.float() if labels.ndim == 2 else labels.long()
 
 
 def cache_key(model: torch.nn.Module, parts: Sequence[Any]) -> str:
@@ -247,7 +252,7 @@ def load_cached(path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
     try:
         data = load_file(str(path))
-        return data["features"].float(), data["labels"].long()
+        return data["features"].float(), _labels(data["labels"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
         return None
 
@@ -258,7 +263,7 @@ def save_cached(path: Path, features: torch.Tensor, labels: torch.Tensor) -> Non
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}.{uuid.uuid4().hex[:8]}")
-    save_file({"features": features.half().contiguous(), "labels": labels.long().contiguous()}, str(tmp))
+    save_file({"features": features.half().contiguous(), "labels": _labels(labels).contiguous()}, str(tmp))
     os.replace(tmp, path)
 
 

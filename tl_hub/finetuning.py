@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_hub.config import RecipeConfig
+from tl_hub.data.multilabel import MULTI_LABEL, SINGLE_LABEL
 from tl_hub.errors import ConfigError
 from tl_hub.hardware import (
     augments_batches_on_device,
@@ -170,7 +171,8 @@ def finetune(config: Any = None, *, callbacks: Sequence[Callable[[str, Any], Non
         training = train_model(config, accelerator, data, model, policy, spec, resume=resume, say=say,
                                callbacks=callbacks)
         summary = training.last_phase_summary or summary
-        metrics_doc = metrics_document(training, data.labels)
+        metrics_doc = metrics_document(training, data.labels, problem_type=getattr(data, "problem_type", SINGLE_LABEL),
+                                       threshold=config.threshold)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             run_info = run_facts(config, accelerator, data, policy, summary, spec, training, started)
@@ -269,6 +271,7 @@ def load_run_data(config: RecipeConfig) -> Any:
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
+        problem_type=config.problem_type, label_separator=config.label_separator,
     )
 
 
@@ -287,8 +290,13 @@ def load_model_and_policy(config: RecipeConfig, data: Any, *,
     from tl_hub.freezing import apply_policy
 
     set_seed(config.seed)
+    problem_type = getattr(data, "problem_type", SINGLE_LABEL)
     model = load_backbone(config.model, list(data.labels), revision=config.revision,
-                          pretrained=config.policy != "scratch", trust_remote_code=config.trust_remote_code)
+                          pretrained=config.policy != "scratch", trust_remote_code=config.trust_remote_code,
+                          problem_type=problem_type, threshold=config.threshold)
+    if problem_type == MULTI_LABEL:
+        say(f"problem: multi-label ({len(data.labels)} labels, a sigmoid each, BCE loss; a label is predicted at "
+            f"probability >= {config.threshold:g})")
     num_depths = depth_info(model).max_depth + 1 if config.policy == "auto" else None
     policy = resolve_policy(config.policy, num_examples=len(data.train), num_labels=len(data.labels),
                             num_depths=num_depths, train_fraction=config.train_fraction,
@@ -333,12 +341,23 @@ def plan_class_balance(config: RecipeConfig, data: Any) -> ImbalancePlan:
         >>> plan_class_balance(RecipeConfig(dataset="x", class_weights="auto"), data).reason  # doctest: +SKIP
         'largest/smallest label ratio 20.0 (Trouser: 1,000, Shirt: 50), above 3: ...'
     """
+    multi = getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL
+    if multi and config.sampler == "balanced":
+        raise ConfigError(
+            "sampler: got 'balanced' in a multi-label run; it draws each label equally often by one label per "
+            "image, which an image with several labels does not have. Use sampler: random"
+        )
     counts = train_label_counts(data)
     if counts is None:  # no report counts (a hand-made bundle): count the labels themselves
         import numpy as np
 
-        counts = np.bincount(np.asarray(data.train["label"]), minlength=len(data.labels)).tolist()
-    return plan_imbalance(config.class_weights, config.sampler, list(data.labels), counts)
+        labels = data.train["label"]
+        flat = [c for row in labels for c in row] if multi else labels
+        counts = np.bincount(np.asarray(flat, dtype=np.int64), minlength=len(data.labels)).tolist()
+    # multi-label: the default `auto` leaves BCE unweighted (per-label weights of the single-label loss do not
+    # apply); a mapping is refused by plan_imbalance, naming the fix
+    weights = "none" if multi and config.class_weights == "auto" else config.class_weights
+    return plan_imbalance(weights, config.sampler, list(data.labels), counts, multi_label=multi)
 
 
 def load_preprocessing(config: RecipeConfig) -> tuple[Any, Any]:
@@ -378,25 +397,33 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
 
     balance = plan_class_balance(config, data)
     say(f"class balance: {balance.reason}")
+    if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL and (config.mixup_alpha or config.cutmix_alpha):
+        raise ConfigError(
+            f"mixup_alpha/cutmix_alpha: got {config.mixup_alpha}/{config.cutmix_alpha} in a multi-label run; tl_hub "
+            "mixes one label per image (torchvision's MixUp/CutMix), not label lists. Set both to 0"
+        )
     use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
+    problem_type = getattr(data, "problem_type", SINGLE_LABEL)
     args = TrainArgs(
         epochs=config.epochs, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
         learning_rate=plan[0].learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
         lr_scheduler=config.lr_scheduler, gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm, seed=config.seed, checkpointing_steps=config.checkpointing_steps,
         save_total_limit=config.save_total_limit, early_stopping_patience=config.early_stopping_patience,
-        metric_for_best_model=config.metric_for_best_model, skip_nonfinite_batches=config.skip_nonfinite_batches,
+        metric_for_best_model=best_model_metric(config.metric_for_best_model, problem_type),
+        skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
         channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
-        loss=LossSpec(class_weights=balance.loss_weights, label_smoothing=config.label_smoothing),
+        loss=LossSpec(problem_type=problem_type, class_weights=balance.loss_weights,
+                      label_smoothing=config.label_smoothing),
         sampler=balance.sampler, ema_decay=config.ema_decay,
         mix=MixSpec(config.mixup_alpha, config.cutmix_alpha, len(data.labels)),
         gradient_checkpointing=config.gradient_checkpointing,
     )
-    loop = _LoopInputs(config, accelerator, data, args, resume, say, _metrics_fn(data.labels, config.metrics),
-                       tuple(callbacks))
+    loop = _LoopInputs(config, accelerator, data, args, resume, say,
+                       _metrics_fn(data.labels, config.metrics, problem_type, config.threshold), tuple(callbacks))
     started = time.perf_counter()
     features = (_cached_features(loop, model, spec, plan, channels_last, with_test=policy.name == "head")
                 if use_features else None)
@@ -437,13 +464,28 @@ class _LoopInputs:
         return list(self.data.train["id"]) if "id" in self.data.train.column_names else None
 
 
-def _metrics_fn(labels: list[str], extra_metrics: list[str]) -> Callable[[Any], dict[str, Any]]:
+def _metrics_fn(labels: list[str], extra_metrics: list[str], problem_type: str = SINGLE_LABEL,
+                threshold: float = 0.5) -> Callable[[Any], dict[str, Any]]:
     from tl_hub.metrics import compute_metrics
+    from tl_hub.metrics.multilabel import compute_multilabel_metrics
 
     def metrics_fn(ev: Any) -> dict[str, Any]:
+        if problem_type == MULTI_LABEL:
+            return compute_multilabel_metrics(ev.logits, ev.labels, labels, threshold=threshold)
         return compute_metrics(ev.predictions, ev.labels, labels, logits=ev.logits, extra_metrics=extra_metrics)
 
     return metrics_fn
+
+
+def best_model_metric(metric: str, problem_type: str) -> str:
+    """The metric that picks the best epoch: a multi-label run's default `accuracy` (exact match, rarely
+    what one wants) means `map` (threshold-free mean average precision).
+
+    Example:
+        >>> best_model_metric("accuracy", "multi_label_classification"), best_model_metric("accuracy", "auto")
+        ('map', 'accuracy')
+    """
+    return "map" if problem_type == MULTI_LABEL and metric == "accuracy" else metric
 
 
 def _last_phase_summary(model: Any, policy: FreezePolicy, plan: list[Any]) -> Any:
@@ -582,11 +624,14 @@ def _fingerprint(dataset: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # 7. the Hub-ready folder
 # ----------------------------------------------------------------------------------------------
-def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
+def metrics_document(training: Training, labels: list[str], *, problem_type: str = SINGLE_LABEL,
+                     threshold: float = 0.5) -> dict[str, Any]:
     """metrics.json: the epoch history, the best epoch and its eval metrics (``final``: headline scalars first),
-    per-label scores, the confusion matrix, the feature pass when there was one; with a held-out test split,
-    ``test``: the saved model on it, evaluated once (split, num_examples, final, per_label, confusion_matrix: the
-    shape `tl-hub evaluate` writes); ``results``: every scalar as ``eval_*`` and ``test_*``.
+    per-label scores, the confusion matrix (single-label), the feature pass when there was one; with a held-out
+    test split, ``test``: the saved model on it, evaluated once (split, num_examples, final, per_label,
+    confusion_matrix: the shape `tl-hub evaluate` writes); ``results``: every scalar as ``eval_*`` and ``test_*``.
+    Multi-label runs add ``problem_type`` and ``threshold``; their per_label holds each label's AP, precision,
+    recall and F1, and there is no confusion matrix.
 
     Example:
         >>> sorted(metrics_document(training, ["cat", "dog"]))[:3]  # doctest: +SKIP
@@ -607,6 +652,11 @@ def metrics_document(training: Training, labels: list[str]) -> dict[str, Any]:
         test = metrics_report(training.test_metrics)
         doc["test"] = {"split": training.test_split, "num_examples": int(len(outcome.test_eval.labels)), **test}
         doc["results"].update({f"test_{k}": v for k, v in test["final"].items()})
+    if problem_type == MULTI_LABEL:  # no confusion matrix: per_label holds each label's AP, precision, recall, F1
+        doc.update(problem_type=problem_type, threshold=float(threshold))
+        doc.pop("confusion_matrix", None)
+        if "test" in doc:
+            doc["test"].pop("confusion_matrix", None)
     if training.feature_info:
         doc["feature_extraction"] = training.feature_info
     return doc
@@ -662,6 +712,9 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
                      cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay,
                      gradient_checkpointing=config.gradient_checkpointing, policy=policy.name,
                      feature_cache_used=training.feature_cache_used))
+    if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL:
+        hyper.update(problem_type=MULTI_LABEL, threshold=config.threshold, loss="binary cross-entropy (sigmoid per label)",
+                     metric_for_best_model=best_model_metric(config.metric_for_best_model, MULTI_LABEL))
     if training.learning_rate_full_phase is not None:
         hyper["learning_rate_full_phase"] = training.learning_rate_full_phase
     return {

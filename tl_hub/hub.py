@@ -572,13 +572,17 @@ PREDICT_BATCH = 16
 
 
 def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int = 5,
-            revision: str | None = None, *, progress: bool = True) -> list[list[dict[str, Any]]]:
+            revision: str | None = None, *, progress: bool = True,
+            threshold: float | None = None) -> list[list[dict[str, Any]]]:
     """Classify images; per image a list of {"label", "score"}, best first (scores as pipeline() gives).
 
     Args:
         repo_or_dir: Hub repo id, local output folder, or a (model, processor) pair from `load`.
         images: a path / PIL image, or a list of them.
-        top_k: how many labels per image (capped at the number of labels).
+        top_k: how many labels per image (capped at the number of labels). A multi-label model
+            (``problem_type: multi_label_classification``) instead returns *every* label whose sigmoid
+            score is at least ``threshold`` (possibly none), best first.
+        threshold: multi-label only; default: the model's ``multi_label_threshold`` (config.json), else 0.5.
         progress: a progress bar over more than 4 batches of images (tqdm; also off with TQDM_DISABLE=1).
             Images are decoded a batch at a time, so memory does not grow with their number.
 
@@ -595,6 +599,7 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
     id2label = model.config.id2label
     k = min(top_k, len(id2label))
     multi = getattr(model.config, "problem_type", None) == "multi_label_classification" or model.config.num_labels == 1
+    cut = _threshold(model.config, threshold) if multi else None
     results: list[list[dict[str, Any]]] = []
     device = next(model.parameters()).device
     from tqdm.auto import tqdm
@@ -607,7 +612,16 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
         with torch.no_grad():
             logits = model(pixel_values=pixel_values).logits.float()
         scores = logits.sigmoid() if multi else logits.softmax(-1)
-        values, indices = scores.topk(k, dim=-1)
+        values, indices = scores.topk(scores.shape[-1] if cut is not None else k, dim=-1)
         for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True):
-            results.append([{"label": id2label[i], "score": v} for v, i in zip(row_v, row_i, strict=True)])
+            results.append([{"label": id2label[i], "score": v} for v, i in zip(row_v, row_i, strict=True)
+                            if cut is None or v >= cut])
     return results
+
+
+def _threshold(config: Any, threshold: float | None) -> float:
+    """A multi-label model's decision threshold: the caller's, else its config's, else 0.5."""
+    value = threshold if threshold is not None else getattr(config, "multi_label_threshold", 0.5)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise DataError(f"threshold: got {value!r}; give a probability between 0 and 1 (exclusive), e.g. 0.5")
+    return float(value)

@@ -9,6 +9,9 @@ Example:
     >>> spec = LossSpec()
     >>> round(float(compute_loss(spec, torch.tensor([[2.0, 0.0]]), torch.tensor([0]))), 4)
     0.1269
+    >>> multi = LossSpec(problem_type="multi_label_classification")  # BCE on float multi-hot labels
+    >>> round(float(compute_loss(multi, torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]))), 4)
+    0.41
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def compute_loss(spec: LossSpec, logits: torch.Tensor, labels: torch.Tensor, *, 
         0.1269
     """
     logits = logits.float()
+    if spec.problem_type == "multi_label_classification":  # labels: float multi-hot [N, K]
+        targets = labels.float()
+        if training and spec.label_smoothing:  # each 0/1 target moves label_smoothing/2 towards the other
+            targets = targets * (1.0 - spec.label_smoothing) + 0.5 * spec.label_smoothing
+        return F.binary_cross_entropy_with_logits(logits, targets)
     weight = None
     if spec.class_weights is not None:
         weight = torch.tensor(spec.class_weights, dtype=torch.float32, device=logits.device)

@@ -130,8 +130,10 @@ def test_folder_without_class_folders_and_multilabel_targets(tmp_path):
     with pytest.raises(DataError, match=r"no images to train on.*not inside a class folder.*<root>/<label>"):
         load_data(str(tmp_path / "flat"))
     arrays = [np.zeros((4, 4), np.uint8)] * 4
-    with pytest.raises(DataError, match="single-label"):
-        load_data((arrays, [["a", "b"], ["a"], ["b"], ["a"]]))
+    with pytest.raises(DataError, match=r"in-memory.*has a list of labels.*problem_type is single_label_classification"):
+        load_data((arrays, [["a", "b"], ["a"], ["b"], ["a"]]), problem_type="single_label_classification")
+    multi = load_data((arrays, [["a", "b"], ["a"], ["b"], ["a"]]), eval_fraction=0.25)  # lists: multi-label ([6/7])
+    assert multi.problem_type == "multi_label_classification" and multi.labels == ["a", "b"]
 
 
 def test_singleton_classes_do_not_crash_the_split(tmp_path):

@@ -36,3 +36,34 @@ def write_image_folder(root: Path, labels: Sequence[str], per_label: int, seed: 
         (root / labels[y]).mkdir(parents=True, exist_ok=True)
         image.save(root / labels[y] / f"{i}.png")
     return root
+
+
+def write_multi_label_table(root: Path, labels: Sequence[str], count: int, seed: int, *,
+                            separator: str | None = None) -> tuple[Path, list[list[str]]]:
+    """`count` noisy 16x16 images whose colour channels say their labels (label k in `labels` lifts channel
+    k % 3 of one horizontal band: 3 labels -> the image's red, green and blue), each with 1..len(labels) labels;
+    written as root/<i>.png plus root/labels.jsonl (a JSON list per row), or root/labels.csv with the labels of a
+    row joined by `separator`. Returns (the table, each row's label list)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows, sets = [], []
+    for i in range(count):
+        chosen = sorted(int(k) for k in rng.choice(len(labels), size=int(rng.integers(1, len(labels) + 1)),
+                                                   replace=False))
+        arr = rng.integers(0, 80, (16, 16, 3)).astype(np.uint8)
+        for k in chosen:
+            band = slice((k // 3) * 4, 16) if len(labels) > 3 else slice(0, 16)
+            arr[band, :, k % 3] += np.uint8(160)
+        Image.fromarray(arr).save(root / f"{i}.png")
+        names = [labels[k] for k in chosen]
+        sets.append(names)
+        rows.append((f"{i}.png", names))
+    if separator is None:
+        import json
+
+        table = root / "labels.jsonl"
+        table.write_text("".join(json.dumps({"image": p, "labels": n}) + "\n" for p, n in rows))
+    else:
+        table = root / "labels.csv"
+        table.write_text("image,labels\n" + "".join(f"{p},{separator.join(n)}\n" for p, n in rows))
+    return table, sets

@@ -38,6 +38,7 @@ from PIL import Image
 from tl_hub.errors import DataError
 from tl_hub.data.images import open_image
 from tl_hub.data.check_record import file_stamps
+from tl_hub.data.multilabel import is_multi_label_feature, label_names_of, multi_hot
 from tl_hub.data.pixel_cache import PixelFile, obtain_pixels
 from tl_hub.data.transforms import ImageSpec
 from tl_hub.paths import cache_dir as cache_dir_default
@@ -169,6 +170,9 @@ class _Source:
 class ImageClassificationDataset(torch.utils.data.Dataset):
     """A torch Dataset over a `load_data` split: ``{"pixel_values", "labels", "index"}`` per item.
 
+    ``labels`` is the int64 class id, or for a multi-label split (a ``Sequence(ClassLabel)`` label column)
+    a float32 multi-hot vector with one entry per label.
+
     With ``cache=True`` every image is decoded and resized **once** (threads; PIL and torchvision
     release the GIL) into a uint8 file, ``N x C x R x R`` (R = ``spec.resize_size`` for training,
     ``spec.size`` for eval), under ``cache_dir`` (default ``$TL_HUB_CACHE/images``), keyed by the rows and
@@ -230,7 +234,12 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
         self.uint8_items = bool(uint8_items)
         columns = hf_dataset.with_format("arrow")  # whole columns at once (row by row is slow on index lists)
-        self.labels = torch.from_numpy(np.array(columns[label_column].to_numpy(), dtype=np.int64))  # a copy: writable
+        feature = hf_dataset.features[label_column]
+        if is_multi_label_feature(feature):  # label lists -> float multi-hot rows (the BCE loss's targets)
+            ids = columns[label_column].to_pylist()
+            self.labels = torch.from_numpy(multi_hot(ids, len(label_names_of(feature))))
+        else:
+            self.labels = torch.from_numpy(np.array(columns[label_column].to_numpy(), dtype=np.int64))  # writable
         self.ids = columns["id"].to_pylist() if "id" in hf_dataset.column_names else None
         self._source = _Source(hf_dataset, image_column)
         self.side = spec.resize_size if self.augment else spec.size

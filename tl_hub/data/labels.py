@@ -24,6 +24,7 @@ import numpy as np
 
 from tl_hub.config_parsing import closest
 from tl_hub.errors import ConfigError, DataError
+from tl_hub.data.multilabel import AUTO, MULTI_LABEL, SINGLE_LABEL, is_list_label
 from tl_hub.data.sources import Pool
 
 __all__ = [
@@ -55,10 +56,19 @@ class LabelCodes:
     names: list[str]
     codes: dict[str, np.ndarray]
     left_out: dict[str, int]
+    #: multi-label data: each pool's label ids per row (None = no label); `codes` then holds each row's first
+    #: (lowest) id, what splits and subsets stratify by
+    lists: dict[str, list[list[int] | None]] | None = None
+
+    @property
+    def problem_type(self) -> str:
+        """``multi_label_classification`` when the rows hold label lists, else ``single_label_classification``."""
+        return MULTI_LABEL if self.lists is not None else SINGLE_LABEL
 
 
 def resolve_labels(
-    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = (), where: str = "the data"
+    pools: dict[str, Pool], labels: Sequence[str] | None, declared: Sequence[str] = (), where: str = "the data",
+    problem_type: str = AUTO,
 ) -> LabelCodes:
     """Label names (stable order) and each pool's integer codes.
 
@@ -70,6 +80,12 @@ def resolve_labels(
     name per id, in id order, none of them an id. A name the data does not have is an error naming the
     closest label of the data.
 
+    A row whose label is a list makes the data multi-label (``problem_type`` auto or
+    ``multi_label_classification``; with ``single_label_classification`` it is an error naming the row):
+    the names are resolved as above over every list's members and ``lists`` holds each row's ids. An empty
+    list is an error naming the row. With ``labels``, the other labels are dropped from each list, and an image
+    left with none of the chosen labels is left out (counted under its first label).
+
     Example:
         >>> from datasets import Dataset
         >>> pool = Pool("train", Dataset.from_dict({"id": ["a", "b", "c"]}), ["dog", "cat", "eel"])
@@ -80,6 +96,9 @@ def resolve_labels(
         (['eel', 'dog'], [1, -2, 0], {'cat': 1})
     """
     requested = _requested(labels)
+    multi = _is_multi(pools, problem_type, where)
+    if multi:
+        return _resolve_lists(pools, requested, declared, where)
     kind, source_names, values = _label_kind(pools)
     available = _available(kind, source_names, values, declared)
     names, named_ints = available, False
@@ -108,6 +127,74 @@ def resolve_labels(
         raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
     order = {name: i for i, name in enumerate(available)}
     return LabelCodes(names, codes, dict(sorted(left_out.items(), key=lambda kv: order.get(kv[0], len(order)))))
+
+
+def _is_multi(pools: dict[str, Pool], problem_type: str, where: str) -> bool:
+    """Whether the rows are label lists; a list where single-label is forced is an error naming its row."""
+    for pool in pools.values():
+        for row, value in enumerate(pool.targets):
+            if is_list_label(value):
+                if problem_type == SINGLE_LABEL:
+                    raise DataError(
+                        f"labels: {_row_name(pool, row)} of {where} has a list of labels ({list(value)!r}), but "
+                        "problem_type is single_label_classification; set problem_type: multi_label_classification "
+                        "(or auto) to train a multi-label classifier, or give one label per image"
+                    )
+                return True
+    return problem_type == MULTI_LABEL
+
+
+def _row_name(pool: Pool, row: int) -> str:
+    """The id of a pool's row (its image path, or "<split>[<row>]")."""
+    try:
+        if "id" in pool.dataset.column_names:  # the id column alone: no image is decoded
+            return f"row {pool.dataset.select_columns(['id'])[row]['id']!r}"
+        return f"{pool.name}[{row}]"
+    except (IndexError, KeyError, TypeError):
+        return f"{pool.name}[{row}]"
+
+
+def _resolve_lists(pools: dict[str, Pool], requested: list[str] | None, declared: Sequence[str],
+                   where: str) -> LabelCodes:
+    """`resolve_labels` for multi-label rows: names over every list's members, each row's ids."""
+    flat = {name: Pool(p.name, p.dataset, [v for t in p.targets if not is_missing(t) for v in _members(t)],
+                       p.label_names) for name, p in pools.items()}
+    kind, source_names, values = _label_kind(flat)
+    available = _available(kind, source_names, values, declared)
+    names, named_ints = (available, False) if requested is None else _choose(requested, available, kind, where)
+    index = {name: i for i, name in enumerate(names)}
+    codes, lists, left_out = {}, {}, Counter()
+    for split, pool in pools.items():
+        out = np.full(len(pool.targets), -1, dtype=np.int64)
+        rows: list[list[int] | None] = []
+        for row, value in enumerate(pool.targets):
+            members = None if is_missing(value) else _members(value)
+            if members is not None and not members:
+                raise DataError(
+                    f"labels: {_row_name(pool, row)} of {where} has an empty label list; every image of a "
+                    "multi-label dataset needs at least one label: add its labels, or remove the row"
+                )
+            ids = None
+            if members is not None:
+                found = [int(v) if named_ints else index.get(_name_of(v, kind, pool)) for v in members]
+                ids = sorted({c for c in found if c is not None})
+                out[row] = ids[0] if ids else LEFT_OUT
+                if not ids:  # an image is left out when none of its labels is chosen (counted by its first)
+                    left_out[_name_of(members[0], kind, pool)] += 1
+            rows.append(ids or None)
+        codes[split], lists[split] = out, rows
+    if len(names) < 2:
+        raise DataError(f"labels: found {names} ({len(names)} label); an image classifier needs at least 2 classes")
+    order = {name: i for i, name in enumerate(available)}
+    left = dict(sorted(left_out.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return LabelCodes(names, codes, left, lists)
+
+
+def _members(value: Any) -> list[Any]:
+    """A row's labels as a list (a single label is a list of one)."""
+    if is_list_label(value):
+        return [v.item() if hasattr(v, "item") else v for v in value if not is_missing(v)] if len(value) else []
+    return [value]
 
 
 def _requested(labels: Sequence[str] | None) -> list[str] | None:

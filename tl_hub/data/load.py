@@ -40,6 +40,7 @@ import numpy as np
 from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows
 from tl_hub.data.labels import (LabelCodes, capped_subset, is_missing, per_label_subset, resolve_labels,
                                 stratified_split)
+from tl_hub.data.multilabel import AUTO, SINGLE_LABEL, check_problem_type
 from tl_hub.data.options import NO_TEST_SPLIT, check_data_options
 from tl_hub.data.report import DataReport
 from tl_hub.data.sources import TEST_SPLIT_ORDER, VALIDATION_SPLIT_ORDER, Pool, SourceResult, read_source
@@ -63,6 +64,9 @@ class DataBundle:
     labels: list[str]
     report: DataReport
     test: Any = None  # the held-out test split (never used for selection), or None
+    #: ``multi_label_classification`` when the rows hold label lists (then ``label`` is a
+    #: ``Sequence(ClassLabel)`` column), else ``single_label_classification``
+    problem_type: str = SINGLE_LABEL
 
     def __repr__(self) -> str:
         test = f", test={len(self.test)}" if self.test is not None else ""
@@ -87,6 +91,8 @@ class _Request:
     examples_per_label: int | None
     on_bad_image: str
     max_bad_fraction: float
+    problem_type: str = AUTO
+    label_separator: str | None = None
 
 
 @dataclass
@@ -103,6 +109,9 @@ class _Rows:
     test_pool: Pool | None = None
     test_codes: np.ndarray | None = None
     test: np.ndarray | None = None
+    train_lists: list[Any] | None = None  # multi-label: each row's label ids (None = no label)
+    eval_lists: list[Any] | None = None
+    test_lists: list[Any] | None = None
 
 
 def load_data(
@@ -122,6 +131,8 @@ def load_data(
     examples_per_label: int | None = None,
     on_bad_image: str = "skip",
     max_bad_fraction: float = 0.01,
+    problem_type: str = AUTO,
+    label_separator: str | None = None,
 ) -> DataBundle:
     """Load, label, split and check an image-classification dataset from any common source.
 
@@ -154,6 +165,12 @@ def load_data(
         examples_per_label: class-balanced training subset (seeded).
         on_bad_image: ``"skip"`` (report and drop) or ``"error"``; more than ``max_bad_fraction`` bad
             images is an error either way.
+        problem_type: ``auto`` (multi-label when the label column holds lists), ``single_label_classification``
+            (a list label is an error naming its row) or ``multi_label_classification`` (a single label is a
+            list of one). Multi-label splits have a ``Sequence(ClassLabel)`` ``label`` column; eval splits
+            and subsets stratify by each row's first label; an empty list is an error naming the row.
+        label_separator: splits CSV/TSV label cells into label lists (``cat|dog`` with ``"|"``); JSONL
+            files and Hub/``datasets`` columns give lists directly.
 
     Raises:
         DataError: unreadable source, unknown labels, empty labels, eval labels unseen in train,
@@ -171,8 +188,10 @@ def load_data(
     check_data_options(eval_fraction=eval_fraction, on_bad_image=on_bad_image, max_bad_fraction=max_bad_fraction,
                        max_train_samples=max_train_samples, examples_per_label=examples_per_label,
                        test_split=test_split, train_split=split, eval_split=eval_split)
+    check_problem_type(problem_type)
     request = _Request(labels, image_column, label_column, config, split, eval_split, test_split, revision,
-                       eval_fraction, seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction)
+                       eval_fraction, seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction,
+                       problem_type, label_separator)
     bars_were_on = not datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
@@ -184,26 +203,34 @@ def load_data(
 
 def _load(source: Any, request: _Request) -> DataBundle:
     result = read_source(source, image_column=request.image_column, label_column=request.label_column,
-                         config=request.config, revision=request.revision)
+                         config=request.config, revision=request.revision, label_separator=request.label_separator)
     split = _train_split(result, request.split)
     eval_name, test_name = _eval_and_test_splits(result.pools, split, request, result.description)
     used = {name: result.pools[name] for name in (split, eval_name, test_name) if name}
-    chosen = resolve_labels(used, request.labels, result.declared_labels, where=result.description)
+    chosen = resolve_labels(used, request.labels, result.declared_labels, where=result.description,
+                            problem_type=request.problem_type)
     names = chosen.names
     report = _new_report(result, request, names, split, used)
     _note_left_out(report, chosen)
     rows = _split_rows(report, request, used, chosen.codes, split, eval_name, names)
     _hold_out_test(report, rows, used, chosen.codes, test_name)
+    if chosen.lists is not None:
+        rows.train_lists, rows.eval_lists = chosen.lists[split], chosen.lists[eval_name or split]
+        rows.test_lists = chosen.lists[test_name] if test_name else None
+        report.notes.append(f"multi-label: label lists in the label column ({chosen.problem_type}); splits and "
+                            "subsets stratify by each image's first label")
     _subsample(report, request, rows, names)
     _check_images(report, request, rows, result)
     _check_labels_covered(report, rows, names, split, result.description)
-    train = _finish(rows.train_pool, rows.train, rows.train_codes, names)
-    evaluation = _finish(rows.eval_pool, rows.eval, rows.eval_codes, names)
-    test = _finish(rows.test_pool, rows.test, rows.test_codes, names) if rows.test_pool is not None else None
+    train = _finish(rows.train_pool, rows.train, rows.train_codes, names, rows.train_lists)
+    evaluation = _finish(rows.eval_pool, rows.eval, rows.eval_codes, names, rows.eval_lists)
+    test = (_finish(rows.test_pool, rows.test, rows.test_codes, names, rows.test_lists)
+            if rows.test_pool is not None else None)
     report.sizes = {"train": len(train), "eval": len(evaluation)} | ({"test": len(test)} if test is not None else {})
     report.used_train, report.used_eval = len(train), len(evaluation)
     report.used_test = len(test) if test is not None else 0
-    return DataBundle(train=train, eval=evaluation, labels=names, report=report, test=test)
+    return DataBundle(train=train, eval=evaluation, labels=names, report=report, test=test,
+                      problem_type=chosen.problem_type)
 
 
 def _train_split(result: SourceResult, split: str | None) -> str:
@@ -378,10 +405,10 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
 
 
 def _check_labels_covered(report: DataReport, rows: _Rows, names: list[str], split: str, description: str) -> None:
-    report.per_label = {"train": _counts(rows.train_codes, rows.train, names),
-                        "eval": _counts(rows.eval_codes, rows.eval, names)}
+    report.per_label = {"train": _counts(rows.train_codes, rows.train, names, rows.train_lists),
+                        "eval": _counts(rows.eval_codes, rows.eval, names, rows.eval_lists)}
     if rows.test is not None:
-        report.per_label["test"] = _counts(rows.test_codes, rows.test, names)
+        report.per_label["test"] = _counts(rows.test_codes, rows.test, names, rows.test_lists)
     for side, name in (("eval", report.eval_split), ("test", report.test_split)):
         counts = report.per_label.get(side, {})
         unseen = [label for label in names if counts.get(label) and not report.per_label["train"][label]]
@@ -404,13 +431,19 @@ def _check_labels_covered(report: DataReport, rows: _Rows, names: list[str], spl
         )
 
 
-def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str]) -> Any:
+def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str], lists: list[Any] | None = None) -> Any:
     """The split: the pool with its label column, then the chosen rows as an indices mapping over the pool's
     Arrow table. The label column is added to the whole pool *before* the rows are chosen: `add_column` on
     a dataset with an indices mapping first rewrites every selected row (`flatten_indices`), image bytes
-    included; this way no row is copied."""
-    from datasets import ClassLabel
+    included; this way no row is copied. Multi-label (`lists`): a ``Sequence(ClassLabel)`` column."""
+    from datasets import ClassLabel, Sequence as SequenceFeature
 
+    if lists is not None:  # rows not chosen hold an empty list
+        ds = pool.dataset.add_column("label", [list(ids or []) for ids in lists],
+                                     feature=SequenceFeature(ClassLabel(names=list(names))))
+        if len(rows) != len(pool.dataset) or np.any(rows != np.arange(len(rows))):
+            ds = ds.select(rows.tolist())
+        return ds.select_columns(["image", "label", "id"])
     labels = np.where(codes >= 0, codes, -1).astype(np.int64)  # rows not chosen keep -1 ("no label")
     ds = pool.dataset.add_column("label", labels.tolist(), feature=ClassLabel(names=list(names)))
     if len(rows) != len(pool.dataset) or np.any(rows != np.arange(len(rows))):
@@ -418,6 +451,10 @@ def _finish(pool: Pool, rows: np.ndarray, codes: np.ndarray, names: list[str]) -
     return ds.select_columns(["image", "label", "id"])
 
 
-def _counts(codes: np.ndarray, rows: np.ndarray, names: list[str]) -> dict[str, int]:
+def _counts(codes: np.ndarray, rows: np.ndarray, names: list[str], lists: list[Any] | None = None) -> dict[str, int]:
+    """Images per label among `rows` (multi-label: an image counts for each of its labels)."""
+    if lists is not None:
+        found = Counter(c for r in rows for c in (lists[int(r)] or []))
+        return {name: found.get(i, 0) for i, name in enumerate(names)}
     found = Counter(int(c) for c in codes[rows])
     return {name: found.get(i, 0) for i, name in enumerate(names)}

@@ -30,6 +30,7 @@ from tl_hub.config_parsing import closest
 from tl_hub.errors import DataError
 from tl_hub.locations import local_hint, locate
 from tl_hub.data.images import BadImageError, array_to_pil, encode_png, image_extensions, is_hidden, to_rgb
+from tl_hub.data.multilabel import is_list_label, is_multi_label_feature, label_names_of, split_cell
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -107,7 +108,8 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
 
 
 def read_source(source: Any, *, image_column: str | None = None, label_column: str | None = None,
-                config: str | None = None, revision: str | None = None) -> SourceResult:
+                config: str | None = None, revision: str | None = None,
+                label_separator: str | None = None) -> SourceResult:
     """Read any supported source with the reader its kind calls for.
 
     Kinds, checked in this order: a `datasets.DatasetDict`/`Dataset`, ``(images, labels)``, a dict of
@@ -115,6 +117,7 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
     an existing folder (saved dataset or image folder) or file (CSV, TSV, JSONL, JSON, parquet), something
     path-shaped that does not exist (an error naming the closest existing name), else a Hub dataset id
     (an error at once when the Hub is off or out of reach and the dataset is not cached).
+    ``label_separator`` splits the label cells of a CSV/TSV file into label lists (multi-label).
 
     Example:
         >>> import numpy as np
@@ -145,18 +148,19 @@ def read_source(source: Any, *, image_column: str | None = None, label_column: s
     if location.kind == "bundled":
         return read_bundled(location.source)
     if location.kind == "local":
-        return _read_local(location.path, location.source, image_column, label_column)
+        return _read_local(location.path, location.source, image_column, label_column, label_separator)
     return read_hub(location.source, config, revision, image_column, label_column)
 
 
-def _read_local(path: Path, text: str, image_column: str | None, label_column: str | None) -> SourceResult:
+def _read_local(path: Path, text: str, image_column: str | None, label_column: str | None,
+                label_separator: str | None = None) -> SourceResult:
     if path.is_dir():
         if is_saved_dataset(path):
             return read_saved(path, image_column, label_column)
         return read_image_folder(path)
     suffix = path.suffix.lower()
     if suffix in _TABLE_SUFFIXES:
-        return read_table(path, image_column, label_column)
+        return read_table(path, image_column, label_column, label_separator)
     if suffix == ".parquet":
         return read_saved(path, image_column, label_column)
     raise DataError(
@@ -288,10 +292,13 @@ def _int_like(values: list[Any]) -> bool:
         return False
 
 
-def read_table(path: Path, image_column: str | None, label_column: str | None) -> SourceResult:
+def read_table(path: Path, image_column: str | None, label_column: str | None,
+               label_separator: str | None = None) -> SourceResult:
     """A CSV or JSONL file with one row per image: an image path column and a label column.
 
-    Relative paths are resolved against the file's folder. Integer-looking labels are integers. A
+    Relative paths are resolved against the file's folder. Integer-looking labels are integers.
+    Multi-label rows: a JSON list in a JSONL file (``"labels": ["cat", "dog"]``), or a CSV/TSV cell split
+    by ``label_separator`` (``cat|dog``); an empty list is an error naming the file and line. A
     ``split`` column puts each row in the split its value names (train/training, validation/valid/val/
     dev/eval/evaluation, test/testing); an empty or other value is an error naming the rows.
 
@@ -322,8 +329,13 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
     base = path.parent
     skipped: list[dict[str, str]] = []
     found: dict[str, tuple[list[str], list[Any]]] = {}
-    raw_labels = [row.get(label_col) for row in rows]
     is_csv = path.suffix.lower() in (".csv", ".tsv")
+    if is_csv and label_separator:
+        for row in rows:
+            if isinstance(row.get(label_col), str) and row[label_col].strip():
+                row[label_col] = split_cell(row[label_col], label_separator)
+    raw_labels = [v for row in rows for v in (row.get(label_col) if is_list_label(row.get(label_col))
+                                               else [row.get(label_col)])]
     as_int = is_csv and _int_like(raw_labels)
     first = 2 if is_csv else 1
     split_col = next((c for c in columns if c.strip().lower() == SPLIT_COLUMN and c not in (image_col, label_col)),
@@ -339,6 +351,11 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
         if label is None or (isinstance(label, str) and not label.strip()):
             skipped.append({"id": where, "reason": f"empty {label_col!r} cell (no label)", "kind": "no_label"})
             continue
+        if is_list_label(label) and not [v for v in label if v not in (None, "")]:
+            raise DataError(
+                f"{where}: the {label_col!r} list is empty; every image of a multi-label dataset needs at least "
+                "one label: add its labels, or remove the row"
+            )
         image_path = Path(str(value)).expanduser()
         if not image_path.is_absolute():
             image_path = base / image_path
@@ -348,7 +365,7 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
             continue
         paths, targets = found.setdefault(split, ([], []))
         paths.append(str(image_path))
-        targets.append(int(str(label).strip()) if as_int else (label.strip() if isinstance(label, str) else label))
+        targets.append([_cell(v, as_int) for v in label] if is_list_label(label) else _cell(label, as_int))
     kind = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else path.suffix.lower().lstrip(".")
     pools = {name: _file_pool(name, *found[name]) for name in sorted(found)} or {"train": _file_pool("train", [], [])}
     notes = []
@@ -357,6 +374,11 @@ def read_table(path: Path, image_column: str | None, label_column: str | None) -
         order = [name for name in dict.fromkeys(SPLIT_ALIASES.values()) if name in counts]
         notes.append(f"split column {split_col!r}: rows " + ", ".join(f"{name} {counts[name]}" for name in order))
     return SourceResult(kind, str(path), pools, skipped, image_col, label_col, notes=notes)
+
+
+def _cell(label: Any, as_int: bool) -> Any:
+    """One label of a table row: an int for integer-looking CSV columns, else stripped text."""
+    return int(str(label).strip()) if as_int else (label.strip() if isinstance(label, str) else label)
 
 
 def _row_splits(rows: list[dict[str, Any]], column: str, path: Path, first: int) -> list[str]:
@@ -451,7 +473,7 @@ def _hf_columns(ds: Any, image_column: str | None, label_column: str | None, whe
         typed = [c for c, f in ds.features.items() if isinstance(f, Image)]
         image_column = typed[0] if typed else None
     if label_column is None:
-        typed = [c for c, f in ds.features.items() if isinstance(f, ClassLabel)]
+        typed = [c for c, f in ds.features.items() if isinstance(f, ClassLabel) or is_multi_label_feature(f)]
         named = [c for c in typed if c.lower() in ("label", "labels")]
         label_column = (named or typed or [None])[0]
     image_column = _pick_column(columns, image_column, IMAGE_COLUMN_NAMES, "image", where)
@@ -470,7 +492,7 @@ def hf_pool(name: str, ds: Any, image_column: str, label_column: str) -> Pool:
     from datasets import ClassLabel, Image
 
     feature = ds.features[label_column]
-    names = list(feature.names) if isinstance(feature, ClassLabel) else None
+    names = label_names_of(feature) if isinstance(feature, ClassLabel) or is_multi_label_feature(feature) else None
     targets = list(ds[label_column])
     view = ds.select_columns([image_column])
     if image_column != "image":

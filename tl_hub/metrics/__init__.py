@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 #: the scalars a metrics file and the end-of-run line show first, in this order
-HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy")
+HEADLINE_METRICS: tuple[str, ...] = ("map", "f1_micro", "accuracy", "precision_macro", "recall_macro", "f1_macro",
+                                     "top5_accuracy")  # map, f1_micro: multi-label runs
 
 _HERE = Path(__file__).resolve().parent
 
@@ -55,7 +56,8 @@ SHIPPED_METRICS: dict[str, Path] = {
 }
 
 #: Scalar keys that `compute_metrics` always reports (top5_accuracy only with > 5 labels and logits),
-#: plus the eval loss the training loop adds: the valid values of `metric_for_best_model`.
+#: the eval loss the training loop adds, and the multi-label keys of `compute_multilabel_metrics`: the
+#: valid values of `metric_for_best_model`.
 BUILTIN_METRIC_KEYS: tuple[str, ...] = (
     "accuracy",
     "precision_macro",
@@ -63,6 +65,10 @@ BUILTIN_METRIC_KEYS: tuple[str, ...] = (
     "f1_macro",
     "top5_accuracy",
     "loss",
+    "map",  # multi-label runs (tl_hub.metrics.multilabel): mAP, micro F1/precision/recall
+    "f1_micro",
+    "precision_micro",
+    "recall_micro",
 )
 
 
