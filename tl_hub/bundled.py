@@ -197,8 +197,10 @@ def stage_depths(architecture: str) -> tuple[int, ...]:
         ((1, 2, 2, 3, 3, 4, 1), (1, 3, 3, 4, 4, 5, 1))
     """
     import timm
+    import torch
 
-    return tuple(len(stage) for stage in timm.create_model(architecture, pretrained=False).blocks)
+    with torch.random.fork_rng(devices=[]):  # a throwaway model: its random init must not move the run's RNG
+        return tuple(len(stage) for stage in timm.create_model(architecture, pretrained=False).blocks)
 
 
 def efficientnet_lite_key_map(key: str, depths: tuple[int, ...]) -> str:
@@ -300,8 +302,10 @@ def convert_efficientnet_lite0(dest: Path) -> Path:
 def _check_against_timm(state: dict[str, Any], architecture: str = "tf_efficientnet_lite0") -> None:
     """Strict-load the converted tensors into timm's architecture (names and shapes must all match)."""
     import timm
+    import torch
 
-    model = timm.create_model(architecture, pretrained=False, num_classes=1000)
+    with torch.random.fork_rng(devices=[]):  # converting must not move the run's RNG (the new head's init)
+        model = timm.create_model(architecture, pretrained=False, num_classes=1000)
     model.load_state_dict(state, strict=True)
 
 
