@@ -143,3 +143,13 @@ def test_docstring_examples_run(name, monkeypatch):
     for test in doctest.DocTestFinder(exclude_empty=True).find(module, name):  # globals: the module's own
         runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """`import tl_hub.X` sets the attribute `tl_hub.X` to the module: a lazily exported function of the same
+    name (`tl_hub.search`) would turn into a module as soon as anything imported that submodule."""
+    import tl_hub
+
+    submodules = {p.stem for p in Path(tl_hub.__file__).parent.glob("*.py")}
+    submodules |= {p.name for p in Path(tl_hub.__file__).parent.iterdir() if (p / "__init__.py").is_file()}
+    assert not sorted(set(tl_hub.__all__) & submodules)

@@ -50,8 +50,8 @@ _EXPORTS: dict[str, str] = {
     "predict": "tl_hub.hub",
     "write_model_card": "tl_hub.card",
     "evaluate_model": "tl_hub.evaluation",
-    "search": "tl_hub.search",
-    "SearchResult": "tl_hub.search",
+    "search": "tl_hub.search_run",
+    "SearchResult": "tl_hub.search_run",
     "EvaluationResult": "tl_hub.evaluation",
 }
 

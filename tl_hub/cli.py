@@ -61,7 +61,7 @@ def search_command(argv: list[str], *, time_budget: str, storage: str | None) ->
     """
     from tl_hub.config import parse_overrides
     from tl_hub.config_parsing import read_yaml
-    from tl_hub.search import search
+    from tl_hub.search_run import search
 
     values: dict = {}
     overrides = list(argv)

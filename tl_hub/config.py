@@ -314,7 +314,7 @@ class RecipeConfig:
         "They log the resolved policy, learning rate and data sizes; tensorboard writes to output_dir/runs/"
         "PROJECT/RUN_NAME.", "evaluation"
     )
-    progress: bool = _f(True, "Progress bars (image cache build, feature pass, training epochs, evaluation); also off with TQDM_DISABLE=1, and when "
+    progress: bool = _f(True, "Progress bars (image check, image cache build, feature pass, training epochs, evaluation); also off with TQDM_DISABLE=1, and when "
                         "the output is not a terminal.", "evaluation")
     tracker_project: str = _f("tl_hub", "The trackers' project (experiment) name.", "evaluation")
     run_name: str | None = _f(None, "The trackers' run name (null = the output folder's name).", "evaluation")

@@ -271,7 +271,7 @@ def load_run_data(config: RecipeConfig) -> Any:
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
         on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
-        problem_type=config.problem_type, label_separator=config.label_separator,
+        problem_type=config.problem_type, label_separator=config.label_separator, progress=config.progress,
     )
 
 

@@ -605,7 +605,8 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
     from tqdm.auto import tqdm
 
     starts = range(0, len(items), PREDICT_BATCH)
-    for start in tqdm(starts, desc="predict", unit="batch", disable=not progress or len(starts) <= 4, leave=False):
+    quiet = {"disable": True} if not progress or len(starts) <= 4 else {}  # never disable=False: TQDM_DISABLE=1 wins
+    for start in tqdm(starts, desc="predict", unit="batch", leave=False, **quiet):
         opened = [_open_image(i, items[i]) for i in range(start, min(start + PREDICT_BATCH, len(items)))]
         batch = processor(images=opened, return_tensors="pt")
         pixel_values = batch["pixel_values"].to(device=device, dtype=next(model.parameters()).dtype)

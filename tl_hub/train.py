@@ -395,8 +395,9 @@ def evaluate(model: torch.nn.Module, loader: Any, accelerator: Any, channels_las
     logits_all, labels_all, index_all = [], [], []
     from tqdm.auto import tqdm
 
+    shown = progress and accelerator.is_local_main_process  # disable=False would override TQDM_DISABLE=1
     bar = tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5,
-               disable=not (progress and accelerator.is_local_main_process))
+               **({} if shown else {"disable": True}))
     for batch in bar:
         batch = device_batch(batch, dataset, accelerator.device)
         logits = forward_logits(model, batch, channels_last).float()

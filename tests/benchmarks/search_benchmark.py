@@ -101,7 +101,7 @@ def _finished_search(out: Path) -> dict[str, Any] | None:
 
 
 def run_search(folder: Path, work: Path, budget_s: float) -> dict[str, Any]:
-    from tl_hub.search import search
+    from tl_hub.search_run import search
 
     done = _finished_search(work / "search")
     if done is not None:

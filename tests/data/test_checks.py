@@ -62,3 +62,9 @@ def test_a_second_run_on_unchanged_files_decodes_nothing_to_check_them(tmp_path,
     decoded.clear()
     changed = load_data(str(folder), eval_fraction=0.25, on_bad_image="skip", max_bad_fraction=0.5)
     assert len(decoded) == len(changed.train) + len(changed.eval) + 1
+
+
+def test_the_check_bar_can_be_turned_off(tmp_path, capsys):
+    large = write_image_folder(tmp_path / "large", ["a", "b"], per_label=330, seed=1)
+    load_data(str(large), eval_fraction=0.2, progress=False)
+    assert "checking images" not in capsys.readouterr().err

@@ -70,12 +70,13 @@ def open_check_record(pool: Pool, raw: Any = None) -> CheckRecord | None:
         return None
 
 
-def check_rows(pool: Pool, rows: np.ndarray, record: CheckRecord | None = None) -> tuple[set[int], list[dict[str, str]]]:
+def check_rows(pool: Pool, rows: np.ndarray, record: CheckRecord | None = None,
+               progress: bool = True) -> tuple[set[int], list[dict[str, str]]]:
     """Decode the given rows once (a few threads); return the bad row numbers and their report entries.
 
     Rows of a pool that was checked when it was read (in-memory arrays) are not decoded again, nor rows
     that `record` (`open_check_record`) knows from an earlier run. Over more than one chunk of rows to
-    decode a progress bar shows (tqdm; off with TQDM_DISABLE=1).
+    decode a progress bar shows (tqdm; off with ``progress=False`` or TQDM_DISABLE=1).
     """
     from datasets import Image
     from tqdm.auto import tqdm
@@ -100,7 +101,7 @@ def check_rows(pool: Pool, rows: np.ndarray, record: CheckRecord | None = None) 
         return row, ident, check_image(value, where=ident)
 
     bar = tqdm(total=len(todo), desc="checking images", unit="img", leave=False, dynamic_ncols=True,
-               mininterval=0.5, disable=len(todo) <= _CHUNK)
+               mininterval=0.5, **({"disable": True} if len(todo) <= _CHUNK or not progress else {}))  # not False: TQDM_DISABLE
     with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as threads:
         for start in range(0, len(todo), _CHUNK):
             chunk = [int(r) for r in todo[start : start + _CHUNK]]
@@ -118,7 +119,7 @@ def check_rows(pool: Pool, rows: np.ndarray, record: CheckRecord | None = None) 
 
 
 def check_train_rows(
-    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int
+    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int, progress: bool = True
 ) -> tuple[np.ndarray, set[int], list[dict[str, str]]]:
     """Check the selected training rows; when a subset was drawn, replace each bad row by a good,
     not-yet-selected row of the same label (seeded), so subset sizes stay what was asked for.
@@ -126,7 +127,7 @@ def check_train_rows(
     Returns (good rows sorted, bad rows, report entries of the bad ones).
     """
     record = open_check_record(pool)
-    bad, entries = check_rows(pool, selected, record)
+    bad, entries = check_rows(pool, selected, record, progress)
     good = [int(r) for r in selected if int(r) not in bad]
     if not bad or len(selected) == len(available):
         return np.array(good, dtype=np.int64), bad, entries
@@ -145,7 +146,7 @@ def check_train_rows(
                 del deficit[code]
         if not batch:
             break
-        new_bad, new_entries = check_rows(pool, np.array(batch, dtype=np.int64), record)
+        new_bad, new_entries = check_rows(pool, np.array(batch, dtype=np.int64), record, progress)
         bad |= new_bad
         entries += new_entries
         for row in batch:

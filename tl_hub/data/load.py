@@ -93,6 +93,7 @@ class _Request:
     max_bad_fraction: float
     problem_type: str = AUTO
     label_separator: str | None = None
+    progress: bool = True
 
 
 @dataclass
@@ -133,6 +134,7 @@ def load_data(
     max_bad_fraction: float = 0.01,
     problem_type: str = AUTO,
     label_separator: str | None = None,
+    progress: bool = True,
 ) -> DataBundle:
     """Load, label, split and check an image-classification dataset from any common source.
 
@@ -171,6 +173,8 @@ def load_data(
             and subsets stratify by each row's first label; an empty list is an error naming the row.
         label_separator: splits CSV/TSV label cells into label lists (``cat|dog`` with ``"|"``); JSONL
             files and Hub/``datasets`` columns give lists directly.
+        progress: a progress bar while the images are checked (over more than a few hundred to decode; tqdm,
+            also off with TQDM_DISABLE=1).
 
     Raises:
         DataError: unreadable source, unknown labels, empty labels, eval labels unseen in train,
@@ -191,7 +195,7 @@ def load_data(
     check_problem_type(problem_type)
     request = _Request(labels, image_column, label_column, config, split, eval_split, test_split, revision,
                        eval_fraction, seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction,
-                       problem_type, label_separator)
+                       problem_type, label_separator, progress)
     bars_were_on = not datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
@@ -383,13 +387,13 @@ def _subsample(report: DataReport, request: _Request, rows: _Rows, names: list[s
 def _check_images(report: DataReport, request: _Request, rows: _Rows, result: SourceResult) -> None:
     """Decode every selected image once; bad ones are replaced (train subsets), dropped and reported."""
     rows.train, bad_train, bad_train_entries = check_train_rows(
-        rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed
+        rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed, request.progress
     )
-    bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval)
+    bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval, progress=request.progress)
     rows.eval = np.array([r for r in rows.eval if int(r) not in bad_eval], dtype=np.int64)
     bad_test: set[int] = set()
     if rows.test_pool is not None:
-        bad_test, bad_test_entries = check_rows(rows.test_pool, rows.test)
+        bad_test, bad_test_entries = check_rows(rows.test_pool, rows.test, progress=request.progress)
         rows.test = np.array([r for r in rows.test if int(r) not in bad_test], dtype=np.int64)
         bad_eval_entries = bad_eval_entries + bad_test_entries
     report.not_selected = len(rows.available) - len(rows.train) - len(bad_train) + sum(report.labels_left_out.values())

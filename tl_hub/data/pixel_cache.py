@@ -275,8 +275,9 @@ class _Builder:
         from tqdm.auto import tqdm
 
         rows = iter(rows)
+        # `disable` only when told: passing disable=False would override TQDM_DISABLE=1 (tqdm reads it as a default)
         bar = tqdm(total=self.count, desc="image cache", unit="img", leave=False, dynamic_ncols=True,
-                   mininterval=0.5, disable=not progress)
+                   mininterval=0.5, **({} if progress else {"disable": True}))
         try:
             with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
                 while not self.too_big:  # a chunk at a time: only its raw rows are held

@@ -1,5 +1,6 @@
 """`tl_hub.search`: AutoML on a time budget. Try backbones x freeze policies x learning rates with Optuna
-and keep the best model, as an ordinary output folder.
+and keep the best model, as an ordinary output folder. (The module is `search_run`, not `search`: a submodule
+named `search` would replace the function `tl_hub.search` once anything imported it.)
 
 The recipe's keys are the fixed part of every trial; the `search:` block (or keywords) lists the candidates
 (`tl_hub.search_space`). The search:
