@@ -154,7 +154,8 @@ def plan_imbalance(class_weights: Any, sampler: str, labels: Sequence[str], coun
     ratio = imbalance_ratio(list(by_label.values()))
     largest, smallest = max(by_label, key=by_label.get), min(by_label, key=by_label.get)
     shape = (f"largest/smallest label ratio {ratio:.1f} ({largest}: {by_label[largest]:,}, "
-             f"{smallest}: {by_label[smallest]:,})")
+             f"{smallest}: {by_label[smallest]:,})" if by_label[largest] != by_label[smallest] else
+             f"largest/smallest label ratio 1.0 (every label: {by_label[largest]:,})")
     weights: dict[str, float] | None = None
     if isinstance(class_weights, Mapping):
         weights = {name: float(class_weights.get(name, 1.0)) for name in by_label}
