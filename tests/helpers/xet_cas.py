@@ -88,20 +88,25 @@ def hex_to_hash(text: str) -> bytes:
     return struct.pack("<4Q", *(int(text[i:i + 16], 16) for i in range(0, 64, 16)))
 
 
+def _extended_length(src: bytes, i: int, length: int) -> tuple[int, int]:
+    """An LZ4 literal or match length: a nibble of 15 is continued by bytes until one is not 255."""
+    if length == 15:
+        while True:
+            b = src[i]
+            i += 1
+            length += b
+            if b != 255:
+                break
+    return length, i
+
+
 def _lz4_block_into(src: bytes, out: bytearray) -> None:
     """Decode one raw LZ4 block, appending to `out` (matches may reach into earlier output)."""
     i, n = 0, len(src)
     while i < n:
         token = src[i]
         i += 1
-        lit = token >> 4
-        if lit == 15:
-            while True:
-                b = src[i]
-                i += 1
-                lit += b
-                if b != 255:
-                    break
+        lit, i = _extended_length(src, i, token >> 4)
         out += src[i:i + lit]
         i += lit
         if i >= n:
@@ -110,14 +115,7 @@ def _lz4_block_into(src: bytes, out: bytearray) -> None:
         i += 2
         if offset == 0 or offset > len(out):
             raise CASError(400, "corrupt LZ4 data: bad match offset")
-        mlen = token & 15
-        if mlen == 15:
-            while True:
-                b = src[i]
-                i += 1
-                mlen += b
-                if b != 255:
-                    break
+        mlen, i = _extended_length(src, i, token & 15)
         mlen += 4
         start = len(out) - offset
         if offset >= mlen:

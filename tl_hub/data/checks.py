@@ -119,14 +119,15 @@ def check_rows(pool: Pool, rows: np.ndarray, record: CheckRecord | None = None,
 
 
 def check_train_rows(
-    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int, progress: bool = True
+    pool: Pool, selected: np.ndarray, available: np.ndarray, codes: np.ndarray, seed: int, progress: bool = True,
+    record: CheckRecord | None = None,
 ) -> tuple[np.ndarray, set[int], list[dict[str, str]]]:
     """Check the selected training rows; when a subset was drawn, replace each bad row by a good,
     not-yet-selected row of the same label (seeded), so subset sizes stay what was asked for.
 
     Returns (good rows sorted, bad rows, report entries of the bad ones).
     """
-    record = open_check_record(pool)
+    record = record if record is not None else open_check_record(pool)
     bad, entries = check_rows(pool, selected, record, progress)
     good = [int(r) for r in selected if int(r) not in bad]
     if not bad or len(selected) == len(available):

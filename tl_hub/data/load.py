@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows
+from tl_hub.data.checks import apply_bad_image_policy, check_rows, check_train_rows, open_check_record
 from tl_hub.data.labels import (LabelCodes, capped_subset, is_missing, per_label_subset, resolve_labels,
                                 stratified_split)
 from tl_hub.data.multilabel import AUTO, SINGLE_LABEL, check_problem_type
@@ -386,14 +386,22 @@ def _subsample(report: DataReport, request: _Request, rows: _Rows, names: list[s
 
 def _check_images(report: DataReport, request: _Request, rows: _Rows, result: SourceResult) -> None:
     """Decode every selected image once; bad ones are replaced (train subsets), dropped and reported."""
+    records: dict[int, Any] = {}  # one check record per pool: its key hashes every file's stamp (a pass over them)
+
+    def record(pool: Pool) -> Any:
+        if id(pool) not in records:
+            records[id(pool)] = open_check_record(pool)
+        return records[id(pool)]
+
     rows.train, bad_train, bad_train_entries = check_train_rows(
-        rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed, request.progress
+        rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed, request.progress,
+        record(rows.train_pool),
     )
-    bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval, progress=request.progress)
+    bad_eval, bad_eval_entries = check_rows(rows.eval_pool, rows.eval, record(rows.eval_pool), request.progress)
     rows.eval = np.array([r for r in rows.eval if int(r) not in bad_eval], dtype=np.int64)
     bad_test: set[int] = set()
     if rows.test_pool is not None:
-        bad_test, bad_test_entries = check_rows(rows.test_pool, rows.test, progress=request.progress)
+        bad_test, bad_test_entries = check_rows(rows.test_pool, rows.test, record(rows.test_pool), request.progress)
         rows.test = np.array([r for r in rows.test if int(r) not in bad_test], dtype=np.int64)
         bad_eval_entries = bad_eval_entries + bad_test_entries
     report.not_selected = len(rows.available) - len(rows.train) - len(bad_train) + sum(report.labels_left_out.values())
