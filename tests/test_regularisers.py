@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file
 
 from tl_hub.config import RecipeConfig
@@ -236,14 +235,9 @@ def test_gradient_checkpointing_refused_for_a_model_that_cannot():
 # a real run: every regulariser on, the card says so
 # ----------------------------------------------------------------------------------------------
 def _colour_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(["red", "green", "blue"]):
-        (root / name).mkdir(parents=True)
-        for i in range(8):
-            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
-            arr[..., k] += 150
-            Image.fromarray(arr).save(root / name / f"{i}.png")
-    return root
+    from helpers.images import write_tinted_folder
+
+    return write_tinted_folder(root, {"red": 8, "green": 8, "blue": 8}, np.random.default_rng(0))
 
 
 def test_a_run_with_every_regulariser_writes_them_in_run_info_and_the_card(tmp_path):

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from helpers.images import write_tinted_folder
 from helpers.ports import free_port as _free_port
 
 pytest.importorskip("tl_hub.finetuning", reason="tl_hub.finetune (TRAIN helper) not available yet")
@@ -113,19 +113,9 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     model = tiny_checkpoint("vit", root / "tiny_vit")
     data = root / "data"
     rng = np.random.default_rng(0)
-    for k, name in enumerate(["red", "green", "blue"]):
-        (data / name).mkdir(parents=True)
-        for i in range(9):
-            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
-            arr[..., k] += 150
-            Image.fromarray(arr).save(data / name / f"{i}.png")
+    write_tinted_folder(data, {"red": 9, "green": 9, "blue": 9}, rng)
     uneven = root / "uneven"  # 16 + 4 + 4 images: after the stratified 25 % eval split, 12 / 3 / 3 to train
-    for k, (name, count) in enumerate([("red", 16), ("green", 4), ("blue", 4)]):
-        (uneven / name).mkdir(parents=True)
-        for i in range(count):
-            arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
-            arr[..., k] += 150
-            Image.fromarray(arr).save(uneven / name / f"{i}.png")
+    write_tinted_folder(uneven, {"red": 16, "green": 4, "blue": 4}, rng)
     driver = root / "driver.py"
     driver.write_text(DRIVER)
     return {"model": model, "data": data, "uneven": uneven, "driver": driver}
@@ -307,12 +297,7 @@ def test_resume_with_a_held_out_test_split(assets, tmp_path):
     data = tmp_path / "split"
     rng = np.random.default_rng(1)
     for side, per_label in (("train", 9), ("test", 4)):
-        for k, name in enumerate(["red", "green", "blue"]):
-            (data / side / name).mkdir(parents=True)
-            for i in range(per_label):
-                arr = rng.integers(0, 90, (16, 16, 3)).astype(np.uint8)
-                arr[..., k] += 150
-                Image.fromarray(arr).save(data / side / name / f"{i}.png")
+        write_tinted_folder(data / side, dict.fromkeys(["red", "green", "blue"], per_label), rng)
     run_chain(assets, tmp_path, "test-split", {"dataset": str(data)}, [{"KILL_AT_STEP": RNG.randint(3, 13)}])
     ref, chain = (json.loads((tmp_path / f"test-split-{w}" / "metrics.json").read_text()) for w in ("ref", "chain"))
     assert chain["test"] == ref["test"] and ref["test"]["split"] == "test" and ref["test"]["num_examples"] == 12

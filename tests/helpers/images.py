@@ -67,3 +67,15 @@ def write_multi_label_table(root: Path, labels: Sequence[str], count: int, seed:
         table = root / "labels.csv"
         table.write_text("image,labels\n" + "".join(f"{p},{separator.join(n)}\n" for p, n in rows))
     return table, sets
+
+
+def write_tinted_folder(root: Path, counts: dict[str, int], rng: np.random.Generator, side: int = 16) -> Path:
+    """`root/<label>/<i>.png`: noisy `side` px images, the k-th label's colour channel raised by 150 (k = the
+    label's position in `counts`, i counts within the label), drawn from `rng` in order; returns root."""
+    for k, (name, count) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            arr = rng.integers(0, 90, (side, side, 3)).astype(np.uint8)
+            arr[..., k] += 150
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    return root
