@@ -17,7 +17,7 @@ import tl_hub
 from helpers.images import write_image_folder
 from helpers.ports import free_port
 from tl_hub.cli import main as cli_main
-from tl_hub.errors import HubError
+from tl_hub.errors import DataError, HubError
 from tl_hub.hub import verify_remote
 
 COLOURS = ["red", "green", "blue"]  # the labels of helpers.outputs.make_output_dir's run
@@ -219,6 +219,8 @@ def test_load_and_predict_local_and_hub_agree(hub, run_dir, pushed, images, caps
     printed = json.loads(capsys.readouterr().out)
     assert [p["predictions"][0]["label"] for p in printed] == [p[0]["label"] for p in local]
     assert cli_main(["predict", str(run_dir), "missing.png"]) == 2
+    with pytest.raises(DataError, match=r"threshold: got 0\.5, but this model is single-label"):
+        tl_hub.predict(run_dir, images, threshold=0.5)
 
 
 FRESH_PROCESS = r"""

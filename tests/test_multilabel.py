@@ -95,6 +95,28 @@ def test_clear_errors(tmp_path):
         0.3, "|", "multi_label_classification")
 
 
+def test_whitespace_label_separators_are_separators_not_nulls(tmp_path):
+    """A space or a tab (typed as a tab, or as backslash-t on a command line) splits CSV label cells; only an
+    empty string means null; a tab in a TSV file, where it separates the columns, is an error naming the file."""
+    from tl_hub.config import RecipeConfig
+    from tl_hub.data.multilabel import check_label_separator
+
+    for given, meant in [(" ", " "), ("\t", "\t"), ("\\t", "\t")]:
+        assert RecipeConfig(dataset="x", label_separator=given).label_separator == meant
+        assert RecipeConfig(dataset="x").apply_overrides(["--label_separator", given]).label_separator == meant
+    assert RecipeConfig(dataset="x", label_separator="").label_separator is None  # an empty cell: null, as elsewhere
+    with pytest.raises(ConfigError, match=r"label_separator: got ''"):
+        check_label_separator("")
+    for separator in (" ", "\t"):
+        table, sets = write_multi_label_table(tmp_path / repr(separator), COLOURS, 12, seed=4, separator=separator)
+        bundle = load_data(str(table), label_separator=separator, eval_fraction=0.25, seed=0)
+        assert bundle.problem_type == "multi_label_classification" and sorted(bundle.labels) == sorted(COLOURS)
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text("image\tlabels\n0.png\tred\n")
+    with pytest.raises(DataError, match=r"labels\.tsv: label_separator is a tab, which already separates"):
+        load_data(str(tsv), label_separator="\t")
+
+
 # --- loss and metrics ----------------------------------------------------------------------------------
 def test_loss_is_binary_cross_entropy_per_label():
     from tl_hub.loss import LossSpec, compute_loss
@@ -190,6 +212,20 @@ def test_predict_returns_every_label_over_the_threshold(multi_run):
         assert [x["score"] for x in row] == sorted((x["score"] for x in row), reverse=True)
     everything = tl_hub.predict(out, images, threshold=1e-9)
     assert all(len(row) == 3 for row in everything)
+
+
+def test_the_predict_command_takes_a_threshold(multi_run, capsys):
+    """`tl-hub predict --threshold`: every label over it per image ("(no label)" when none is); a threshold
+    for a single-label model is refused, not ignored."""
+    from tl_hub.cli import main as cli_main
+
+    out, _, table = multi_run
+    images = [str(table.parent / f"{i}.png") for i in range(3)]
+    capsys.readouterr()
+    assert cli_main(["predict", str(out), *images, "--threshold", "0.000001", "--json"]) == 0
+    assert all(len(row["predictions"]) == 3 for row in json.loads(capsys.readouterr().out))
+    assert cli_main(["predict", str(out), *images, "--threshold", "0.999999"]) == 0
+    assert capsys.readouterr().out.count("(no label)") == 3
 
 
 def test_plain_pipeline_applies_a_sigmoid_in_a_fresh_process(hub, multi_run, tmp_path):

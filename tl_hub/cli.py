@@ -176,8 +176,10 @@ def push_command(output_dir: str, repo_id: str, *, private: bool | None = None, 
 
 
 def predict_command(model: str, images: list[str], *, top_k: int = 5, revision: str | None = None,
-                    as_json: bool = False) -> int:
-    """`tl-hub predict REPO_OR_DIR IMAGE... [--top-k K] [--revision R] [--json]`: a table, or JSON.
+                    as_json: bool = False, threshold: float | None = None) -> int:
+    """`tl-hub predict REPO_OR_DIR IMAGE... [--top-k K] [--threshold T] [--revision R] [--json]`: a table, or
+    JSON. A multi-label model prints every label scoring at least `threshold` (default: the model's own), or
+    "(no label)" when none does.
 
     Example:
         >>> predict_command("me/fashion-lite0", ["shoe.png"], top_k=2)  # doctest: +SKIP
@@ -188,13 +190,16 @@ def predict_command(model: str, images: list[str], *, top_k: int = 5, revision: 
     """
     from tl_hub.hub import predict
 
-    results = predict(model, list(images), top_k=top_k, revision=revision)
+    results = predict(model, list(images), top_k=top_k, revision=revision, threshold=threshold)
     if as_json:
         print(json.dumps([{"image": img, "predictions": preds} for img, preds in zip(images, results, strict=True)],
                          indent=2))
         return 0
     for image, preds in zip(images, results, strict=True):
         print(image)
+        if not preds:
+            print("  (no label)")
+            continue
         width = max(len(p["label"]) for p in preds)
         for p in preds:
             print(f"  {p['label']:<{width}}  {p['score']:.4f}")
@@ -294,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="repo id or local folder")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label models: print every label scoring at least this (default: the model's own)")
     p.add_argument("--revision", default=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -340,7 +347,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
                             commit_message=args.commit_message, create_pr=args.create_pr, force=args.force)
     if args.command == "predict":
         return predict_command(args.model, list(args.images), top_k=args.top_k, revision=args.revision,
-                               as_json=args.json)
+                               as_json=args.json, threshold=args.threshold)
     if args.command == "evaluate":
         return evaluate_command(args.model, args.dataset, output_dir=args.output_dir, split=args.split,
                                 revision=args.revision, batch_size=args.batch_size, overwrite=args.overwrite,

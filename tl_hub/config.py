@@ -42,7 +42,7 @@ from tl_hub.config_parsing import (
     split_overrides,
     type_name,
 )
-from tl_hub.data.multilabel import check_problem_type
+from tl_hub.data.multilabel import check_label_separator, check_problem_type
 from tl_hub.data.options import NO_TEST_SPLIT, check_data_options
 from tl_hub.errors import ConfigError
 from tl_hub.imbalance import check_class_weights
@@ -529,12 +529,7 @@ class RecipeConfig:
         check_policy_knobs(self.policy, self.train_fraction, self.head_epochs_fraction)
         check_problem_type(self.problem_type)
         check_range("threshold", self.threshold, low=0, high=1, low_open=True, high_open=True, hint="e.g. 0.5")
-        if self.label_separator is not None and (not isinstance(self.label_separator, str)
-                                                 or not self.label_separator.strip()):
-            raise ConfigError(
-                f"label_separator: got {self.label_separator!r}; give the character that separates the labels of "
-                "a multi-label CSV cell, e.g. '|' or ';' (null when each cell holds one label)"
-            )
+        self.label_separator = check_label_separator(self.label_separator)
         check_class_weights(self.class_weights, self.labels)
         uses_feature_cache(self.policy, self.feature_cache)
         check_regularisers(label_smoothing=self.label_smoothing, mixup_alpha=self.mixup_alpha,

@@ -224,7 +224,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
 def _coerce_union(key: str, value: Any, tp: Any) -> Any:
     args = typing.get_args(tp)
     optional = type(None) in args
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NULL_STRINGS):
+    # a string of spaces or a tab is a value (a label separator), not an empty cell: only "" and the null words are null
+    if value is None or (optional and isinstance(value, str) and (value == "" or (value.strip() and
+                                                                              value.strip().lower() in _NULL_STRINGS))):
         if optional:
             return None
         raise ConfigError(f"{key}: may not be null; expected {type_name(tp)}")

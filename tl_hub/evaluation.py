@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tl_hub.data.multilabel import MULTI_LABEL
+from tl_hub.data.multilabel import MULTI_LABEL, check_label_separator
 from tl_hub.errors import ConfigError, DataError
 
 __all__ = ["EVALUATION_FILE", "EvaluationResult", "evaluate_model", "label_mapping"]
@@ -84,6 +84,7 @@ def evaluate_model(model: str | Path, dataset: Any, *, output_dir: str | Path, s
     from tl_hub.hub import load
     from tl_hub.metrics import metrics_report
 
+    label_separator = check_label_separator(label_separator)
     out = _prepare_output(Path(output_dir).expanduser(), overwrite)
     network, processor = load(model, revision=revision)
     model_labels = [str(network.config.id2label[i]) for i in range(network.config.num_labels)]

@@ -599,6 +599,9 @@ def predict(repo_or_dir: str | Path | tuple[Any, Any], images: Any, top_k: int =
     id2label = model.config.id2label
     k = min(top_k, len(id2label))
     multi = getattr(model.config, "problem_type", None) == "multi_label_classification" or model.config.num_labels == 1
+    if threshold is not None and not multi:
+        raise DataError(f"threshold: got {threshold!r}, but this model is single-label (softmax over its labels); "
+                        "a threshold applies to multi-label models only: use top_k to choose how many labels to show")
     cut = _threshold(model.config, threshold) if multi else None
     results: list[list[dict[str, Any]]] = []
     device = next(model.parameters()).device

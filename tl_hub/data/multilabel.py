@@ -59,6 +59,25 @@ def is_list_label(value: Any) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
+def check_label_separator(value: Any) -> str | None:
+    """The `label_separator` to split CSV/TSV label cells with, or a ConfigError naming the field. A literal
+    backslash-t (how a tab is usually typed on a command line) means a tab; any other non-empty string, spaces
+    included, is used as given.
+
+    Example:
+        >>> check_label_separator("\\t"), check_label_separator(" "), check_label_separator(None)
+        ('\t', ' ', None)
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"label_separator: got {value!r}; give the character that separates the labels of a multi-label "
+            "CSV cell, e.g. '|', ';', ' ' or '\\t' (null when each cell holds one label)"
+        )
+    return "\t" if value == "\\t" else value
+
+
 def split_cell(text: str, separator: str) -> list[str]:
     """A CSV label cell split into label names (stripped, empty parts dropped).
 

@@ -330,6 +330,11 @@ def read_table(path: Path, image_column: str | None, label_column: str | None,
     skipped: list[dict[str, str]] = []
     found: dict[str, tuple[list[str], list[Any]]] = {}
     is_csv = path.suffix.lower() in (".csv", ".tsv")
+    if path.suffix.lower() == ".tsv" and label_separator == "\t":
+        raise DataError(
+            f"{path}: label_separator is a tab, which already separates this TSV file's columns; put the labels "
+            "of a cell between another character (e.g. '|') and set label_separator to it"
+        )
     if is_csv and label_separator:
         for row in rows:
             if isinstance(row.get(label_col), str) and row[label_col].strip():
