@@ -153,14 +153,18 @@ import tl_hub
 from tl_hub import search_trials
 
 kill_after = int(os.environ.get("KILL_AFTER_EPOCH", "0"))
+kill_with = getattr(signal, os.environ.get("KILL_WITH", "SIGKILL"))
 real = search_trials.TrialWatch.__call__
 def watch(self, event, state):
     real(self, event, state)
     if kill_after and event == "epoch" and self.epochs_run == kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)   # right after the epoch's checkpoint, mid-trial
+        os.kill(os.getpid(), kill_with)   # right after the epoch's checkpoint, mid-trial (SIGINT: a Ctrl-C)
 search_trials.TrialWatch.__call__ = watch
 recipe = json.loads(sys.argv[1])
-result = tl_hub.search(recipe, time_budget=sys.argv[2], heartbeat_s=int(os.environ.get("HEARTBEAT_S", "10")))
+try:
+    result = tl_hub.search(recipe, time_budget=sys.argv[2], heartbeat_s=int(os.environ.get("HEARTBEAT_S", "10")))
+except KeyboardInterrupt:
+    sys.exit(130)
 print("ROWS", json.dumps([[r.trial, r.state, r.note] for r in result.leaderboard]))
 '''
 
@@ -190,9 +194,14 @@ def test_killed_search_resumes_its_trial_from_the_checkpoint(tmp_path, vit, data
     assert rows[0].state == "fail"
     retry = next(r for r in rows.values() if r.state == "complete")
     assert retry.trial > 0 and "resumed trial 0's run" in retry.note and retry.epochs_run == 3
+    _assert_resumed_bit_for_bit(tmp_path, out)
+
+
+def _assert_resumed_bit_for_bit(tmp_path: Path, out: Path) -> None:
+    """Trial 0's run resumed from its checkpoint, and its model is the model of the same recipe trained without
+    a stop, bit for bit."""
     info = json.loads((out / "trials" / "trial-000" / "run_info.json").read_text())
     assert info["resumed_from"] and "checkpoint" in info["resumed_from"]
-    # bit for bit: the resumed trial's model is the model of the same recipe trained without a kill
     trial_recipe = RecipeConfig.from_yaml(out / "trials" / "trial-000" / "recipe.yaml")
     clean_recipe = tmp_path / "clean.yaml"
     trial_recipe.replace(output_dir=str(tmp_path / "clean")).to_yaml(clean_recipe)
@@ -204,6 +213,33 @@ def test_killed_search_resumes_its_trial_from_the_checkpoint(tmp_path, vit, data
     a = load_file(out / "trials" / "trial-000" / "model.safetensors")
     b = load_file(tmp_path / "clean" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
+def test_interrupted_search_retries_its_trial_first_from_the_checkpoint(tmp_path, vit, data):
+    """A Ctrl-C (a real SIGINT) mid-trial: Optuna marks the trial failed; the next search of the folder runs it
+    again first, in its folder, from its last checkpoint, with the epochs it had scored given to the pruner."""
+    out = tmp_path / "search"
+    recipe = _recipe(vit, data, out, policies=["full"], epochs=[3])
+    stopped = _run_driver(tmp_path, recipe, "120s", KILL_AFTER_EPOCH="2", KILL_WITH="SIGINT")
+    log = stopped.communicate(timeout=300)[0]
+    assert stopped.returncode == 130, log
+    study = optuna.load_study(study_name="tl_hub_search", storage=f"sqlite:///{out / 'study.db'}")
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["interrupted"]
+    assert sorted(first.intermediate_values) == [1, 2] and study.user_attrs["spent_s"] > 0
+    again = _run_driver(tmp_path, recipe, "120s")
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, log
+    study = optuna.load_study(study_name="tl_hub_search", storage=f"sqlite:///{out / 'study.db'}")
+    retry = study.trials[1]
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["folder_trial"] == 0
+    assert retry.state == optuna.trial.TrialState.COMPLETE and sorted(retry.intermediate_values) == [1, 2, 3]
+    assert retry.intermediate_values[1] == first.intermediate_values[1]
+    rows = {r.trial: r for r in read_leaderboard(out / "leaderboard.csv")}
+    assert rows[0].state == "fail" and "interrupted (Ctrl-C)" in rows[0].note
+    assert "resumed trial 0's run" in rows[1].note and rows[1].epochs_run == 3
+    _assert_resumed_bit_for_bit(tmp_path, out)
 
 
 @pytest.mark.slow

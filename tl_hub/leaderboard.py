@@ -67,7 +67,8 @@ def rows_from_trials(trials: Iterable[Any]) -> list[LeaderboardRow]:
         values = list(t.intermediate_values.values())
         score = t.value if t.value is not None else (max(values) if values else None)
         folder = int(attrs.get("folder_trial", t.number))
-        note = str(attrs.get("note", "")) + (f"resumed trial {folder}'s run" if folder != t.number else "")
+        note = "; ".join(part for part in (str(attrs.get("note", "")),
+                                           f"resumed trial {folder}'s run" if folder != t.number else "") if part)
         rows.append(LeaderboardRow(
             trial=int(t.number), backbone=str(attrs.get("backbone")),
             policy=str(attrs["policy"]), fraction=attrs.get("fraction"), learning_rate=attrs.get("learning_rate"),

@@ -48,6 +48,7 @@ from tl_hub.reporting import logger, use_console
 from tl_hub.search_output import claim_search_folder, publish_best, search_spec
 from tl_hub.search_space import SearchSpace, parse_duration
 from tl_hub.search_trials import (
+    RETRY_OF,
     OutOfTime,
     PrunedByScore,
     TrialParams,
@@ -55,6 +56,8 @@ from tl_hub.search_trials import (
     best_score,
     estimate_cost,
     folder_number,
+    inherited_scores,
+    interrupted_to_retry,
     sample_params,
     speed_facts,
     trial_config,
@@ -141,6 +144,7 @@ def search(config: Any = None, *, time_budget: Any = "30m", backbones: Sequence[
 
     with FileLock(str(out / ".search.lock")):  # workers starting together: one creates the tables and the study
         study = _open_study(out, storage, config, heartbeat_s)
+        _retry_interrupted(study)
     clock = _Clock(started, budget, float(study.user_attrs.get("spent_s", 0.0)))
     kept, screen = _screen(study, config, space)
     _enqueue_cheap_first(study, space, kept)
@@ -187,6 +191,14 @@ def _open_study(out: Path, storage: str | None, config: RecipeConfig, heartbeat_
     direction = "maximize" if greater_is_better(config.metric_for_best_model) else "minimize"
     return optuna.create_study(storage=rdb, study_name=_STUDY_NAME, sampler=sampler, pruner=pruner,
                                direction=direction, load_if_exists=True)
+
+
+def _retry_interrupted(study: Any) -> None:
+    """Enqueue a retry of each trial a Ctrl-C (or SIGTERM) interrupted: it runs first and resumes that trial's run
+    from its last checkpoint, in the same folder. (A killed search's trials are retried by Optuna's heartbeat.)"""
+    for trial in interrupted_to_retry(study.get_trials(deepcopy=False)):
+        logger.info(f"search: trial {trial.number} was interrupted; it runs again first, from its last checkpoint")
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
 
 
 def _screen(study: Any, config: RecipeConfig, space: SearchSpace) -> tuple[list[str], list[dict[str, Any]]]:
@@ -244,9 +256,10 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
             study.optimize(objective, n_trials=1, catch=(TlHubError,), gc_after_trial=True)
         except optuna.exceptions.UpdateFinishedTrialError as err:  # another worker took it for a dead one's
             logger.warning(f"search: a trial of this worker was ended by another worker ({err}); going on")
+        finally:  # also on Ctrl-C: a resumed search counts the seconds this one spent
+            study.set_user_attr("spent_s", max(float(study.user_attrs.get("spent_s", 0.0)), clock.spent()))
         last = study.trials[-1] if study.trials else None
         skipped_in_a_row = skipped_in_a_row + 1 if last is not None and last.user_attrs.get("not_run") else 0
-        study.set_user_attr("spent_s", max(float(study.user_attrs.get("spent_s", 0.0)), clock.spent()))
         failed = last is not None and last.state == optuna.trial.TrialState.FAIL and bool(last.user_attrs.get("error"))
         failed_in_a_row = failed_in_a_row + 1 if failed else 0
         if failed:
@@ -302,6 +315,8 @@ class _Objective:
         cfg = trial_config(self.config, params, folder=trial_folder(self.out, number),
                            feature_cache_dir=self.out / "trials" / "features")
         watch = TrialWatch(trial, cfg.metric_for_best_model, self.deadline)
+        for step, value in sorted(inherited_scores(trial).items()):  # an interrupted trial's epochs, for the pruner
+            trial.report(value, step)
         logger.info(f"search: trial {trial.number} ({params.backbone}, {params.policy_label}, lr "
                     f"{params.learning_rate or 'default'}, {params.epochs} epochs) in {cfg.output_dir}")
         try:
@@ -311,6 +326,10 @@ class _Objective:
             raise optuna.TrialPruned(str(stop)) from None
         except TlHubError as err:
             trial.set_user_attr("error", str(err))
+            raise
+        except KeyboardInterrupt:  # Optuna marks it failed; the next `search` of this folder retries it
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("note", "interrupted (Ctrl-C): the next search of this folder resumes it")
             raise
         finally:
             for key, value in watch.record(time.monotonic() - watch.started).items():

@@ -29,7 +29,8 @@ from tl_hub.config import RecipeConfig
 from tl_hub.errors import StopRequested
 from tl_hub.search_space import PolicyCandidate, SearchSpace
 
-__all__ = ["OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost", "folder_number", "speed_facts",
+__all__ = ["RETRY_OF", "OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost",
+           "folder_number", "inherited_scores", "interrupted_to_retry", "retried_trial", "speed_facts",
            "sample_params", "trial_config", "trial_folder"]
 
 
@@ -70,11 +71,49 @@ def sample_params(trial: Any, space: SearchSpace, backbones: Sequence[str]) -> T
     return TrialParams(backbone, label, lr, int(epochs))
 
 
+RETRY_OF = "retry_of"  # user attribute of the trial that retries an interrupted (Ctrl-C'd) one: that trial's number
+
+
+def retried_trial(frozen: Any) -> int | None:
+    """The number of the trial `frozen` retries: one that a killed search left running (Optuna's heartbeat retry
+    sets the `failed_trial` system attribute) or one that was interrupted (`tl_hub.search` enqueues its retry
+    with the `retry_of` user attribute); None for a first try."""
+    number = frozen.system_attrs.get("failed_trial", frozen.user_attrs.get(RETRY_OF))
+    return None if number is None else int(number)
+
+
 def folder_number(trial: Any) -> int:
-    """The trial whose run folder this trial uses: a retry of a trial that a killed search left running
-    (Optuna's `failed_trial` system attribute) resumes in the original's folder."""
-    frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
-    return int(frozen.system_attrs.get("failed_trial", trial.number)) if frozen is not None else int(trial.number)
+    """The trial whose run folder this trial uses: a retry resumes in the folder of the trial it retries (which,
+    for a retry of a retry, is the first try's folder)."""
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+    frozen = trials.get(trial.number)
+    failed = retried_trial(frozen) if frozen is not None else None
+    if failed is None:
+        return int(trial.number)
+    original = trials.get(failed)
+    return int(original.user_attrs.get("folder_trial", failed)) if original is not None else failed
+
+
+def inherited_scores(trial: Any) -> dict[int, float]:
+    """The per-epoch validation scores an interrupted trial reported before it stopped, for its retry (which
+    resumes from the run's checkpoint and reports only the epochs after it) to report again, so that the pruner
+    sees the whole curve; {} for a first try or a heartbeat retry (Optuna copies those itself)."""
+    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+    frozen = trials.get(trial.number)
+    failed = frozen.user_attrs.get(RETRY_OF) if frozen is not None else None
+    original = trials.get(int(failed)) if failed is not None else None
+    return dict(original.intermediate_values) if original is not None else {}
+
+
+def interrupted_to_retry(trials: Sequence[Any]) -> list[Any]:
+    """The interrupted (Ctrl-C'd) trials no trial retries yet, oldest first: a resumed search runs each again.
+
+    Example:
+        >>> interrupted_to_retry([])
+        []
+    """
+    retried = {retried_trial(t) for t in trials}
+    return [t for t in trials if t.user_attrs.get("interrupted") and t.number not in retried]
 
 
 def trial_folder(output_dir: Path, number: int) -> Path:
