@@ -56,12 +56,16 @@ def test_a_second_run_on_unchanged_files_decodes_nothing_to_check_them(tmp_path,
     assert decoded == []  # every answer came from the first run's record
     assert (len(again.train), len(again.eval), again.report.bad_images) == (first["train"], first["eval"], 1)
     assert sorted(s["id"] for s in again.report.skipped) == first["skipped"]  # the bad file is still reported
+    assert again.report.images_remembered == again.report.images_checked == len(again.train) + len(again.eval) + 1
+    assert f"images checked: {again.report.images_checked} ({again.report.images_checked} known from an earlier run" \
+        in again.report.summary()
 
     (folder / "b" / "12.png").unlink()  # the files changed: a new record, every image checked again
     (folder / "b" / "new.png").write_bytes((folder / "b" / "13.png").read_bytes())
     decoded.clear()
     changed = load_data(str(folder), eval_fraction=0.25, on_bad_image="skip", max_bad_fraction=0.5)
     assert len(decoded) == len(changed.train) + len(changed.eval) + 1
+    assert changed.report.images_remembered == 0 and "known from an earlier run" not in changed.report.summary()
 
 
 def test_the_check_bar_can_be_turned_off(tmp_path, capsys):

@@ -82,6 +82,7 @@ class CheckRecord:
             os.replace(tmp, states)
             reasons.unlink(missing_ok=True)
         self.states = np.memmap(states, dtype=np.uint8, mode="r+", shape=(size,)) if size else np.zeros(0, np.uint8)
+        self.remembered = 0  # rows `unknown` was asked about that an earlier run had checked
         self.reasons: dict[int, str] = (
             {int(k): v for k, v in json.loads(reasons.read_text()).items()} if reasons.is_file() else {}
         )
@@ -97,7 +98,9 @@ class CheckRecord:
     def unknown(self, rows: np.ndarray) -> np.ndarray:
         """The rows among `rows` that no run has checked yet."""
         rows = np.asarray(rows, dtype=np.int64)
-        return rows[self.states[rows] == _UNKNOWN] if len(rows) else rows
+        unknown = rows[self.states[rows] == _UNKNOWN] if len(rows) else rows
+        self.remembered += len(rows) - len(unknown)
+        return unknown
 
     def bad_reasons(self, rows: np.ndarray) -> dict[int, str]:
         """The rows among `rows` known to be bad, with the reason recorded when they were checked."""

@@ -411,6 +411,7 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
         checked += len(rows.test) + len(bad_test)
     missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")
     report.images_checked = checked + missing
+    report.images_remembered = sum(r.remembered for r in records.values() if r is not None)
     report.bad_images = len(bad_train) + len(bad_eval) + len(bad_test) + missing
     report.skipped.extend(bad_train_entries + bad_eval_entries)
     apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)

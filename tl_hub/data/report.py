@@ -57,6 +57,7 @@ class DataReport:
     labels_left_out: dict[str, int] = field(default_factory=dict)  # label not in `labels` -> images left out
     skipped: list[dict[str, str]] = field(default_factory=list)
     images_checked: int = 0
+    images_remembered: int = 0  # of images_checked: outcomes an earlier run's check left (not decoded this time)
     bad_images: int = 0
     singleton_labels: list[str] = field(default_factory=list)
     unused_splits: dict[str, int] = field(default_factory=dict)
@@ -104,7 +105,9 @@ class DataReport:
         if self.unused_splits:
             lines.append("  splits not used: " + ", ".join(f"{k} ({n})" for k, n in self.unused_splits.items()))
         if self.images_checked:
-            lines.append(f"  images decoded to check: {self.images_checked}, bad: {self.bad_images}")
+            known = (f" ({self.images_remembered} known from an earlier run, not decoded again)"
+                     if self.images_remembered else "")
+            lines.append(f"  images checked: {self.images_checked}{known}, bad: {self.bad_images}")
         lines.extend(self._skipped_lines())
         if self.singleton_labels:
             lines.append(f"  labels with a single example (kept in train only): {self.singleton_labels}")
