@@ -270,7 +270,7 @@ def load_run_data(config: RecipeConfig) -> Any:
         test_split=config.test_split,
         revision=config.dataset_revision, eval_fraction=config.eval_fraction, seed=config.seed,
         max_train_samples=config.max_train_samples, examples_per_label=config.examples_per_label,
-        on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction,
+        on_bad_image=config.on_bad_image, max_bad_fraction=config.max_bad_fraction, defer_image_check=True,
         problem_type=config.problem_type, label_separator=config.label_separator, progress=config.progress,
     )
 
@@ -395,6 +395,13 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
     from tl_hub.regularisers import MixSpec
     from tl_hub.train import TrainArgs
 
+    use_features = uses_feature_cache(policy.name, config.feature_cache)
+    images = None
+    if getattr(data, "pending_check", None) is not None:  # load_data left the image check to this step
+        if use_features:  # the feature pass decodes on the fly: check first, as load_data would have
+            _settle_checks(data, {}, say)
+        else:  # building the image cache decodes every image: that decode is the check
+            images = image_datasets(config, accelerator, data, spec, say=say)
     balance = plan_class_balance(config, data)
     say(f"class balance: {balance.reason}")
     if getattr(data, "problem_type", SINGLE_LABEL) == MULTI_LABEL and (config.mixup_alpha or config.cutmix_alpha):
@@ -402,7 +409,6 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
             f"mixup_alpha/cutmix_alpha: got {config.mixup_alpha}/{config.cutmix_alpha} in a multi-label run; tl_hub "
             "mixes one label per image (torchvision's MixUp/CutMix), not label lists. Set both to 0"
         )
-    use_features = uses_feature_cache(policy.name, config.feature_cache)
     channels_last = wants_channels_last(model, accelerator.device.type)
     plan = plan_phases(policy, config.epochs, config.learning_rate)
     problem_type = getattr(data, "problem_type", SINGLE_LABEL)
@@ -430,7 +436,7 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
     if features is not None and policy.name == "head":
         outcome = _train_head_on_features(loop, model, plan, features)
     else:
-        outcome = _train_on_images(loop, model, policy, spec, plan, features)
+        outcome = _train_on_images(loop, model, policy, spec, plan, features, images)
     feature_info = features.info if features is not None else None
     return Training(
         outcome=outcome, final_metrics=outcome.best_metrics or loop.metrics_fn(outcome.best_eval),
@@ -497,10 +503,10 @@ def _last_phase_summary(model: Any, policy: FreezePolicy, plan: list[Any]) -> An
 
 
 def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: Any, plan: list[Any],
-                     features: _Features | None) -> Any:
-    """The loop, one phase per planned phase, on the images; lp-ft's head phase on `features` when given."""
+                     features: _Features | None, images: ImageDatasets | None = None) -> Any:
+    """The loop, one phase per planned phase, on the images (`images`, else built here); lp-ft's head phase on
+    `features` when given."""
     from tl_hub import train as loop_module
-    from tl_hub.data.dataset import ImageClassificationDataset
     from tl_hub.freezing import apply_policy, param_groups
 
     config = loop.config
@@ -517,21 +523,66 @@ def _train_on_images(loop: _LoopInputs, model: Any, policy: FreezePolicy, spec: 
 
         return loop_module.Phase(step.name, step.epochs, groups, setup=setup, learning_rate=step.learning_rate)
 
+    images = images or image_datasets(config, loop.accelerator, loop.data, spec, say=loop.say)
+    return loop_module.train(
+        model, images.train, images.eval, args=loop.args, accelerator=loop.accelerator,
+        checkpoint_dir=loop.checkpoint_dir, phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn,
+        resume_from=loop.resume, ids=loop.train_ids, log=loop.say, callbacks=loop.callbacks, test_dataset=images.test,
+    )
+
+
+@dataclass
+class ImageDatasets:
+    """The torch datasets the loop trains, selects and tests on when it trains on images."""
+
+    train: Any
+    eval: Any
+    test: Any = None
+
+
+def image_datasets(config: RecipeConfig, accelerator: Any, data: Any, spec: Any, *,
+                   say: Callable[[str], None] = lambda message: None) -> ImageDatasets:
+    """The train/eval/test `ImageClassificationDataset`s, each with its image cache (decoded once, on disk).
+    When `load_data` left the image check pending, the cache's build was the check: its bad rows settle it
+    (`settle_image_checks`) and leave the datasets; a split without a cache is checked then.
+
+    Example:
+        >>> images = image_datasets(config, accelerator, data, spec)  # doctest: +SKIP
+        >>> len(images.train) == len(data.train)  # doctest: +SKIP
+        True
+    """
+    from tl_hub.data.dataset import ImageClassificationDataset
+
     # uint8 items: the loop copies them to the device and crops/flips/normalises there, a batch at a time; on a
     # CPU the per-item crop is the faster one (see hardware.augments_batches_on_device)
-    on_device = augments_batches_on_device(loop.accelerator.device.type)
+    on_device = augments_batches_on_device(accelerator.device.type)
     budget = image_cache_budget(config.image_cache_max_gb)
     cache = {"cache": budget != 0, "cache_max_bytes": budget, "progress": config.progress}
-    train_ds = ImageClassificationDataset(loop.data.train, spec, train=True, augment=config.augment,
-                                          uint8_items=on_device, **cache)
-    eval_ds = ImageClassificationDataset(loop.data.eval, spec, train=False, uint8_items=True, **cache)
-    test = getattr(loop.data, "test", None)  # held out: the eval transform and the eval data's pixel cache path
-    test_ds = ImageClassificationDataset(test, spec, train=False, uint8_items=True, **cache) if test is not None else None
-    return loop_module.train(
-        model, train_ds, eval_ds, args=loop.args, accelerator=loop.accelerator, checkpoint_dir=loop.checkpoint_dir,
-        phases=[phase(step) for step in plan], metrics_fn=loop.metrics_fn, resume_from=loop.resume,
-        ids=loop.train_ids, log=loop.say, callbacks=loop.callbacks, test_dataset=test_ds,
-    )
+    images = ImageDatasets(
+        ImageClassificationDataset(data.train, spec, train=True, augment=config.augment, uint8_items=on_device, **cache),
+        ImageClassificationDataset(data.eval, spec, train=False, uint8_items=True, **cache))
+    test = getattr(data, "test", None)  # held out: the eval transform and the eval data's pixel cache path
+    if test is not None:
+        images.test = ImageClassificationDataset(test, spec, train=False, uint8_items=True, **cache)
+    if getattr(data, "pending_check", None) is not None:
+        sides = {"train": images.train, "eval": images.eval, "test": images.test}
+        found = {side: ds.bad_rows for side, ds in sides.items() if ds is not None and ds.bad_rows is not None}
+        for side, positions in _settle_checks(data, found, say).items():
+            sides[side].keep(positions)
+    return images
+
+
+def _settle_checks(data: Any, found: dict[str, dict[int, str]], say: Callable[[str], None]) -> dict[str, Any]:
+    """`settle_image_checks` and a line saying what it found."""
+    from tl_hub.data.load import settle_image_checks
+
+    kept = settle_image_checks(data, found)
+    report = data.report
+    via = " while the image cache was built" if found else ""
+    bad = [f"{s['id']}: {s['reason']}" for s in report.skipped if s["kind"] == "bad_image"]
+    say(f"image check: {report.images_checked} images checked{via}, bad: {report.bad_images}"
+        + ("; skipped " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "") if bad else ""))
+    return kept
 
 
 @dataclass

@@ -243,6 +243,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.ids = columns["id"].to_pylist() if "id" in hf_dataset.column_names else None
         self._source = _Source(hf_dataset, image_column)
         self.side = spec.resize_size if self.augment else spec.size
+        self._rows: np.ndarray | None = None  # `keep`: item i is row _rows[i] of the split (None: row i)
         self._file: PixelFile | None = None
         self._tensor: torch.Tensor | None = None
         #: how the pixels are served: ``{"path", "planes", "decoded" (images this process decoded to build the
@@ -300,6 +301,29 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def bad_rows(self) -> dict[int, str] | None:
+        """The rows (positions in the split) whose image the image cache's build could not decode, with the
+        reason; None when there is no cache (images are decoded per item, and nothing was checked)."""
+        return dict(self._file.bad) if self._file is not None else None
+
+    def keep(self, positions: np.ndarray) -> None:
+        """Serve only these rows of the split, in this order (the good ones, after `settle_image_checks`):
+        item i is then row ``positions[i]``; the cache file stays as it is (its key, and so later runs' reuse of
+        it, is the whole split's).
+
+        Example:
+            >>> # ds.keep(settle_image_checks(bundle, {"train": ds.bad_rows}).get("train", np.arange(len(ds))))
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        self._rows = positions if self._rows is None else self._rows[positions]
+        self.labels = self.labels[torch.from_numpy(positions)]
+        if self.ids is not None:
+            self.ids = [self.ids[int(p)] for p in positions]
+
+    def _row(self, index: int) -> int:
+        return int(self._rows[index]) if self._rows is not None else index
+
     def _name(self, index: int) -> str:
         return self.ids[index] if self.ids is not None else f"row {index}"
 
@@ -315,7 +339,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return open_image(row, where=self._name(index), draft=draft)
 
     def _decode(self, index: int) -> torch.Tensor:
-        return self._geometry(self._open(self._source.row(index), index))
+        return self._geometry(self._open(self._source.row(self._row(index)), index))
 
     @property
     def pixels(self) -> torch.Tensor | None:
@@ -341,7 +365,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
 
     def _planes(self, index: int) -> torch.Tensor:
         pixels = self.pixels
-        return pixels[index] if pixels is not None else self._decode(index)
+        return pixels[self._row(index)] if pixels is not None else self._decode(index)
 
     @property
     def per_item_randomness(self) -> bool:

@@ -20,7 +20,9 @@ file/row: used (train/eval), not selected (subsampling), or skipped with the rea
 The steps, in order: read the source into pools (`tl_hub.data.sources`), pick the train and eval
 splits, resolve label names and codes (`tl_hub.data.labels`), split or subsample the rows, decode every
 selected image once (`tl_hub.data.checks`), check that every label can be trained and evaluated; the
-splits are index lists over the source's Arrow table (no row, no image byte is copied).
+splits are index lists over the source's Arrow table (no row, no image byte is copied). With
+``defer_image_check=True`` the decode is left to the caller's own pass over every image (a run's image cache)
+and `settle_image_checks` finishes the step with what that pass found.
 
 Example:
     >>> bundle = load_data("bundled:fashion_mnist", examples_per_label=10)
@@ -31,8 +33,8 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +48,7 @@ from tl_hub.data.report import DataReport
 from tl_hub.data.sources import TEST_SPLIT_ORDER, VALIDATION_SPLIT_ORDER, Pool, SourceResult, read_source
 from tl_hub.errors import ConfigError, DataError
 
-__all__ = ["load_data", "DataBundle"]
+__all__ = ["load_data", "DataBundle", "settle_image_checks"]
 
 
 @dataclass
@@ -67,6 +69,9 @@ class DataBundle:
     #: ``multi_label_classification`` when the rows hold label lists (then ``label`` is a
     #: ``Sequence(ClassLabel)`` column), else ``single_label_classification``
     problem_type: str = SINGLE_LABEL
+    #: set by ``load_data(defer_image_check=True)``: the images of the splits are not checked yet;
+    #: `settle_image_checks` does it (with what a decode of every image, the image cache's, found)
+    pending_check: Any = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         test = f", test={len(self.test)}" if self.test is not None else ""
@@ -94,6 +99,7 @@ class _Request:
     problem_type: str = AUTO
     label_separator: str | None = None
     progress: bool = True
+    defer_image_check: bool = False
 
 
 @dataclass
@@ -135,6 +141,7 @@ def load_data(
     problem_type: str = AUTO,
     label_separator: str | None = None,
     progress: bool = True,
+    defer_image_check: bool = False,
 ) -> DataBundle:
     """Load, label, split and check an image-classification dataset from any common source.
 
@@ -175,6 +182,10 @@ def load_data(
             files and Hub/``datasets`` columns give lists directly.
         progress: a progress bar while the images are checked (over more than a few hundred to decode; tqdm,
             also off with TQDM_DISABLE=1).
+        defer_image_check: leave the splits' images unchecked (``bundle.pending_check``) for the caller, who
+            decodes every one of them anyway (the image cache), to hand what it found to `settle_image_checks`;
+            then no image is decoded twice. Ignored when a training subset is drawn (``max_train_samples``,
+            ``examples_per_label``): a subset's bad images are replaced by others, which must be checked first.
 
     Raises:
         DataError: unreadable source, unknown labels, empty labels, eval labels unseen in train,
@@ -195,7 +206,7 @@ def load_data(
     check_problem_type(problem_type)
     request = _Request(labels, image_column, label_column, config, split, eval_split, test_split, revision,
                        eval_fraction, seed, max_train_samples, examples_per_label, on_bad_image, max_bad_fraction,
-                       problem_type, label_separator, progress)
+                       problem_type, label_separator, progress, defer_image_check)
     bars_were_on = not datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
@@ -224,17 +235,113 @@ def _load(source: Any, request: _Request) -> DataBundle:
         report.notes.append(f"multi-label: label lists in the label column ({chosen.problem_type}); splits and "
                             "subsets stratify by each image's first label")
     _subsample(report, request, rows, names)
-    _check_images(report, request, rows, result)
+    deferred = request.defer_image_check and request.examples_per_label is None and request.max_train_samples is None
+    if deferred:
+        report.images_pending = sum(len(chosen) for pool, chosen in _sides(rows).values() if not pool.checked)
+    else:
+        _check_images(report, request, rows, result)
     _check_labels_covered(report, rows, names, split, result.description)
     train = _finish(rows.train_pool, rows.train, rows.train_codes, names, rows.train_lists)
     evaluation = _finish(rows.eval_pool, rows.eval, rows.eval_codes, names, rows.eval_lists)
     test = (_finish(rows.test_pool, rows.test, rows.test_codes, names, rows.test_lists)
             if rows.test_pool is not None else None)
-    report.sizes = {"train": len(train), "eval": len(evaluation)} | ({"test": len(test)} if test is not None else {})
-    report.used_train, report.used_eval = len(train), len(evaluation)
+    bundle = DataBundle(train=train, eval=evaluation, labels=names, report=report, test=test,
+                        problem_type=chosen.problem_type)
+    _note_sizes(bundle)
+    if deferred and report.images_pending:
+        bundle.pending_check = _PendingCheck(request, rows, result, names, split)
+    return bundle
+
+
+def _note_sizes(bundle: DataBundle) -> None:
+    report, test = bundle.report, bundle.test
+    report.sizes = {"train": len(bundle.train), "eval": len(bundle.eval)} | ({"test": len(test)} if test is not None else {})
+    report.used_train, report.used_eval = len(bundle.train), len(bundle.eval)
     report.used_test = len(test) if test is not None else 0
-    return DataBundle(train=train, eval=evaluation, labels=names, report=report, test=test,
-                      problem_type=chosen.problem_type)
+
+
+@dataclass
+class _PendingCheck:
+    """What `settle_image_checks` needs from the `load_data` call that deferred its image check."""
+
+    request: _Request
+    rows: _Rows
+    result: SourceResult
+    names: list[str]
+    split: str
+
+
+def _sides(rows: _Rows) -> dict[str, tuple[Pool, np.ndarray]]:
+    """Each split in use: its pool and the pool rows it holds (in the split's order)."""
+    sides = {"train": (rows.train_pool, rows.train), "eval": (rows.eval_pool, rows.eval)}
+    if rows.test_pool is not None and rows.test is not None:
+        sides["test"] = (rows.test_pool, rows.test)
+    return sides
+
+
+def settle_image_checks(bundle: DataBundle, found: Mapping[str, Mapping[int, str]] | None = None) -> dict[str, np.ndarray]:
+    """Finish the image check `load_data(defer_image_check=True)` left: a split in `found` ("train", "eval",
+    "test" -> {position in the split: reason} of the images a decode of every one of its images could not
+    decode -- the image cache's build) is not decoded again; any other is checked here (decoded once, or known
+    from an earlier run's record). The outcomes go to the check record (a later run with a subset knows them),
+    the bad images leave their split (``bundle.train`` etc. are re-selected) and the report, and
+    ``on_bad_image``/``max_bad_fraction`` apply, as when `load_data` checks. Returns, per split that lost
+    images, the positions it kept (for datasets built over the split before: `ImageClassificationDataset.keep`).
+    Does nothing when no check is pending.
+
+    Example:
+        >>> bundle = load_data("bundled:digits", defer_image_check=True)  # doctest: +SKIP
+        >>> settle_image_checks(bundle, {"train": {}, "eval": {}, "test": {}})  # doctest: +SKIP
+        {}
+    """
+    pending, bundle.pending_check = bundle.pending_check, None
+    if pending is None:
+        return {}
+    rows, request, report = pending.rows, pending.request, bundle.report
+    found = dict(found or {})
+    records: dict[int, Any] = {}
+
+    def record(pool: Pool) -> Any:
+        if id(pool) not in records:
+            records[id(pool)] = open_check_record(pool)
+        return records[id(pool)]
+
+    bad_by_side: dict[str, set[int]] = {}
+    entries: list[dict[str, str]] = []
+    checked = 0
+    for side, (pool, chosen) in _sides(rows).items():
+        if pool.checked:
+            bad_by_side[side] = set()
+            continue
+        checked += len(chosen)
+        if side in found:
+            reasons = {int(position): str(reason) for position, reason in found[side].items()}
+            bad_by_side[side] = {int(chosen[position]) for position in reasons}
+            if reasons:
+                ids = getattr(bundle, side).select_columns(["id"]).select(sorted(reasons))["id"]
+                entries += [{"id": str(i), "reason": reasons[p], "kind": "bad_image"} for p, i in zip(sorted(reasons), ids)]
+            if record(pool) is not None:
+                record(pool).store({int(row): reasons.get(position) for position, row in enumerate(chosen)})
+        else:
+            bad_by_side[side], side_entries = check_rows(pool, chosen, record(pool), request.progress)
+            entries += side_entries
+    kept: dict[str, np.ndarray] = {}
+    for side, (pool, chosen) in _sides(rows).items():
+        if bad_by_side[side]:
+            keep = np.flatnonzero(np.array([int(row) not in bad_by_side[side] for row in chosen], dtype=bool))
+            kept[side] = keep
+            setattr(rows, side, chosen[keep])
+            setattr(bundle, side, getattr(bundle, side).select(keep.tolist()))
+    missing = sum(1 for s in pending.result.skipped if s["kind"] == "bad_image")
+    report.images_pending = 0
+    report.images_checked = checked + missing
+    report.images_remembered = sum(r.remembered for r in records.values() if r is not None)
+    report.bad_images = sum(len(bad) for bad in bad_by_side.values()) + missing
+    report.skipped.extend(entries)
+    _note_sizes(bundle)
+    apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)
+    _check_labels_covered(report, rows, pending.names, pending.split, pending.result.description)
+    return kept
 
 
 def _train_split(result: SourceResult, split: str | None) -> str:

@@ -58,6 +58,7 @@ class DataReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     images_checked: int = 0
     images_remembered: int = 0  # of images_checked: outcomes an earlier run's check left (not decoded this time)
+    images_pending: int = 0  # images whose check is the image cache's decode, still to come (`settle_image_checks`)
     bad_images: int = 0
     singleton_labels: list[str] = field(default_factory=list)
     unused_splits: dict[str, int] = field(default_factory=dict)
@@ -104,6 +105,8 @@ class DataReport:
         )
         if self.unused_splits:
             lines.append("  splits not used: " + ", ".join(f"{k} ({n})" for k, n in self.unused_splits.items()))
+        if self.images_pending:
+            lines.append(f"  images to check: {self.images_pending}, as the image cache decodes them (no separate pass)")
         if self.images_checked:
             known = (f" ({self.images_remembered} known from an earlier run, not decoded again)"
                      if self.images_remembered else "")
