@@ -77,6 +77,9 @@ def test_search_writes_an_ordinary_output_folder_with_its_leaderboard(tmp_path, 
     assert "stratified" in trial_info["data"]["eval_from"]
     assert result.test_metrics is not None and result.test_metrics["split"] == "test"
     assert result.test_metrics["num_examples"] == 12
+    # every trial that finished told the search the test split's size (the final evaluation's estimate reads it)
+    study = optuna.load_study(study_name="tl_hub_search", storage=f"sqlite:///{out / 'study.db'}")
+    assert {t.user_attrs.get("n_test") for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE} == {12}
     card = (out / "README.md").read_text()
     assert "## How this model was chosen" in card and "search_scores.png" in card
     assert (out / "search_scores.png").is_file() and (out / "study.db").is_file()
@@ -136,6 +139,16 @@ def test_cost_estimate_from_finished_trials():
     assert estimate_cost(TrialParams("m", "partial@0.3", None, 2), done) == 34.0  # 1.5 x full's epoch
     assert estimate_cost(TrialParams("m", "head", 1e-3, 5), done) == 3.5
     assert estimate_cost(TrialParams("other", "full", None, 3), done) is None
+
+
+def test_the_final_test_evaluation_is_announced_with_its_expected_seconds():
+    from tl_hub.search_trials import estimate_test_eval
+
+    assert estimate_test_eval([]) == 0.0  # no trial has run: nothing tells the test split's size yet
+    head = {"policy": "head", "epoch_s": 0.1, "s_per_image": 0.02, "n_train": 80, "n_eval": 20, "n_test": 500}
+    assert estimate_test_eval([head]) == 500 * 0.02 + 5
+    full = {"policy": "full", "epoch_s": 26.0, "n_train": 80, "n_eval": 20, "n_test": 500}  # 0.1 s per image
+    assert estimate_test_eval([head, full]) == 500 * 0.1 + 5  # the slowest backbone seen
 
 
 def test_search_block_is_checked():

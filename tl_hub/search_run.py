@@ -15,7 +15,8 @@ The recipe's keys are the fixed part of every trial; the `search:` block (or key
    its heartbeat is stale), and several processes or machines given the same URL share the work;
 4. stops starting trials when the time left cannot fit one (estimated from the trials that ran) and stops a
    trial that would overrun, so the search ends within its budget; the one test evaluation of the chosen
-   model follows (its seconds recorded apart, as a run's final test score is not part of its training time);
+   model follows it, announced with its expected seconds and recorded apart (`test_eval_s`), as AutoGluon's
+   `evaluate` follows `fit(time_limit=...)` and a run's test score is not part of its training time;
 5. copies the best trial to the top of the output folder, evaluates it once on the test split, and writes
    `leaderboard.csv`, `search_scores.png` and the card's "How this model was chosen".
 
@@ -55,6 +56,7 @@ from tl_hub.search_trials import (
     TrialWatch,
     best_score,
     estimate_cost,
+    estimate_test_eval,
     folder_number,
     inherited_scores,
     interrupted_to_retry,
@@ -268,9 +270,14 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
 
 def _final_reserve(budget: float) -> float:
     """Seconds kept for the end (choose the best trial, copy it to the top, leaderboard, card): 2 % of the budget,
-    at least 2 s. The one test evaluation that follows is not part of the budget (like any run's final test
-    score, it measures the model; its seconds are recorded apart, `test_eval_s`)."""
+    at least 2 s. The one test evaluation that follows is not part of the budget (see the module docstring)."""
     return max(2.0, 0.02 * budget)
+
+
+def _finished_facts(study: Any) -> list[dict[str, Any]]:
+    """The user attributes of the trials that ran (what the cost estimates read)."""
+    return [{**t.user_attrs, "policy": t.user_attrs.get("label")} for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("epoch_s") is not None]
 
 
 def _space_exhausted(study: Any, space: SearchSpace, kept: list[str]) -> bool:
@@ -356,6 +363,10 @@ def _finish(study: Any, config: RecipeConfig, out: Path, clock: _Clock, stopped:
     with FileLock(str(out / ".search.lock")):
         rows, best, best_dir = _best(study, config, out, clock)
         spent = clock.spent()
+        expected = estimate_test_eval(_finished_facts(study))
+        if expected:
+            logger.info(f"search: the budget is spent; now the chosen model's one test evaluation (about "
+                        f"{expected:.0f} s, not part of the budget)")
         test_started = time.monotonic()
         test = _test_metrics(config, best_dir, out)
         summary = {"metric": config.metric_for_best_model, "time_budget_s": clock.budget,

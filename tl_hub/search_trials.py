@@ -29,7 +29,7 @@ from tl_hub.config import RecipeConfig
 from tl_hub.errors import StopRequested
 from tl_hub.search_space import PolicyCandidate, SearchSpace
 
-__all__ = ["RETRY_OF", "OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost",
+__all__ = ["RETRY_OF", "OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost", "estimate_test_eval",
            "folder_number", "inherited_scores", "interrupted_to_retry", "retried_trial", "speed_facts",
            "sample_params", "trial_config", "trial_folder"]
 
@@ -226,12 +226,40 @@ def speed_facts(run_dir: Path) -> dict[str, Any]:
         info = json.loads((run_dir / "run_info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    sizes = (info.get("data") or {}).get("sizes") or {}
+    data = info.get("data") or {}
+    sizes = data.get("sizes") or {}
     facts: dict[str, Any] = {"n_train": int(sizes.get("train", 0)), "n_eval": int(sizes.get("eval", 0))}
+    unused = data.get("unused_splits") or {}
+    test = next((int(unused[name]) for name in ("test", "testing") if name in unused), None)
+    if test is not None:  # trials leave the test split out; the search's final evaluation reads it
+        facts["n_test"] = test
     feature = metrics.get("feature_extraction") or {}
     if feature.get("images") and feature.get("seconds"):
         facts["s_per_image"] = float(feature["seconds"]) / float(feature["images"])
     return facts
+
+
+def estimate_test_eval(finished: Sequence[dict[str, Any]]) -> float:
+    """Seconds the search's one final test evaluation is expected to take (so that it fits in the budget too):
+    the test images x the slowest seconds per image seen (a head trial's feature pass, which decodes and runs
+    the backbone once per image like the evaluation; else an image trial's epoch time over 3 x train + eval
+    images) + 5 s to load the model; 0 while no trial tells the test split's size.
+
+    Example:
+        >>> estimate_test_eval([{"n_test": 1000, "s_per_image": 0.01}])
+        15.0
+        >>> estimate_test_eval([{"n_test": 1000, "epoch_s": 65.0, "n_train": 400, "n_eval": 100}])
+        55.0
+        >>> estimate_test_eval([])
+        0.0
+    """
+    n_test = max((int(a["n_test"]) for a in finished if a.get("n_test")), default=0)
+    speeds = [float(a["s_per_image"]) for a in finished if a.get("s_per_image")]
+    speeds += [float(a["epoch_s"]) / (3 * a["n_train"] + a["n_eval"]) for a in finished
+               if a.get("epoch_s") and a.get("n_train") and not str(a.get("policy", "")).startswith("head")]
+    if not n_test or not speeds:
+        return 0.0
+    return round(n_test * max(speeds) + 5.0, 3)
 
 
 def best_score(history: Sequence[dict[str, Any]], metric: str, greater: bool) -> float | None:

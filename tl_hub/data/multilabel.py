@@ -60,7 +60,7 @@ def is_list_label(value: Any) -> bool:
 
 
 def check_label_separator(value: Any) -> str | None:
-    """The `label_separator` to split CSV/TSV label cells with, or a ConfigError naming the field. A literal
+    r"""The `label_separator` to split CSV/TSV label cells with, or a ConfigError naming the field. A literal
     backslash-t (how a tab is usually typed on a command line) means a tab; any other non-empty string, spaces
     included, is used as given.
 
