@@ -578,7 +578,7 @@ def _settle_checks(data: Any, found: dict[str, dict[int, str]], say: Callable[[s
 
     kept = settle_image_checks(data, found)
     report = data.report
-    via = " while the image cache was built" if found else ""
+    via = " by the image cache's decode (this run's or an earlier run's)" if found else ""
     bad = [f"{s['id']}: {s['reason']}" for s in report.skipped if s["kind"] == "bad_image"]
     say(f"image check: {report.images_checked} images checked{via}, bad: {report.bad_images}"
         + ("; skipped " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "") if bad else ""))
