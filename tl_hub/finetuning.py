@@ -853,15 +853,15 @@ def _report_end(say: Callable[[str], None], config: RecipeConfig, output_dir: Pa
     if report.selects_on_test:
         say(f"note: these numbers are on {report.eval_split!r}, the split that selected the best epoch (eval_split): "
             "optimistic; leave eval_split unset to report a held-out test split")
+    recall = {name: v["recall"] for name, v in (metrics_doc.get("per_label") or {}).items() if "recall" in v}
+    if recall:  # lowest first: the labels an imbalanced run is most likely to miss (the eval split's, as above)
+        worst = sorted(recall.items(), key=lambda item: item[1])
+        say("per-label recall (lowest first): " + ", ".join(f"{name} {value:.4f}" for name, value in worst[:10])
+            + (f", ... ({len(worst) - 10} more in metrics.json)" if len(worst) > 10 else ""))
     test = metrics_doc.get("test")
     if test:
         say(f"test ({test['split']!r} split, held out, evaluated once with the saved model): "
             + ", ".join(f"{k} {v:.4f}" for k, v in test["final"].items()) + f" on {test['num_examples']} images")
-    recall = {name: v["recall"] for name, v in (metrics_doc.get("per_label") or {}).items() if "recall" in v}
-    if recall:  # lowest first: the labels an imbalanced run is most likely to miss
-        worst = sorted(recall.items(), key=lambda item: item[1])
-        say("per-label recall (lowest first): " + ", ".join(f"{name} {value:.4f}" for name, value in worst[:10])
-            + (f", ... ({len(worst) - 10} more in metrics.json)" if len(worst) > 10 else ""))
     say(f"Hub-ready folder: {output_dir.resolve()}")
     if not config.push_to_hub:
         say(f"push it with:  tl-hub push {output_dir} USER/REPO")
