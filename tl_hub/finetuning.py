@@ -467,7 +467,8 @@ class _LoopInputs:
 
     @property
     def train_ids(self) -> list[str] | None:
-        return list(self.data.train["id"]) if "id" in self.data.train.column_names else None
+        train = self.data.train  # the whole column at once: iterating `train["id"]` formats row by row (4 s at 100k)
+        return train.select_columns(["id"]).with_format("arrow")["id"].to_pylist() if "id" in train.column_names else None
 
 
 def _metrics_fn(labels: list[str], extra_metrics: list[str], problem_type: str = SINGLE_LABEL,
