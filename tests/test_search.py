@@ -167,6 +167,9 @@ from tl_hub import search_trials
 
 kill_after = int(os.environ.get("KILL_AFTER_EPOCH", "0"))
 kill_with = getattr(signal, os.environ.get("KILL_WITH", "SIGKILL"))
+# Ctrl-C as in a terminal: a process started from a background job inherits SIGINT *ignored*, and Python then
+# installs no KeyboardInterrupt handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real = search_trials.TrialWatch.__call__
 def watch(self, event, state):
     real(self, event, state)
