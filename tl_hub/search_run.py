@@ -274,10 +274,10 @@ def _final_reserve(budget: float) -> float:
     return max(2.0, 0.02 * budget)
 
 
-def _finished_facts(study: Any) -> list[dict[str, Any]]:
-    """The user attributes of the trials that ran (what the cost estimates read)."""
+def _finished_facts(study: Any, but: int | None = None) -> list[dict[str, Any]]:
+    """The user attributes of the trials that ran (what the cost estimates read), trial `but` left out."""
     return [{**t.user_attrs, "policy": t.user_attrs.get("label")} for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("epoch_s") is not None]
+            if t.number != but and t.user_attrs.get("epoch_s") is not None]
 
 
 def _space_exhausted(study: Any, space: SearchSpace, kept: list[str]) -> bool:
@@ -348,9 +348,7 @@ class _Objective:
         return float("nan") if score is None else score
 
     def _fits(self, trial: Any, params: TrialParams) -> bool:
-        finished = [{**t.user_attrs, "policy": t.user_attrs.get("label")} for t in trial.study.trials
-                    if t.number != trial.number and t.user_attrs.get("epoch_s") is not None]
-        estimate = estimate_cost(params, finished)
+        estimate = estimate_cost(params, _finished_facts(trial.study, but=trial.number))
         return estimate is None or time.monotonic() + estimate <= self.deadline
 
 

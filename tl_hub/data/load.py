@@ -299,12 +299,7 @@ def settle_image_checks(bundle: DataBundle, found: Mapping[str, Mapping[int, str
         return {}
     rows, request, report = pending.rows, pending.request, bundle.report
     found = dict(found or {})
-    records: dict[int, Any] = {}
-
-    def record(pool: Pool) -> Any:
-        if id(pool) not in records:
-            records[id(pool)] = open_check_record(pool)
-        return records[id(pool)]
+    record = _CheckRecords()
 
     bad_by_side: dict[str, set[int]] = {}
     entries: list[dict[str, str]] = []
@@ -332,14 +327,10 @@ def settle_image_checks(bundle: DataBundle, found: Mapping[str, Mapping[int, str
             kept[side] = keep
             setattr(rows, side, chosen[keep])
             setattr(bundle, side, getattr(bundle, side).select(keep))
-    missing = sum(1 for s in pending.result.skipped if s["kind"] == "bad_image")
     report.images_pending = 0
-    report.images_checked = checked + missing
-    report.images_remembered = sum(r.remembered for r in records.values() if r is not None)
-    report.bad_images = sum(len(bad) for bad in bad_by_side.values()) + missing
-    report.skipped.extend(entries)
     _note_sizes(bundle)
-    apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)
+    _tally_checks(report, request, pending.result, record, checked, sum(len(bad) for bad in bad_by_side.values()),
+                  entries)
     _check_labels_covered(report, rows, pending.names, pending.split, pending.result.description)
     return kept
 
@@ -493,12 +484,7 @@ def _subsample(report: DataReport, request: _Request, rows: _Rows, names: list[s
 
 def _check_images(report: DataReport, request: _Request, rows: _Rows, result: SourceResult) -> None:
     """Decode every selected image once; bad ones are replaced (train subsets), dropped and reported."""
-    records: dict[int, Any] = {}  # one check record per pool: its key hashes every file's stamp (a pass over them)
-
-    def record(pool: Pool) -> Any:
-        if id(pool) not in records:
-            records[id(pool)] = open_check_record(pool)
-        return records[id(pool)]
+    record = _CheckRecords()
 
     rows.train, bad_train, bad_train_entries = check_train_rows(
         rows.train_pool, rows.train, rows.available, rows.train_codes, request.seed, request.progress,
@@ -516,11 +502,29 @@ def _check_images(report: DataReport, request: _Request, rows: _Rows, result: So
     checked += 0 if rows.eval_pool.checked else len(rows.eval) + len(bad_eval)
     if rows.test_pool is not None and not rows.test_pool.checked:
         checked += len(rows.test) + len(bad_test)
+    _tally_checks(report, request, result, record, checked, len(bad_train) + len(bad_eval) + len(bad_test),
+                  bad_train_entries + bad_eval_entries)
+
+
+class _CheckRecords(dict):
+    """One check record per pool, opened on first use (its key hashes every file's stamp: a pass over them);
+    call it with a pool."""
+
+    def __call__(self, pool: Pool) -> Any:
+        if id(pool) not in self:
+            self[id(pool)] = open_check_record(pool)
+        return self[id(pool)]
+
+
+def _tally_checks(report: DataReport, request: _Request, result: SourceResult, records: _CheckRecords, checked: int,
+                  bad: int, entries: list[dict[str, str]]) -> None:
+    """The check's numbers in the report (files a table named but that were missing count as checked and bad),
+    then the bad-image policy, which may stop the run."""
     missing = sum(1 for s in result.skipped if s["kind"] == "bad_image")
     report.images_checked = checked + missing
     report.images_remembered = sum(r.remembered for r in records.values() if r is not None)
-    report.bad_images = len(bad_train) + len(bad_eval) + len(bad_test) + missing
-    report.skipped.extend(bad_train_entries + bad_eval_entries)
+    report.bad_images = bad + missing
+    report.skipped.extend(entries)
     apply_bad_image_policy(report, request.on_bad_image, request.max_bad_fraction)
 
 
