@@ -75,6 +75,7 @@ def test_search_writes_an_ordinary_output_folder_with_its_leaderboard(tmp_path, 
     # the score that chose the model is the validation carve-out's; the test split is evaluated once, at the end
     trial_info = json.loads((best_dir / "run_info.json").read_text())
     assert "stratified" in trial_info["data"]["eval_from"]
+    assert trial_info["policy"]["auto_choice"] == {"name": "head", "train_fraction": None}  # 27 images, 3 labels
     assert result.test_metrics is not None and result.test_metrics["split"] == "test"
     assert result.test_metrics["num_examples"] == 12
     # every trial that finished told the search the test split's size (the final evaluation's estimate reads it)
@@ -149,6 +150,57 @@ def test_the_final_test_evaluation_is_announced_with_its_expected_seconds():
     assert estimate_test_eval([head]) == 500 * 0.02 + 5
     full = {"policy": "full", "epoch_s": 26.0, "n_train": 80, "n_eval": 20, "n_test": 500}  # 0.1 s per image
     assert estimate_test_eval([head, full]) == 500 * 0.1 + 5  # the slowest backbone seen
+
+
+def test_search_runs_what_auto_would_after_the_first_trial(tmp_path, vit, data):
+    """The second trial is `policy: auto`'s recipe (its rule's pick, default rate, the recipe's epochs): the
+    search's baseline, marked in the leaderboard and the card."""
+    out = tmp_path / "search"
+    recipe = _recipe(vit, data, out, policies=["head", "partial@0.5"], learning_rate=[1e-4, 1e-2], epochs=[1, 3])
+    tl_hub.search(recipe, time_budget="20s")
+    rows = {r.trial: r for r in read_leaderboard(out / "leaderboard.csv")}
+    assert (rows[0].policy, rows[0].epochs) == ("head", 3)  # cheap first
+    assert (rows[1].policy, rows[1].learning_rate, rows[1].epochs, rows[1].note) == ("head", 1e-3, 1, "auto's pick")
+    assert [r.trial for r in rows.values() if "auto's pick" in r.note] == [1]  # once per study
+    assert "The trial marked \"auto's pick\" trains what `policy: auto` would" in (out / "README.md").read_text()
+
+
+def _finished(study, **user_attrs):
+    dist = optuna.distributions.CategoricalDistribution(["m"])
+    study.add_trial(optuna.trial.create_trial(params={"backbone": "m"}, distributions={"backbone": dist}, value=0.5,
+                                              user_attrs=user_attrs))
+
+
+def test_auto_pick_is_the_spaces_nearest_point_and_is_never_pruned_by_score():
+    from types import SimpleNamespace
+
+    from tl_hub.search_run import _enqueue_auto_pick
+    from tl_hub.search_trials import sample_params
+
+    space = SearchSpace.from_dict({"policies": ["head", "partial@0.3", "partial@0.6"], "learning_rate": [1e-5, 1e-2],
+                                   "epochs": [5, 10, 20]}, default_backbone="m", default_epochs=10)
+    config = RecipeConfig(model="m", dataset="x", output_dir="o", epochs=10)
+    study = optuna.create_study(direction="maximize")
+    _enqueue_auto_pick(study, config, space, ["m"])
+    assert not study.trials  # no trial has told the data size yet
+    _finished(study, auto_choice={"name": "partial", "train_fraction": 0.35})
+    _enqueue_auto_pick(study, config, space, ["m"])
+    _enqueue_auto_pick(study, config, space, ["m"])  # once per study
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.WAITING) == 1
+    trial = study.ask()  # the enqueued one, as the search's objective gets it
+    assert trial.user_attrs == {"auto_pick": True}
+    assert sample_params(trial, space, ["m"]) == TrialParams("m", "partial@0.3", 1e-4, 10)
+    # a space without the rule's policy: nothing to enqueue, said once
+    other = optuna.create_study(direction="maximize")
+    _finished(other, auto_choice={"name": "full", "train_fraction": None})
+    _enqueue_auto_pick(other, config, space, ["m"])
+    assert other.user_attrs["auto_pick"] == {} and len(other.trials) == 1
+    # the baseline reports its scores but the pruner does not stop it
+    pruning = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    state = SimpleNamespace(history=[{"eval_accuracy": 0.5, "epoch_time_s": 1.0}])
+    TrialWatch(pruning.ask(), "accuracy", deadline=time.monotonic() + 60, prunable=False)("epoch", state)
+    with pytest.raises(PrunedByScore):
+        TrialWatch(pruning.ask(), "accuracy", deadline=time.monotonic() + 60)("epoch", state)
 
 
 def test_search_block_is_checked():

@@ -53,14 +53,14 @@ from tl_hub.hardware import (
 )
 from tl_hub.imbalance import ImbalancePlan, plan_imbalance
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
-from tl_hub.policy import FreezePolicy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
+from tl_hub.policy import FreezePolicy, choose_policy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
 from tl_hub.reporting import main_process_reporter, use_console
 from tl_hub.run_folder import prepare_output_dir, stops_explained
 from tl_hub.trackers import make_trackers, run_hparams, tracker_init_kwargs
 
 __all__ = ["FinetuneResult", "Training", "finetune", "load_model_and_policy", "load_preprocessing", "load_run_data",
            "locate_sources",
-           "metrics_document", "plan_class_balance", "push_output_folder", "resolve_config", "run_facts",
+           "auto_choice", "metrics_document", "plan_class_balance", "push_output_folder", "resolve_config", "run_facts",
            "train_label_counts", "train_model",
            "write_output_folder"]
 
@@ -332,6 +332,21 @@ def train_label_counts(data: Any) -> list[int] | None:
     if not per_label:
         return None
     return [int(per_label.get(name, 0)) for name in data.labels]
+
+
+def auto_choice(data: Any) -> dict[str, Any] | None:
+    """What `policy: auto` picks for this data (`choose_policy` on the same counts an `auto` run reads), which
+    every run records in run_info.json (`policy.auto_choice`): a search reads it to try auto's pick as well.
+
+    Example:
+        >>> auto_choice(load_run_data(RecipeConfig(dataset="bundled:digits", examples_per_label=5)))  # doctest: +SKIP
+        {'name': 'head', 'train_fraction': None}
+    """
+    try:
+        chosen = choose_policy(len(data.train), len(data.labels), label_counts=train_label_counts(data))
+    except ConfigError:  # no rule for fewer than two labels or no training images
+        return None
+    return {"name": chosen.name, "train_fraction": chosen.train_fraction}
 
 
 def plan_class_balance(config: RecipeConfig, data: Any) -> ImbalancePlan:
@@ -772,7 +787,7 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     return {
         "tl_hub_version": __version__, "base_model": config.model, "base_model_revision": config.revision,
         "parent_model": tl_hub_parent(config.model, config.revision), "labels": list(data.labels),
-        "policy": {**policy.to_dict(), "summary": summary.to_dict()}, "data": data.report.to_dict(),
+        "policy": {**policy.to_dict(), "summary": summary.to_dict(), "auto_choice": auto_choice(data)}, "data": data.report.to_dict(),
         "hyperparameters": hyper, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "framework_versions": _framework_versions(), "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision, "device": describe_device(accelerator),

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LEADERBOARD_COLUMNS", "LeaderboardRow", "markdown_table", "plot_scores", "read_leaderboard",
+__all__ = ["AUTO_PICK", "AUTO_PICK_NOTE", "LEADERBOARD_COLUMNS", "LeaderboardRow", "markdown_table", "plot_scores", "read_leaderboard",
            "rows_from_trials", "write_leaderboard"]
 
 
@@ -50,6 +50,10 @@ class LeaderboardRow:
 
 LEADERBOARD_COLUMNS: tuple[str, ...] = (*(f.name for f in fields(LeaderboardRow)), "pruned")
 
+#: the user attribute of the trial that runs what `policy: auto` would (the search's baseline)
+AUTO_PICK = "auto_pick"
+AUTO_PICK_NOTE = "auto's pick"  # its leaderboard note
+
 
 def rows_from_trials(trials: Iterable[Any]) -> list[LeaderboardRow]:
     """Leaderboard rows from Optuna `FrozenTrial`s (the user attributes `tl_hub.search` records), best first;
@@ -67,7 +71,7 @@ def rows_from_trials(trials: Iterable[Any]) -> list[LeaderboardRow]:
         values = list(t.intermediate_values.values())
         score = t.value if t.value is not None else (max(values) if values else None)
         folder = int(attrs.get("folder_trial", t.number))
-        note = "; ".join(part for part in (str(attrs.get("note", "")),
+        note = "; ".join(part for part in (AUTO_PICK_NOTE if attrs.get(AUTO_PICK) else "", str(attrs.get("note", "")),
                                            f"resumed trial {folder}'s run" if folder != t.number else "") if part)
         rows.append(LeaderboardRow(
             trial=int(t.number), backbone=str(attrs.get("backbone")),
@@ -133,7 +137,7 @@ def markdown_table(rows: Sequence[LeaderboardRow], metric: str = "score") -> str
         policy = r.policy if r.fraction is None else f"{r.policy}@{r.fraction:g}"
         lr = "default" if r.learning_rate is None else f"{r.learning_rate:.2e}"
         score = "–" if r.score is None or math.isnan(r.score) else f"{r.score:.4f}"
-        pruned = ("yes" + (f" ({r.note})" if r.note else "")) if r.pruned else ("no" if r.state == "complete" else r.state)
+        pruned = ("yes" if r.pruned else "no" if r.state == "complete" else r.state) + (f" ({r.note})" if r.note else "")
         lines.append(f"| {r.trial} | {r.backbone} | {policy} | {lr} | {r.epochs_run}/{r.epochs} | {score} | "
                      f"{r.cost_s:.1f} | {pruned} |")
     return "\n".join(lines)

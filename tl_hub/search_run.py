@@ -7,7 +7,9 @@ The recipe's keys are the fixed part of every trial; the `search:` block (or key
 
 1. screens the backbones when there are more than `screen_top` (`tl_hub.screening.screen_backbones`: a cheap
    linear probe each) and keeps the best few;
-2. starts with one `head` trial per kept backbone (cached features: seconds each), then lets Optuna's TPE
+2. starts with one `head` trial per kept backbone (cached features: seconds each), then runs what `policy: auto`
+   would (the rule's pick for the data size the first trial recorded, at its default learning rate and the
+   recipe's epochs; never pruned by score: it is the baseline the search has to beat), then lets Optuna's TPE
    sampler choose backbone, policy, learning rate (log scale) and epochs; Hyperband prunes trials on their
    per-epoch validation score (a pruned trial ends cleanly after its epoch's checkpoint);
 3. keeps the study in SQLite in the output folder (`study.db`; or any Optuna RDB URL via `storage`): a killed
@@ -43,8 +45,9 @@ from typing import Any
 
 from tl_hub.config import RecipeConfig
 from tl_hub.errors import ConfigError, TlHubError
-from tl_hub.leaderboard import LeaderboardRow, rows_from_trials
+from tl_hub.leaderboard import AUTO_PICK, LeaderboardRow, rows_from_trials
 from tl_hub.output_folder import STUDY_FILE, TEST_EVAL_DIR
+from tl_hub.policy import peak_learning_rate
 from tl_hub.reporting import logger, use_console
 from tl_hub.search_output import claim_search_folder, publish_best, search_spec
 from tl_hub.search_space import SearchSpace, parse_duration
@@ -200,7 +203,8 @@ def _retry_interrupted(study: Any) -> None:
     from its last checkpoint, in the same folder. (A killed search's trials are retried by Optuna's heartbeat.)"""
     for trial in interrupted_to_retry(study.get_trials(deepcopy=False)):
         logger.info(f"search: trial {trial.number} was interrupted; it runs again first, from its last checkpoint")
-        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number}, skip_if_exists=False)
+        baseline = {AUTO_PICK: True} if trial.user_attrs.get(AUTO_PICK) else {}
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number, **baseline}, skip_if_exists=False)
 
 
 def _screen(study: Any, config: RecipeConfig, space: SearchSpace) -> tuple[list[str], list[dict[str, Any]]]:
@@ -229,12 +233,34 @@ def _enqueue_cheap_first(study: Any, space: SearchSpace, kept: list[str]) -> Non
     if study.trials or "head" not in [c.label for c in space.candidates]:
         return
     for backbone in kept:
-        params: dict[str, Any] = {"backbone": backbone, "policy": "head"}
-        if space.learning_rate is not None:
-            params["learning_rate"] = min(max(1e-3, space.learning_rate[0]), space.learning_rate[1])
-        if len(space.epochs) > 1:
-            params["epochs"] = space.epochs[-1]
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(space.params_for(backbone, "head", None, peak_learning_rate("head"), space.epochs[-1]),
+                            skip_if_exists=True)
+
+
+def _enqueue_auto_pick(study: Any, config: RecipeConfig, space: SearchSpace, kept: list[str]) -> None:
+    """Once a trial has recorded what `policy: auto` picks for the data (`auto_choice`), enqueue that recipe,
+    once per study: the rule's policy (the space's nearest candidate), its default learning rate (the recipe's,
+    if set) and the recipe's epochs, on the recipe's backbone (the best kept one if that was screened out). It is
+    not pruned by score, so the search's best is at least as good as `auto` on the validation split."""
+    if AUTO_PICK in study.user_attrs:
+        return
+    trials = study.get_trials(deepcopy=False)
+    choice = next((t.user_attrs["auto_choice"] for t in trials if t.user_attrs.get("auto_choice")), None)
+    if choice is None:
+        return
+    backbone = config.model if config.model in kept else kept[0]
+    rate = config.learning_rate or peak_learning_rate(choice["name"])
+    params = space.params_for(backbone, choice["name"], choice.get("train_fraction"), rate, config.epochs)
+    study.set_user_attr(AUTO_PICK, params or {})
+    if params is None:
+        logger.info(f"search: policy auto would pick {choice['name']}, which the search's policies leave out")
+        return
+    same = next((t.number for t in trials if t.params == params and not t.user_attrs.get("not_run")), None)
+    if same is not None:
+        logger.info(f"search: trial {same} already trains what policy auto would ({params})")
+        return
+    logger.info(f"search: next, what policy auto would train: {params}")
+    study.enqueue_trial(params, user_attrs={AUTO_PICK: True})
 
 
 def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list[str], out: Path,
@@ -253,6 +279,7 @@ def _run_trials(study: Any, config: RecipeConfig, space: SearchSpace, kept: list
             return "time budget (no candidate fits in the time left)"
         if failed_in_a_row >= 3:
             return "three trials in a row failed (see the warnings above)"
+        _enqueue_auto_pick(study, config, space, kept)
         objective = _Objective(config, space, kept, out, deadline=time.monotonic() + clock.left() - reserve)
         try:
             study.optimize(objective, n_trials=1, catch=(TlHubError,), gc_after_trial=True)
@@ -321,7 +348,7 @@ class _Objective:
             raise optuna.TrialPruned("not run: the time left cannot fit it")
         cfg = trial_config(self.config, params, folder=trial_folder(self.out, number),
                            feature_cache_dir=self.out / "trials" / "features")
-        watch = TrialWatch(trial, cfg.metric_for_best_model, self.deadline)
+        watch = TrialWatch(trial, cfg.metric_for_best_model, self.deadline, prunable=not trial.user_attrs.get(AUTO_PICK))
         for step, value in sorted(inherited_scores(trial).items()):  # an interrupted trial's epochs, for the pruner
             trial.report(value, step)
         logger.info(f"search: trial {trial.number} ({params.backbone}, {params.policy_label}, lr "

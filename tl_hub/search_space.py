@@ -108,6 +108,31 @@ class SearchSpace:
                     screen_images=_positive_int("screen_images", block.get("screen_images", 2000)))
         return space
 
+    def params_for(self, backbone: str, policy: str, fraction: float | None, learning_rate: float,
+                   epochs: int) -> dict[str, Any] | None:
+        """The trial parameters (Optuna's, for `enqueue_trial`) of the point of this space nearest to a given
+        recipe: the candidate of that policy with the nearest fraction, the learning rate clipped into the range
+        (left out when the rate is not searched), the nearest epoch choice; None when no candidate has the policy.
+
+        Example:
+            >>> space = SearchSpace.from_dict({"policies": ["head", "partial@0.3", "partial@0.6"],
+            ...     "learning_rate": [1e-5, 1e-2], "epochs": [5, 10, 20]}, default_backbone="m", default_epochs=5)
+            >>> space.params_for("m", "partial", 0.35, 1e-4, 12)
+            {'backbone': 'm', 'policy': 'partial@0.3', 'learning_rate': 0.0001, 'epochs': 10}
+            >>> space.params_for("m", "full", None, 1e-4, 10) is None
+            True
+        """
+        same = [c for c in self.candidates if c.policy == policy]
+        if not same:
+            return None
+        nearest = min(same, key=lambda c: abs((c.fraction or 0.0) - (fraction or 0.0)))
+        params: dict[str, Any] = {"backbone": backbone, "policy": nearest.label}
+        if self.learning_rate is not None:
+            params["learning_rate"] = min(max(learning_rate, self.learning_rate[0]), self.learning_rate[1])
+        if len(self.epochs) > 1:
+            params["epochs"] = min(self.epochs, key=lambda e: (abs(e - epochs), e))
+        return params
+
     def to_dict(self) -> dict[str, Any]:
         """The block as YAML-safe values (what `search.yaml` records).
 

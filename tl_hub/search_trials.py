@@ -144,11 +144,13 @@ def trial_config(base: RecipeConfig, params: TrialParams, *, folder: str | Path,
 @dataclass
 class TrialWatch:
     """The loop callback of one trial: reports each epoch's validation score to Optuna and raises
-    `PrunedByScore` when the pruner says so; raises `OutOfTime` after `deadline` (time.monotonic())."""
+    `PrunedByScore` when the pruner says so (unless `prunable` is False: auto's pick, the search's baseline);
+    raises `OutOfTime` after `deadline` (time.monotonic())."""
 
     trial: Any
     metric: str
     deadline: float
+    prunable: bool = True
     started: float = field(default_factory=time.monotonic)
     epoch_seconds: list[float] = field(default_factory=list)
     epochs_run: int = 0
@@ -163,7 +165,7 @@ class TrialWatch:
             if value is not None and not math.isnan(float(value)):
                 self.last_score = float(value)
                 self.trial.report(float(value), step=self.epochs_run)
-                if self.trial.should_prune():
+                if self.prunable and self.trial.should_prune():
                     raise PrunedByScore(f"pruned after epoch {self.epochs_run}")
         if time.monotonic() > self.deadline:
             raise OutOfTime("the search's time budget ran out")
@@ -212,8 +214,8 @@ def estimate_cost(params: TrialParams, finished: Sequence[dict[str, Any]]) -> fl
 
 
 def speed_facts(run_dir: Path) -> dict[str, Any]:
-    """From a finished trial's folder, what `estimate_cost` reads: the backbone's seconds per image in the
-    feature pass (head trials) and the numbers of train and eval images.
+    """From a finished trial's folder, what `estimate_cost` reads (the backbone's seconds per image in the
+    feature pass of head trials, the numbers of train, eval and test images) and auto's pick for the data.
 
     Example:
         >>> speed_facts(Path("no/such/run"))
@@ -233,6 +235,9 @@ def speed_facts(run_dir: Path) -> dict[str, Any]:
     test = next((int(unused[name]) for name in ("test", "testing") if name in unused), None)
     if test is not None:  # trials leave the test split out; the search's final evaluation reads it
         facts["n_test"] = test
+    choice = (info.get("policy") or {}).get("auto_choice")
+    if choice:  # what `policy: auto` picks for this data: the search tries that as well
+        facts["auto_choice"] = choice
     feature = metrics.get("feature_extraction") or {}
     if feature.get("images") and feature.get("seconds"):
         facts["s_per_image"] = float(feature["seconds"]) / float(feature["images"])
