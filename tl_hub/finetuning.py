@@ -436,7 +436,8 @@ def train_model(config: RecipeConfig, accelerator: Any, data: Any, model: Any, p
         metric_for_best_model=best_model_metric(config.metric_for_best_model, problem_type),
         skip_nonfinite_batches=config.skip_nonfinite_batches,
         num_workers=config.num_workers if config.num_workers is not None else default_workers(accelerator.num_processes),
-        channels_last=channels_last and not use_features, compile=config.compile, progress=config.progress,
+        # the feature phase turns it off itself (Phase.channels_last); lp-ft's full phase after it trains on images
+        channels_last=channels_last, compile=config.compile, progress=config.progress,
         loss=LossSpec(problem_type=problem_type, class_weights=balance.loss_weights,
                       label_smoothing=config.label_smoothing),
         sampler=balance.sampler, ema_decay=config.ema_decay,
