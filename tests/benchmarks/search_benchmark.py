@@ -9,7 +9,8 @@ stratified carve-out of train, `test_split: none`) and its saved model is then s
 - `search`: `tl_hub.search(time_budget=3 W)` over the default policies, a learning-rate range and epochs; its
   own test evaluation (once, on the best trial) is the number reported.
 
-    python tests/benchmarks/search_benchmark.py --n 1000 --out tests/benchmarks/results/2026-11-27-search
+    python tests/benchmarks/search_benchmark.py --n 1000 --out tests/benchmarks/results/2026-11-28-search-n1000
+    python tests/benchmarks/search_benchmark.py --n 10000 --out tests/benchmarks/results/2026-11-28-search-n10000
     python tests/benchmarks/run.py --sections search --out bench_results/search   # the same, via run.py
 
 Results: results.json (every arm: wall time, validation and test accuracy; the search's leaderboard) and a
@@ -125,7 +126,7 @@ def run_search(folder: Path, work: Path, budget_s: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--fixed", default="head,partial", help="fixed policies to run (comma-separated)")
+    parser.add_argument("--fixed", default="head,partial,full,lp-ft", help="fixed policies to run (comma-separated)")
     parser.add_argument("--out", default="bench_results/search")
     parser.add_argument("--work", default=None, help="scratch folder (default: OUT/work)")
     args = parser.parse_args(argv)
