@@ -692,8 +692,8 @@ def _search_section(search: dict | None, rows: list[Any]) -> dict | None:
                     f"sampler {search.get('sampler', 'TPE')}, pruner {search.get('pruner', 'Hyperband')}; every "
                     f"score is `{search.get('metric', 'accuracy')}` on the validation carve-out of the training "
                     f"data; the best is trial {search.get('best_trial')}."
-                    + (f" The trial marked \"{AUTO_PICK_NOTE}\" trains what `policy: auto` would (the search's baseline, "
-                       "never pruned by score)." if any(AUTO_PICK_NOTE in r.note for r in rows) else "")),
+                    + (f" The trial marked \"{AUTO_PICK_NOTE}\" trains what `policy: auto` would (the search's "
+                       "baseline, never pruned by score)." if any(AUTO_PICK_NOTE in r.note for r in rows) else "")),
         "screen_table": _md_table(["backbone", "screen score", "images", "seconds"], [
             [s.get("backbone"), s.get("score"), s.get("n_images"), s.get("seconds")] for s in screen]) if screen else "",
         "leaderboard": markdown_table(rows, search.get("metric", "score")) if rows else "",

@@ -53,7 +53,14 @@ from tl_hub.hardware import (
 )
 from tl_hub.imbalance import ImbalancePlan, plan_imbalance
 from tl_hub.output_folder import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
-from tl_hub.policy import FreezePolicy, choose_policy, peak_learning_rate, plan_phases, resolve_policy, uses_feature_cache
+from tl_hub.policy import (
+    FreezePolicy,
+    choose_policy,
+    peak_learning_rate,
+    plan_phases,
+    resolve_policy,
+    uses_feature_cache,
+)
 from tl_hub.reporting import main_process_reporter, use_console
 from tl_hub.run_folder import prepare_output_dir, stops_explained
 from tl_hub.trackers import make_trackers, run_hparams, tracker_init_kwargs
@@ -788,7 +795,8 @@ def run_facts(config: RecipeConfig, accelerator: Any, data: Any, policy: FreezeP
     return {
         "tl_hub_version": __version__, "base_model": config.model, "base_model_revision": config.revision,
         "parent_model": tl_hub_parent(config.model, config.revision), "labels": list(data.labels),
-        "policy": {**policy.to_dict(), "summary": summary.to_dict(), "auto_choice": auto_choice(data)}, "data": data.report.to_dict(),
+        "policy": {**policy.to_dict(), "summary": summary.to_dict(), "auto_choice": auto_choice(data)},
+        "data": data.report.to_dict(),
         "hyperparameters": hyper, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "framework_versions": _framework_versions(), "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision, "device": describe_device(accelerator),

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUTO_PICK", "AUTO_PICK_NOTE", "LEADERBOARD_COLUMNS", "LeaderboardRow", "markdown_table", "plot_scores", "read_leaderboard",
-           "rows_from_trials", "write_leaderboard"]
+__all__ = ["AUTO_PICK", "AUTO_PICK_NOTE", "LEADERBOARD_COLUMNS", "LeaderboardRow", "markdown_table", "plot_scores",
+           "read_leaderboard", "rows_from_trials", "write_leaderboard"]
 
 
 @dataclass
@@ -137,7 +137,8 @@ def markdown_table(rows: Sequence[LeaderboardRow], metric: str = "score") -> str
         policy = r.policy if r.fraction is None else f"{r.policy}@{r.fraction:g}"
         lr = "default" if r.learning_rate is None else f"{r.learning_rate:.2e}"
         score = "–" if r.score is None or math.isnan(r.score) else f"{r.score:.4f}"
-        pruned = ("yes" if r.pruned else "no" if r.state == "complete" else r.state) + (f" ({r.note})" if r.note else "")
+        ended = "yes" if r.pruned else "no" if r.state == "complete" else r.state
+        pruned = ended + (f" ({r.note})" if r.note else "")
         lines.append(f"| {r.trial} | {r.backbone} | {policy} | {lr} | {r.epochs_run}/{r.epochs} | {score} | "
                      f"{r.cost_s:.1f} | {pruned} |")
     return "\n".join(lines)

@@ -348,7 +348,8 @@ class _Objective:
             raise optuna.TrialPruned("not run: the time left cannot fit it")
         cfg = trial_config(self.config, params, folder=trial_folder(self.out, number),
                            feature_cache_dir=self.out / "trials" / "features")
-        watch = TrialWatch(trial, cfg.metric_for_best_model, self.deadline, prunable=not trial.user_attrs.get(AUTO_PICK))
+        watch = TrialWatch(trial, cfg.metric_for_best_model, self.deadline,
+                           prunable=not trial.user_attrs.get(AUTO_PICK))  # auto's pick: the baseline runs whole
         for step, value in sorted(inherited_scores(trial).items()):  # an interrupted trial's epochs, for the pruner
             trial.report(value, step)
         logger.info(f"search: trial {trial.number} ({params.backbone}, {params.policy_label}, lr "
