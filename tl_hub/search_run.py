@@ -64,8 +64,8 @@ from tl_hub.search_trials import (
     inherited_scores,
     interrupted_to_retry,
     sample_params,
-    speed_facts,
     trial_config,
+    trial_facts,
     trial_folder,
 )
 
@@ -369,7 +369,7 @@ class _Objective:
         finally:
             for key, value in watch.record(time.monotonic() - watch.started).items():
                 trial.set_user_attr(key, value)
-        for key, value in speed_facts(Path(cfg.output_dir)).items():
+        for key, value in trial_facts(Path(cfg.output_dir)).items():
             trial.set_user_attr(key, value)
         score = best_score(result.history, cfg.metric_for_best_model, greater_is_better(cfg.metric_for_best_model))
         trial.set_user_attr("epochs_run", len(result.history))

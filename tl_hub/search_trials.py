@@ -30,8 +30,8 @@ from tl_hub.errors import StopRequested
 from tl_hub.search_space import PolicyCandidate, SearchSpace
 
 __all__ = ["RETRY_OF", "OutOfTime", "PrunedByScore", "TrialParams", "TrialWatch", "best_score", "estimate_cost", "estimate_test_eval",
-           "folder_number", "inherited_scores", "interrupted_to_retry", "retried_trial", "speed_facts",
-           "sample_params", "trial_config", "trial_folder"]
+           "folder_number", "inherited_scores", "interrupted_to_retry", "retried_trial",
+           "sample_params", "trial_config", "trial_facts", "trial_folder"]
 
 
 class PrunedByScore(StopRequested):
@@ -213,12 +213,12 @@ def estimate_cost(params: TrialParams, finished: Sequence[dict[str, Any]]) -> fl
     return None
 
 
-def speed_facts(run_dir: Path) -> dict[str, Any]:
+def trial_facts(run_dir: Path) -> dict[str, Any]:
     """From a finished trial's folder, what `estimate_cost` reads (the backbone's seconds per image in the
     feature pass of head trials, the numbers of train, eval and test images) and auto's pick for the data.
 
     Example:
-        >>> speed_facts(Path("no/such/run"))
+        >>> trial_facts(Path("no/such/run"))
         {}
     """
     import json
